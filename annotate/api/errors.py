@@ -1,0 +1,23 @@
+"""Every API error is JSON: service errors keep their status, anything else is a JSON 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from annotate.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response({"detail": exc.message}, status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("Unhandled API error", exc_info=exc)
+        return Response({"detail": "Internal server error."}, status=500)
+    return response

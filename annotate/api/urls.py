@@ -1,0 +1,19 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from . import views
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("projects/", views.projects, name="api-projects"),
+    path("projects/<int:project_id>/", views.project_detail, name="api-project"),
+    path("projects/<int:project_id>/members/", views.project_members, name="api-members"),
+    path("projects/<int:project_id>/prompts/", views.project_prompts, name="api-prompts"),
+    path("projects/<int:project_id>/comparisons/", views.project_comparisons, name="api-comparisons"),
+    path("projects/<int:project_id>/next/", views.next_task, name="api-next"),
+    path("comparisons/<int:comparison_id>/judgments/", views.comparison_judgments, name="api-judgments"),
+    path("judgments/<int:judgment_id>/", views.judgment_detail, name="api-judgment"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,143 @@
+"""The REST API. Views check access, call one service function and serialise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotate import services
+from annotate.errors import InvalidInput, NotFound
+from annotate.importing import import_records
+from annotate.models import Judgment
+
+from .serializers import (
+    ImportReportSerializer,
+    JudgmentInputSerializer,
+    JudgmentSerializer,
+    MemberSerializer,
+    ProjectSerializer,
+    TaskSerializer,
+)
+
+
+@extend_schema(methods=["GET"], responses=ProjectSerializer(many=True))
+@extend_schema(methods=["POST"], request=ProjectSerializer, responses={201: ProjectSerializer})
+@api_view(["GET", "POST"])
+def projects(request: Request) -> Response:
+    if request.method == "GET":
+        qs = services.projects_for(request.user).order_by("name", "id")
+        return Response(ProjectSerializer(qs, many=True, context={"request": request}).data)
+    serializer = ProjectSerializer(data=request.data, context={"request": request})
+    serializer.is_valid(raise_exception=True)
+    project = services.create_project(request.user, **serializer.validated_data)
+    return Response(ProjectSerializer(project, context={"request": request}).data, status=201)
+
+
+@extend_schema(methods=["GET"], responses=ProjectSerializer)
+@extend_schema(methods=["PATCH"], request=ProjectSerializer, responses=ProjectSerializer)
+@api_view(["GET", "PATCH"])
+def project_detail(request: Request, project_id: int) -> Response:
+    project = services.get_project(request.user, project_id, lead=request.method == "PATCH")
+    if request.method == "PATCH":
+        serializer = ProjectSerializer(project, data=request.data, partial=True, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            serializer.save()
+        project.refresh_from_db()
+    return Response(ProjectSerializer(project, context={"request": request}).data)
+
+
+@extend_schema(request=MemberSerializer, responses={201: MemberSerializer})
+@api_view(["POST"])
+def project_members(request: Request, project_id: int) -> Response:
+    project = services.get_project(request.user, project_id, lead=True)
+    serializer = MemberSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    membership = services.add_member(project, **serializer.validated_data)
+    return Response({"username": membership.user.get_username(), "role": membership.role}, status=201)
+
+
+def _import(request: Request, project_id: int, kind: str) -> Response:
+    project = services.get_project(request.user, project_id, lead=True)
+    if not isinstance(request.data, list):
+        raise InvalidInput("Send a JSON list of objects.")
+    report = import_records(project, kind, request.data)
+    return Response(report.as_dict(), status=201)
+
+
+@extend_schema(
+    request={"application/json": {"type": "array", "items": {"type": "object"}}},
+    responses={201: ImportReportSerializer},
+    description='A JSON list of {"prompt": "..."} or {"messages": [...]}, optional "metadata" and "split".',
+)
+@api_view(["POST"])
+def project_prompts(request: Request, project_id: int) -> Response:
+    return _import(request, project_id, "prompts")
+
+
+@extend_schema(
+    request={"application/json": {"type": "array", "items": {"type": "object"}}},
+    responses={201: ImportReportSerializer},
+    description='A JSON list of {"prompt" or "messages", "completion_a", "completion_b"}.',
+)
+@api_view(["POST"])
+def project_comparisons(request: Request, project_id: int) -> Response:
+    return _import(request, project_id, "pairs")
+
+
+@extend_schema(responses={200: TaskSerializer, 204: OpenApiResponse(description="Nothing left for you.")})
+@api_view(["GET"])
+def next_task(request: Request, project_id: int) -> Response:
+    project = services.get_project(request.user, project_id)
+    assignment = services.next_assignment(project, request.user)
+    if assignment is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    comparison = assignment.comparison
+    a, b = comparison.completion_a, comparison.completion_b
+    left, right = (a, b) if assignment.left_is_a else (b, a)
+    data: dict[str, Any] = {
+        "comparison": comparison.pk,
+        "messages": comparison.prompt.messages,
+        "left": {"text": left.text},
+        "right": {"text": right.text},
+        "lease_expires": assignment.lease_expires,
+        "instructions": project.instructions,
+        "show_strength": project.show_strength,
+        "rationale": project.rationale,
+    }
+    return Response(TaskSerializer(data).data)
+
+
+@extend_schema(
+    methods=["POST"],
+    request=JudgmentInputSerializer,
+    responses={201: JudgmentSerializer, 200: JudgmentSerializer},
+)
+@extend_schema(methods=["DELETE"], responses={204: None})
+@api_view(["POST", "DELETE"])
+def comparison_judgments(request: Request, comparison_id: int) -> Response:
+    if request.method == "DELETE":
+        mine = Judgment.objects.filter(comparison_id=comparison_id, annotator=request.user).first()
+        if mine is None:
+            raise NotFound("You have no judgment on this comparison.")
+        services.undo_judgment(request.user, judgment_id=mine.pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    serializer = JudgmentInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    judgment, created = services.submit_judgment(
+        request.user, comparison_id, services.JudgmentInput(**serializer.validated_data)
+    )
+    return Response(JudgmentSerializer(judgment).data, status=201 if created else 200)
+
+
+@extend_schema(responses={204: None})
+@api_view(["DELETE"])
+def judgment_detail(request: Request, judgment_id: int) -> Response:
+    services.undo_judgment(request.user, judgment_id=judgment_id)
+    return Response(status=status.HTTP_204_NO_CONTENT)

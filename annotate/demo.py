@@ -1,0 +1,83 @@
+"""The demo project the run command seeds: users, prompts and ready-made pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import transaction
+
+from .importing import ImportReport, import_jsonl
+from .models import Membership, Project
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_SLUG = "demo-assistant-replies"
+
+DEMO_INSTRUCTIONS = """\
+Compare the two replies to the conversation and pick the one **you would rather receive**.
+
+1. **Correct first.** A reply with a factual or code error loses to a correct one, however well written.
+2. **Then helpful.** It answers what was asked, in the format asked for, without padding.
+3. **Then clear and kind.** Plain language, polite tone, no needless refusals.
+
+Use *Tie* when both are equally good and *Both bad* when neither is acceptable.
+Replies may contain code or HTML: it is shown as text, never run.
+"""
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    role: str
+
+
+DEMO_USERS = (
+    DemoUser("lead", "prefloop-lead", Membership.Role.LEAD),
+    DemoUser("alice", "prefloop-alice", Membership.Role.ANNOTATOR),
+    DemoUser("bob", "prefloop-bob", Membership.Role.ANNOTATOR),
+)
+
+
+@transaction.atomic
+def seed_demo() -> tuple[Project, ImportReport | None]:
+    """Create the demo users and project once; later calls change nothing.
+
+    Returns the project and the import report (None when it was seeded before).
+    """
+    User = get_user_model()
+    users = {}
+    for demo in DEMO_USERS:
+        user, created = User.objects.get_or_create(username=demo.username)
+        if created:
+            user.set_password(demo.password)
+            user.save()
+        users[demo.username] = user
+    lead = users["lead"]
+    lead.user_permissions.add(
+        Permission.objects.get(codename="add_project", content_type__app_label="annotate")
+    )
+    project, created = Project.objects.get_or_create(
+        slug=DEMO_SLUG,
+        defaults={
+            "name": "Demo: assistant replies",
+            "instructions": DEMO_INSTRUCTIONS,
+            "overlap": 2,
+            "show_strength": True,
+            "rationale": Project.Rationale.OPTIONAL,
+            "license": "CC-BY-4.0",
+            "created_by": lead,
+        },
+    )
+    for demo in DEMO_USERS:
+        Membership.objects.get_or_create(project=project, user=users[demo.username], defaults={"role": demo.role})
+    if not created:
+        return project, None
+    with (DEMO_DIR / "prompts.jsonl").open("rb") as fh:
+        report = import_jsonl(project, "prompts", fh)
+    with (DEMO_DIR / "pairs.jsonl").open("rb") as fh:
+        pairs = import_jsonl(project, "pairs", fh)
+    report.comparisons_added = pairs.comparisons_added
+    return project, report

@@ -1,0 +1,31 @@
+"""Errors a user can cause, each with the HTTP status the web and API answer with."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotAllowed(ServiceError):
+    status_code = 403
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class LeaseExpired(ServiceError):
+    status_code = 410
+
+
+class InvalidInput(ServiceError):
+    status_code = 400

@@ -1,0 +1,280 @@
+"""Projects, prompts, comparisons and the judgments people make on them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.text import slugify
+
+
+def messages_hash(messages: list[dict[str, Any]]) -> str:
+    """A stable fingerprint of a chat, used to skip duplicate prompts."""
+    canonical = json.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Project(models.Model):
+    class Rationale(models.TextChoices):
+        OFF = "off", "Off"
+        OPTIONAL = "optional", "Optional"
+        REQUIRED = "required", "Required"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200, unique=True)
+    instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    overlap = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="How many distinct annotators judge each pair.",
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(10)],
+        help_text="How long a pair handed to an annotator stays reserved for them.",
+    )
+    undo_seconds = models.PositiveIntegerField(
+        default=60, help_text="How long after judging an annotator may undo."
+    )
+    show_strength = models.BooleanField(
+        default=False, help_text="Ask how much better (slightly / clearly / much)."
+    )
+    rationale = models.CharField(
+        max_length=10, choices=Rationale.choices, default=Rationale.OFF
+    )
+    license = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.slug:
+            self.slug = self._unique_slug()
+        super().save(*args, **kwargs)
+
+    def _unique_slug(self) -> str:
+        base = slugify(self.name)[:180] or "project"
+        slug, n = base, 1
+        while Project.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+        return slug
+
+    @property
+    def lease_duration(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+    def role_of(self, user: Any) -> str | None:
+        if not user.is_authenticated:
+            return None
+        membership = self.memberships.filter(user=user).first()
+        return membership.role if membership else None
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        LEAD = "lead", "Lead"
+        ANNOTATOR = "annotator", "Annotator"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class Prompt(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Eval"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField(help_text='[{"role": "user", "content": "..."}, ...]')
+    metadata = models.JSONField(default=dict, blank=True)
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.TRAIN)
+    content_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="unique_prompt_per_project"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.preview
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.content_hash = messages_hash(self.messages)
+        super().save(*args, **kwargs)
+
+    @property
+    def preview(self) -> str:
+        last = self.messages[-1]["content"] if self.messages else ""
+        return last[:80]
+
+
+class Completion(models.Model):
+    class Source(models.TextChoices):
+        IMPORTED = "imported", "Imported"
+        MODEL = "model", "Model version"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    text = models.TextField(blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.IMPORTED)
+    # The training app's ModelVersion id when a model wrote it; kept as a plain
+    # integer so that the annotation app does not depend on the training app.
+    model_version_id = models.PositiveIntegerField(null=True, blank=True)
+    generation_params = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    logprob = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+class Comparison(models.Model):
+    class Kind(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Eval"
+        GOLD = "gold", "Gold"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    completion_a = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    completion_b = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    round = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.TRAIN)
+    # Judgments stored so far; kept in step with the Judgment rows inside the
+    # same transaction, so that the queue can skip finished pairs cheaply.
+    judgment_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "judgment_count"])]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk} ({self.project})"
+
+
+class Assignment(models.Model):
+    """A comparison leased to one annotator, with the order it is shown in."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Leased"
+        DONE = "done", "Judged"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Lease expired"
+
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="assignments"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    # True when completion A is shown on the left.
+    left_is_a = models.BooleanField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    leased_at = models.DateTimeField(default=timezone.now)
+    lease_expires = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="one_assignment_per_annotator"
+            )
+        ]
+        indexes = [models.Index(fields=["annotator", "project", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.comparison_id} -> {self.annotator_id} ({self.status})"
+
+    def is_live(self, now: Any = None) -> bool:
+        now = now or timezone.now()
+        return self.status == self.Status.ACTIVE and self.lease_expires > now
+
+
+class Judgment(models.Model):
+    class Choice(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both bad"
+
+    class Strength(models.IntegerChoices):
+        SLIGHTLY = 1, "Slightly better"
+        CLEARLY = 2, "Clearly better"
+        MUCH = 3, "Much better"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judgments")
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(choices=Strength.choices, null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    left_is_a = models.BooleanField(help_text="The order the annotator saw.")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_id = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="one_judgment_per_annotator"
+            )
+        ]
+        indexes = [models.Index(fields=["annotator", "project", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} on {self.comparison_id}: {self.choice}"
+
+    @property
+    def shown_choice(self) -> str:
+        """The choice as the annotator saw it: left, right, tie or both_bad."""
+        if self.choice == self.Choice.A:
+            return "left" if self.left_is_a else "right"
+        if self.choice == self.Choice.B:
+            return "right" if self.left_is_a else "left"
+        return str(self.choice)

@@ -1,0 +1,389 @@
+"""Write operations on projects, the annotation queue and judgments.
+
+The browser views and the REST API both call these functions; each owns its
+transaction. Row locks keep the queue correct under concurrency: on
+PostgreSQL the candidate comparison is locked with SKIP LOCKED, on SQLite every
+write transaction is IMMEDIATE (see settings), which serialises writers.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Least
+from django.utils import timezone
+
+from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
+from .models import Assignment, Comparison, Judgment, Membership, Project
+
+User = AbstractBaseUser | AnonymousUser
+
+# How many candidates one queue request looks at before giving up; each is
+# skipped only when another annotator filled its last slot meanwhile.
+_CANDIDATES_PER_REQUEST = 20
+# Assignments that keep a pair from being offered to the same annotator again.
+_CLOSED = (Assignment.Status.DONE, Assignment.Status.SKIPPED)
+
+
+# --- Access ---------------------------------------------------------------------
+
+
+def projects_for(user: Any) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Project:
+    """The project if the user is a member (a lead, when ``lead``).
+
+    Outsiders get NotFound, not NotAllowed: a project's existence is not
+    revealed to people outside it.
+    """
+    try:
+        project = Project.objects.get(pk=int(project_id))
+    except (Project.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such project.") from None
+    role = project.role_of(user)
+    if role is None:
+        raise NotFound("No such project.")
+    if lead and role != Membership.Role.LEAD:
+        raise NotAllowed("Only the project's leads can do this.")
+    return project
+
+
+def can_create_projects(user: Any) -> bool:
+    return bool(user.is_authenticated and user.has_perm("annotate.add_project"))
+
+
+# --- Projects ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_project(user: Any, **fields: Any) -> Project:
+    if not can_create_projects(user):
+        raise NotAllowed("You are not allowed to create projects.")
+    project = Project(created_by=user, **fields)
+    project.full_clean(exclude=["slug"])
+    project.save()
+    Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
+    return project
+
+
+@transaction.atomic
+def add_member(project: Project, username: str, role: str) -> Membership:
+    from django.contrib.auth import get_user_model
+
+    if role not in Membership.Role.values:
+        raise InvalidInput(f'role must be one of {", ".join(Membership.Role.values)}')
+    try:
+        member = get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise InvalidInput(f'No user named "{username}".') from None
+    membership, created = Membership.objects.get_or_create(
+        project=project, user=member, defaults={"role": role}
+    )
+    if not created and membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+# --- The queue ---------------------------------------------------------------------
+
+
+def _held_slots(now: datetime) -> Subquery:
+    """Per comparison: judged plus live-leased assignments."""
+    held = (
+        Assignment.objects.filter(comparison=OuterRef("pk"))
+        .filter(Q(status=Assignment.Status.DONE) | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now))
+        .order_by()
+        .values("comparison")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Subquery(held)
+
+
+def _held_count(comparison: Comparison, now: datetime) -> int:
+    return Assignment.objects.filter(comparison=comparison).filter(
+        Q(status=Assignment.Status.DONE) | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+    ).count()
+
+
+def current_assignment(project: Project, user: Any) -> Assignment | None:
+    """The user's live lease in this project, if they already hold one."""
+    now = timezone.now()
+    return (
+        Assignment.objects.select_related("comparison__prompt", "comparison__completion_a", "comparison__completion_b")
+        .filter(project=project, annotator=user, status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+        .order_by("leased_at")
+        .first()
+    )
+
+
+def next_assignment(project: Project, user: Any) -> Assignment | None:
+    """Lease the next comparison to ``user``, or None when nothing is left for them.
+
+    A pair is offered while fewer than ``overlap`` annotators have judged it or
+    hold a live lease on it; pairs closest to completion come first, so that
+    finished pairs accumulate instead of many half-judged ones.
+    """
+    existing = current_assignment(project, user)
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        now = timezone.now()
+        mine_closed = Assignment.objects.filter(
+            annotator=user, project=project, status__in=_CLOSED
+        )
+        candidates = (
+            Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
+            .exclude(pk__in=mine_closed.values("comparison_id"))
+            .annotate(held=Coalesce(_held_slots(now), Value(0)))
+            .filter(held__lt=project.overlap)
+            .order_by("-held", "pk")
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        for comparison in candidates[:_CANDIDATES_PER_REQUEST]:
+            # Count again under the row lock: the first count may predate a
+            # lease that another transaction committed since.
+            if _held_count(comparison, now) >= project.overlap:
+                continue
+            return _lease(project, comparison, user, now)
+    return None
+
+
+def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -> Assignment:
+    expires = now + project.lease_duration
+    assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
+    if assignment is None:
+        assignment = Assignment.objects.create(
+            comparison=comparison,
+            annotator=user,
+            project=project,
+            left_is_a=random.random() < 0.5,
+            leased_at=now,
+            lease_expires=expires,
+        )
+    else:
+        # An earlier lease of this user's expired unused: renew it and keep the
+        # order they were shown, so a position is never re-drawn.
+        assignment.status = Assignment.Status.ACTIVE
+        assignment.leased_at = now
+        assignment.lease_expires = expires
+        assignment.save(update_fields=["status", "leased_at", "lease_expires"])
+    return Assignment.objects.select_related(
+        "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
+    ).get(pk=assignment.pk)
+
+
+@transaction.atomic
+def skip(project: Project, user: Any, comparison_id: int) -> None:
+    updated = Assignment.objects.filter(
+        project=project, annotator=user, comparison_id=comparison_id, status=Assignment.Status.ACTIVE
+    ).update(status=Assignment.Status.SKIPPED)
+    if not updated:
+        raise NotFound("That pair is not leased to you.")
+
+
+def release_expired_leases() -> int:
+    """Mark leases past their expiry as expired; returns how many.
+
+    The queue already treats them as free slots; this keeps the table honest
+    for the lead's statistics. The row stays, with the order it was shown in.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        return Assignment.objects.filter(
+            status=Assignment.Status.ACTIVE, lease_expires__lte=now
+        ).update(status=Assignment.Status.EXPIRED)
+
+
+# --- Judgments -------------------------------------------------------------------------
+
+SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
+
+
+@dataclass
+class JudgmentInput:
+    choice: str
+    client_id: uuid.UUID
+    strength: int | None = None
+    rationale: str = ""
+    duration_ms: int | None = None
+
+
+def _canonical_choice(shown: str, left_is_a: bool) -> str:
+    if shown == "left":
+        return Judgment.Choice.A if left_is_a else Judgment.Choice.B
+    if shown == "right":
+        return Judgment.Choice.B if left_is_a else Judgment.Choice.A
+    return shown
+
+
+def submit_judgment(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
+    """Store a judgment; returns (judgment, created).
+
+    Idempotent on ``client_id``: a replay by the same user returns the judgment
+    stored the first time and writes nothing.
+    """
+    if data.choice not in SHOWN_CHOICES:
+        raise InvalidInput(f'choice must be one of {", ".join(SHOWN_CHOICES)}')
+    try:
+        with transaction.atomic():
+            return _submit(user, comparison_id, data)
+    except IntegrityError:
+        # A concurrent replay with the same client_id won the race.
+        replay = Judgment.objects.filter(client_id=data.client_id).first()
+        if replay is not None and replay.annotator_id == user.pk and replay.comparison_id == comparison_id:
+            return replay, False
+        raise Conflict("You have already judged this pair.") from None
+
+
+def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
+    comparison = (
+        Comparison.objects.select_for_update().select_related("project").filter(pk=comparison_id).first()
+    )
+    if comparison is None or comparison.project.role_of(user) is None:
+        raise NotFound("No such comparison.")
+    replay = Judgment.objects.filter(client_id=data.client_id).first()
+    if replay is not None:
+        if replay.annotator_id != user.pk or replay.comparison_id != comparison.pk:
+            raise Conflict("client_id was already used for another judgment.")
+        return replay, False
+    project = comparison.project
+    assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
+    if assignment is None or assignment.status == Assignment.Status.SKIPPED:
+        raise NotAllowed("This pair is not leased to you: ask for the next pair first.")
+    if assignment.status == Assignment.Status.EXPIRED:
+        raise LeaseExpired("Your lease on this pair expired: ask for the next pair.")
+    if assignment.status == Assignment.Status.DONE:
+        raise Conflict("You have already judged this pair.")
+    if assignment.lease_expires <= timezone.now():
+        raise LeaseExpired("Your lease on this pair expired: ask for the next pair.")
+    _validate_details(project, data)
+    judgment = Judgment.objects.create(
+        comparison=comparison,
+        annotator=user,
+        project=project,
+        choice=_canonical_choice(data.choice, assignment.left_is_a),
+        strength=data.strength if data.choice in ("left", "right") else None,
+        rationale=data.rationale.strip(),
+        left_is_a=assignment.left_is_a,
+        duration_ms=data.duration_ms,
+        client_id=data.client_id,
+    )
+    assignment.status = Assignment.Status.DONE
+    assignment.save(update_fields=["status"])
+    Comparison.objects.filter(pk=comparison.pk).update(judgment_count=F("judgment_count") + 1)
+    return judgment, True
+
+
+def _validate_details(project: Project, data: JudgmentInput) -> None:
+    if data.strength is not None:
+        if not project.show_strength:
+            raise InvalidInput("strength: this project does not ask for strength.")
+        if data.strength not in (1, 2, 3):
+            raise InvalidInput("strength must be 1, 2 or 3.")
+    rationale = data.rationale.strip()
+    if project.rationale == Project.Rationale.REQUIRED and not rationale:
+        raise InvalidInput("rationale: this project asks for a reason with every judgment.")
+    if project.rationale == Project.Rationale.OFF and rationale:
+        raise InvalidInput("rationale: this project does not take rationales.")
+    if len(rationale) > 5000:
+        raise InvalidInput("rationale: at most 5000 characters.")
+    if data.duration_ms is not None and not (0 <= data.duration_ms <= 86_400_000):
+        raise InvalidInput("duration_ms must be between 0 and 86400000.")
+
+
+def last_undoable(project: Project, user: Any) -> Judgment | None:
+    """The user's latest judgment in the project while it can still be undone."""
+    latest = Judgment.objects.filter(project=project, annotator=user).order_by("-created_at", "-pk").first()
+    if latest is None:
+        return None
+    if (timezone.now() - latest.created_at).total_seconds() > project.undo_seconds:
+        return None
+    return latest
+
+
+def undo_judgment(user: Any, judgment_id: int | None = None, project: Project | None = None) -> Assignment:
+    """Delete the user's last judgment within the undo window and re-lease its pair.
+
+    Returns the renewed assignment, so that the same pair is shown again.
+    """
+    with transaction.atomic():
+        if judgment_id is not None:
+            judgment = Judgment.objects.select_related("project").filter(pk=judgment_id).first()
+            if judgment is None or judgment.annotator_id != user.pk:
+                raise NotFound("No such judgment of yours.")
+            project = judgment.project
+        elif project is None:
+            raise InvalidInput("Name a judgment or a project.")
+        last = last_undoable(project, user)
+        if last is None or (judgment_id is not None and last.pk != judgment_id):
+            raise Conflict("Only your last judgment can be undone, within the undo window.")
+        Comparison.objects.select_for_update().filter(pk=last.comparison_id).first()
+        now = timezone.now()
+        Assignment.objects.filter(comparison_id=last.comparison_id, annotator=user).update(
+            status=Assignment.Status.ACTIVE, leased_at=now, lease_expires=now + project.lease_duration
+        )
+        Comparison.objects.filter(pk=last.comparison_id).update(judgment_count=F("judgment_count") - 1)
+        # The pair handed out after the undone one goes back to the pool, so
+        # the undone pair is the one shown next.
+        Assignment.objects.filter(project=project, annotator=user, status=Assignment.Status.ACTIVE).exclude(
+            comparison_id=last.comparison_id
+        ).update(status=Assignment.Status.EXPIRED)
+        last.delete()
+    return Assignment.objects.select_related(
+        "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
+    ).get(comparison_id=last.comparison_id, annotator=user)
+
+
+# --- Progress -----------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    mine_done: int
+    mine_remaining: int
+    project_done: int
+    project_total: int
+
+    @property
+    def mine_percent(self) -> int:
+        total = self.mine_done + self.mine_remaining
+        return round(100 * self.mine_done / total) if total else 100
+
+    @property
+    def project_percent(self) -> int:
+        return round(100 * self.project_done / self.project_total) if self.project_total else 100
+
+
+def progress(project: Project, user: Any) -> Progress:
+    """Judgments done and still possible, for this annotator and for the project."""
+    mine_done = Judgment.objects.filter(project=project, annotator=user).count()
+    closed = Assignment.objects.filter(annotator=user, project=project, status__in=_CLOSED)
+    open_for_me = (
+        Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
+        .exclude(pk__in=closed.values("comparison_id"))
+        .count()
+    )
+    totals = Comparison.objects.filter(project=project).aggregate(
+        n=Count("pk"), done=Sum(Least("judgment_count", Value(project.overlap)))
+    )
+    n_comparisons, project_done = totals["n"], totals["done"] or 0
+    return Progress(
+        mine_done=mine_done,
+        mine_remaining=open_for_me,
+        project_done=project_done,
+        project_total=n_comparisons * project.overlap,
+    )

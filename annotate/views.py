@@ -1,0 +1,253 @@
+"""Browser views. Each one: access check, one service call, render or redirect."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services
+from .errors import NotFound, ServiceError
+from .forms import ImportForm, MemberForm, ProjectForm
+from .importing import import_jsonl
+from .markdown import render_markdown
+from .models import Assignment, Judgment, Membership, Project
+
+
+def _project(request: HttpRequest, project_id: int, *, lead: bool = False) -> Project:
+    try:
+        return services.get_project(request.user, project_id, lead=lead)
+    except NotFound:
+        raise Http404("No such project.") from None
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    memberships = (
+        Membership.objects.filter(user=request.user).select_related("project").order_by("project__name")
+    )
+    rows = [(m, services.progress(m.project, request.user)) for m in memberships]
+    return render(
+        request,
+        "annotate/home.html",
+        {"rows": rows, "can_create": services.can_create_projects(request.user)},
+    )
+
+
+@login_required
+def project_new(request: HttpRequest) -> HttpResponse:
+    if not services.can_create_projects(request.user):
+        return render(request, "annotate/forbidden.html", status=403)
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = services.create_project(request.user, **form.cleaned_data)
+        messages.success(request, f"Project “{project.name}” created. Add annotators and import data.")
+        return redirect("project", project_id=project.pk)
+    return render(request, "annotate/project_form.html", {"form": form, "project": None})
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    role = project.role_of(request.user)
+    context: dict[str, Any] = {
+        "project": project,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        "progress": services.progress(project, request.user),
+        "instructions_html": render_markdown(project.instructions),
+    }
+    if context["is_lead"]:
+        context.update(
+            members=project.memberships.select_related("user").order_by("role", "user__username"),
+            member_form=MemberForm(),
+            import_form=ImportForm(),
+            n_prompts=project.prompts.count(),
+            n_comparisons=project.comparisons.count(),
+            n_judgments=project.judgments.count(),
+        )
+    return render(request, "annotate/project.html", context)
+
+
+@login_required
+def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, lead=True)
+    form = ProjectForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("project", project_id=project.pk)
+    return render(request, "annotate/project_form.html", {"form": form, "project": project})
+
+
+@login_required
+@require_POST
+def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, lead=True)
+    form = MemberForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = services.add_member(
+                project, form.cleaned_data["username"], form.cleaned_data["role"]
+            )
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"{membership.user} is now a {membership.role}.")
+    else:
+        messages.error(request, "Give a username and a role.")
+    return redirect("project", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, lead=True)
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for error in form.non_field_errors() + [e for errs in form.errors.values() for e in errs]:
+            messages.error(request, error)
+        return redirect("project", project_id=project.pk)
+    upload = form.cleaned_data.get("file")
+    stream: Any = upload if upload else form.cleaned_data["text"].splitlines()
+    try:
+        report = import_jsonl(project, form.cleaned_data["kind"], stream)
+    except ServiceError as exc:
+        messages.error(request, f"Nothing was imported: {exc.message}")
+    else:
+        messages.success(request, f"Imported: {report.summary()}")
+    return redirect("project", project_id=project.pk)
+
+
+@login_required
+@require_GET
+def instructions(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    return render(
+        request,
+        "annotate/instructions.html",
+        {"project": project, "instructions_html": render_markdown(project.instructions)},
+    )
+
+
+# --- Annotating --------------------------------------------------------------------
+
+
+def _task_response(
+    request: HttpRequest,
+    project: Project,
+    assignment: Assignment | None,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    flash: str | None = None,
+) -> HttpResponse:
+    undoable = services.last_undoable(project, request.user)
+    context: dict[str, Any] = {
+        "project": project,
+        "assignment": assignment,
+        "task": _task_view(assignment) if assignment else None,
+        "progress": services.progress(project, request.user),
+        "undoable": undoable,
+        "client_id": uuid.uuid4(),
+        "error": error,
+        "flash": flash,
+        "strengths": Judgment.Strength.choices,
+        "instructions_html": render_markdown(project.instructions),
+    }
+    template = "annotate/annotate.html#task" if request.htmx else "annotate/annotate.html"
+    return render(request, template, context, status=status)
+
+
+def _task_view(assignment: Assignment) -> dict[str, Any]:
+    comparison = assignment.comparison
+    a, b = comparison.completion_a, comparison.completion_b
+    left, right = (a, b) if assignment.left_is_a else (b, a)
+    return {
+        "comparison_id": comparison.pk,
+        "messages": comparison.prompt.messages,
+        "left": left.text,
+        "right": right.text,
+        "lease_expires": assignment.lease_expires,
+    }
+
+
+@login_required
+@require_GET
+def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    return _task_response(request, project, services.next_assignment(project, request.user))
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ServiceError(f"Not a number: {raw!r}") from None
+
+
+@login_required
+@require_POST
+def judge(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    post = request.POST
+    try:
+        comparison_id = _int_or_none(post.get("comparison"))
+        if comparison_id is None:
+            raise ServiceError("The form lost its pair: reload the page.")
+        try:
+            client_id = uuid.UUID(post.get("client_id", ""))
+        except ValueError:
+            raise ServiceError("The form lost its id: reload the page.") from None
+        data = services.JudgmentInput(
+            choice=post.get("choice", ""),
+            client_id=client_id,
+            strength=_int_or_none(post.get("strength")),
+            rationale=post.get("rationale", ""),
+            duration_ms=_int_or_none(post.get("duration_ms")),
+        )
+        services.submit_judgment(request.user, comparison_id, data)
+    except ServiceError as exc:
+        current = services.current_assignment(project, request.user)
+        return _task_response(request, project, current, error=exc.message, status=exc.status_code)
+    if not request.htmx:
+        return redirect("annotate", project_id=project.pk)
+    return _task_response(request, project, services.next_assignment(project, request.user))
+
+
+@login_required
+@require_POST
+def skip(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    try:
+        comparison_id = _int_or_none(request.POST.get("comparison"))
+        services.skip(project, request.user, comparison_id or 0)
+    except ServiceError as exc:
+        current = services.current_assignment(project, request.user)
+        return _task_response(request, project, current, error=exc.message, status=exc.status_code)
+    if not request.htmx:
+        return redirect("annotate", project_id=project.pk)
+    return _task_response(request, project, services.next_assignment(project, request.user))
+
+
+@login_required
+@require_POST
+def undo(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    try:
+        assignment = services.undo_judgment(request.user, project=project)
+    except ServiceError as exc:
+        current = services.current_assignment(project, request.user)
+        return _task_response(request, project, current, error=exc.message, status=exc.status_code)
+    if not request.htmx:
+        return redirect("annotate", project_id=project.pk)
+    return _task_response(request, project, assignment, flash="Undone: judge this pair again.")
