@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,10 @@ def messages_hash(messages: list[dict[str, Any]]) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _new_salt() -> str:
+    return secrets.token_hex(16)
 
 
 class Project(models.Model):
@@ -54,6 +59,13 @@ class Project(models.Model):
         max_length=10, choices=Rationale.choices, default=Rationale.OFF
     )
     license = models.CharField(max_length=100, blank=True)
+    # What the project's policy starts from: a local directory, a GGUF file, a
+    # hub id, or "demo" (the bundled model). The annotation app only stores it.
+    base_model = models.CharField(max_length=500, default="demo", blank=True)
+    # Round settings for the online-DPO loop, validated by the training app.
+    loop_settings = models.JSONField(default=dict, blank=True)
+    # Salt for the pseudonymous annotator ids written into exports.
+    export_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -240,15 +252,28 @@ class Judgment(models.Model):
         TIE = "tie", "Tie"
         BOTH_BAD = "both_bad", "Both bad"
 
+    class Source(models.TextChoices):
+        HUMAN = "human", "Annotator"
+        IMPORTED = "imported", "Imported"
+        SIMULATED = "simulated", "Simulated annotator"
+
     class Strength(models.IntegerChoices):
         SLIGHTLY = 1, "Slightly better"
         CLEARLY = 2, "Clearly better"
         MUCH = 3, "Much better"
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgments")
+    # Empty only for imported judgments, which name their origin in
+    # ``external_annotator`` instead.
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="judgments",
     )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.HUMAN)
+    external_annotator = models.CharField(max_length=200, blank=True)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judgments")
     choice = models.CharField(max_length=8, choices=Choice.choices)
     strength = models.PositiveSmallIntegerField(choices=Strength.choices, null=True, blank=True)
