@@ -303,3 +303,47 @@ class Judgment(models.Model):
         if self.choice == self.Choice.B:
             return "right" if self.left_is_a else "left"
         return str(self.choice)
+
+
+class DatasetJob(models.Model):
+    """An import or export run in the background, polled by its page until it is ready."""
+
+    class Kind(models.TextChoices):
+        IMPORT = "import", "Import"
+        EXPORT = "export", "Export"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Ready"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dataset_jobs")
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    format = models.CharField(max_length=20)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=7, choices=Status.choices, default=Status.PENDING)
+    # Bytes read (imports) or pairs written (exports) out of ``total``.
+    progress = models.PositiveBigIntegerField(default=0)
+    total = models.PositiveBigIntegerField(null=True, blank=True)
+    # The uploaded file (imports) or the file made (exports), relative to VAR_DIR.
+    source_path = models.CharField(max_length=500, blank=True)
+    result_path = models.CharField(max_length=500, blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.format} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

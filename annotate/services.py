@@ -9,6 +9,7 @@ write transaction is IMMEDIATE (see settings), which serialises writers.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ User = AbstractBaseUser | AnonymousUser
 # How many candidates one queue request looks at before giving up; each is
 # skipped only when another annotator filled its last slot meanwhile.
 _CANDIDATES_PER_REQUEST = 20
+_LOCK_RETRIES = 50
 # Assignments that keep a pair from being offered to the same annotator again.
 _CLOSED = (Assignment.Status.DONE, Assignment.Status.SKIPPED)
 
@@ -139,27 +141,47 @@ def next_assignment(project: Project, user: Any) -> Assignment | None:
     existing = current_assignment(project, user)
     if existing is not None:
         return existing
-    with transaction.atomic():
-        now = timezone.now()
-        mine_closed = Assignment.objects.filter(
-            annotator=user, project=project, status__in=_CLOSED
-        )
-        candidates = (
-            Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
-            .exclude(pk__in=mine_closed.values("comparison_id"))
-            .annotate(held=Coalesce(_held_slots(now), Value(0)))
-            .filter(held__lt=project.overlap)
-            .order_by("-held", "pk")
-        )
-        if connection.features.has_select_for_update_skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-        for comparison in candidates[:_CANDIDATES_PER_REQUEST]:
-            # Count again under the row lock: the first count may predate a
-            # lease that another transaction committed since.
-            if _held_count(comparison, now) >= project.overlap:
-                continue
-            return _lease(project, comparison, user, now)
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    for attempt in range(_LOCK_RETRIES):
+        with transaction.atomic():
+            assignment, contended = _try_lease(project, user, skip_locked)
+        if assignment is not None or not contended:
+            return assignment
+        # Every open pair was being leased by someone else this instant: those
+        # transactions last milliseconds, so look again rather than wrongly
+        # answer "nothing left".
+        time.sleep(0.01 * (attempt + 1))
     return None
+
+
+def _try_lease(project: Project, user: Any, skip_locked: bool) -> tuple[Assignment | None, bool]:
+    """One pass over the open pairs; returns (lease, whether any pair was locked)."""
+    now = timezone.now()
+    mine_closed = Assignment.objects.filter(annotator=user, project=project, status__in=_CLOSED)
+    candidate_ids = list(
+        Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
+        .exclude(pk__in=mine_closed.values("comparison_id"))
+        .annotate(held=Coalesce(_held_slots(now), Value(0)))
+        .filter(held__lt=project.overlap)
+        .order_by("-held", "pk")
+        .values_list("pk", flat=True)[:_CANDIDATES_PER_REQUEST]
+    )
+    contended = False
+    for pk in candidate_ids:
+        rows = Comparison.objects.filter(pk=pk)
+        if skip_locked:
+            # Never wait on a lock: waiting while holding one can deadlock.
+            rows = rows.select_for_update(skip_locked=True)
+        comparison = rows.first()
+        if comparison is None:
+            contended = True
+            continue
+        # Count again under the row lock: the first count may predate a lease
+        # that another transaction committed since.
+        if _held_count(comparison, now) >= project.overlap:
+            continue
+        return _lease(project, comparison, user, now), False
+    return None, contended
 
 
 def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -> Assignment:

@@ -7,12 +7,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
-from .errors import NotFound, ServiceError
+from .errors import NotAllowed, NotFound, ServiceError
 from .forms import ImportForm, MemberForm, ProjectForm
 from .importing import import_jsonl
 from .markdown import render_markdown
@@ -24,6 +25,8 @@ def _project(request: HttpRequest, project_id: int, *, lead: bool = False) -> Pr
         return services.get_project(request.user, project_id, lead=lead)
     except NotFound:
         raise Http404("No such project.") from None
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from None
 
 
 @login_required

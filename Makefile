@@ -1,0 +1,37 @@
+# Every target sets up what it needs: a fresh clone only needs Python 3.11.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test setup setup-test lint typecheck bench-train bench-export bench-generate clean
+
+run:            ## install, migrate, seed the demo and start web + worker + beat
+	PYTHON=$(PYTHON) bash scripts/run.sh
+
+test:           ## install the test extras and run the whole suite
+	PYTHON=$(PYTHON) bash scripts/test.sh
+
+setup:
+	PYTHON=$(PYTHON) bash scripts/setup.sh
+
+setup-test:
+	PYTHON=$(PYTHON) bash scripts/setup.sh test
+
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup-test
+	$(VENV)/bin/mypy annotate training
+
+bench-train: setup-test
+	$(PY) bench/bench_train.py
+
+bench-generate: setup-test
+	$(PY) bench/bench_generate.py
+
+bench-export: setup-test
+	$(PY) bench/bench_export.py
+
+clean:
+	rm -rf var/broker var/static

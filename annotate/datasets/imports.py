@@ -1,0 +1,237 @@
+"""Writing imported rows: one transaction per file, in batches, duplicates skipped.
+
+Rows are validated and buffered a batch at a time, then written with a handful of bulk
+inserts; nothing but the current batch (and the set of prompts seen in this file) is held
+in memory. The first bad row raises, which rolls the whole file back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+
+from annotate.errors import InvalidInput
+from annotate.models import Comparison, Completion, Judgment, Project, Prompt, messages_hash
+
+from .errors import RowError, TooLarge
+from .formats import IMPORT_FORMATS, ImportOptions, Item
+from .readers import UNITS, CountingReader, file_type, read_rows
+
+BATCH = 500
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportReport:
+    prompts_added: int = 0
+    prompts_skipped: int = 0
+    comparisons_added: int = 0
+    judgments_added: int = 0
+    rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts the prompt and pair endpoints have always answered with."""
+        return {
+            "rows": self.rows,
+            "prompts_added": self.prompts_added,
+            "prompts_skipped": self.prompts_skipped,
+            "comparisons_added": self.comparisons_added,
+        }
+
+    def as_report(self) -> dict[str, int]:
+        return {**self.as_dict(), "judgments_added": self.judgments_added}
+
+    def summary(self) -> str:
+        parts = [f"{self.rows} rows read", f"{self.prompts_added} prompts added"]
+        if self.prompts_skipped:
+            parts.append(f"{self.prompts_skipped} duplicate prompts skipped")
+        if self.comparisons_added:
+            parts.append(f"{self.comparisons_added} pairs added")
+        if self.judgments_added:
+            parts.append(f"{self.judgments_added} imported judgments added")
+        return ", ".join(parts) + "."
+
+
+class _BatchWriter:
+    def __init__(self, project: Project, round_number: int | None, report: ImportReport) -> None:
+        self.project = project
+        self.round = round_number
+        self.report = report
+        self.items: list[Item] = []
+
+    def add(self, item: Item) -> None:
+        self.items.append(item)
+        if len(self.items) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items = self.items, []
+        hashes = [messages_hash(item.messages) for item in items]
+        prompt_ids = dict(
+            Prompt.objects.filter(project=self.project, content_hash__in=set(hashes)).values_list(
+                "content_hash", "id"
+            )
+        )
+        new_prompts: dict[str, Prompt] = {}
+        for key, item in zip(hashes, items, strict=True):
+            if key in prompt_ids or key in new_prompts:
+                self.report.prompts_skipped += 1
+                continue
+            new_prompts[key] = Prompt(
+                project=self.project,
+                messages=item.messages,
+                metadata=item.metadata,
+                split=item.split,
+                content_hash=key,
+            )
+        Prompt.objects.bulk_create(new_prompts.values())
+        self.report.prompts_added += len(new_prompts)
+        prompt_ids.update({key: p.pk for key, p in new_prompts.items()})
+
+        paired = [(prompt_ids[key], item) for key, item in zip(hashes, items, strict=True) if item.pair]
+        if not paired:
+            return
+        completions = []
+        for prompt_id, item in paired:
+            assert item.pair is not None
+            completions.append(Completion(prompt_id=prompt_id, text=item.pair[0]))
+            completions.append(Completion(prompt_id=prompt_id, text=item.pair[1]))
+        Completion.objects.bulk_create(completions)
+        comparisons = [
+            Comparison(
+                project=self.project,
+                prompt_id=prompt_id,
+                completion_a=completions[2 * i],
+                completion_b=completions[2 * i + 1],
+                kind=item.kind,
+                round=self.round,
+                judgment_count=len(item.votes),
+            )
+            for i, (prompt_id, item) in enumerate(paired)
+        ]
+        Comparison.objects.bulk_create(comparisons)
+        self.report.comparisons_added += len(comparisons)
+        judgments = [
+            Judgment(
+                comparison=comparison,
+                project=self.project,
+                annotator=None,
+                source=Judgment.Source.IMPORTED,
+                external_annotator=vote.external_annotator[:200],
+                choice=vote.choice,
+                strength=vote.strength,
+                rationale=vote.rationale,
+                duration_ms=vote.duration_ms,
+                left_is_a=True,
+            )
+            for comparison, (_, item) in zip(comparisons, paired, strict=True)
+            for vote in item.votes
+        ]
+        Judgment.objects.bulk_create(judgments)
+        self.report.judgments_added += len(judgments)
+
+
+def import_rows(
+    project: Project,
+    format_name: str,
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    *,
+    tabular: bool = False,
+    unit: str = "line",
+    options: ImportOptions | None = None,
+    on_progress: Progress | None = None,
+) -> ImportReport:
+    """Parse and write every row in one transaction; any bad row rolls it all back."""
+    if format_name not in IMPORT_FORMATS:
+        raise InvalidInput(f'"format" must be one of {", ".join(IMPORT_FORMATS)}')
+    parse = IMPORT_FORMATS[format_name][0]
+    options = options or ImportOptions()
+    report = ImportReport()
+    try:
+        with transaction.atomic():
+            writer = _BatchWriter(project, options.round, report)
+            for number, row in rows:
+                report.rows += 1
+                writer.add(parse(number, row, tabular, options))
+                if on_progress is not None and report.rows % BATCH == 0:
+                    on_progress(report.rows)
+            writer.flush()
+            if report.rows == 0:
+                raise InvalidInput("The file holds no rows.")
+    except RowError as exc:
+        if exc.unit == unit:
+            raise
+        raise RowError(exc.line, exc.detail, unit=unit) from None
+    return report
+
+
+def check_size(size: int | None) -> None:
+    limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
+    if size is not None and size > limit:
+        raise TooLarge(
+            f"The file is {_megabytes(size)}, over the upload limit of {_megabytes(limit)} "
+            "(PREFLOOP_MAX_UPLOAD_BYTES)."
+        )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def import_file(
+    project: Project,
+    format_name: str,
+    stream: IO[bytes],
+    filename: str,
+    *,
+    size: int | None = None,
+    options: ImportOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import an uploaded or local file; its type comes from its name's extension.
+
+    ``on_progress`` is called with the number of bytes read so far.
+    """
+    if format_name not in IMPORT_FORMATS:
+        raise InvalidInput(f'"format" must be one of {", ".join(IMPORT_FORMATS)}')
+    check_size(size)
+    kind = file_type(filename)
+    allowed = IMPORT_FORMATS[format_name][1]
+    if kind not in allowed:
+        raise InvalidInput(
+            f'A {format_name} import reads {", ".join("." + a for a in allowed)} files, not .{kind}.'
+        )
+    options = options or ImportOptions()
+    counted = CountingReader(stream)
+    rows = read_rows(counted, kind)  # type: ignore[arg-type]
+    if kind in ("csv", "tsv") and format_name == "prompts":
+        rows = _require_column(rows, options.column)
+    return import_rows(
+        project,
+        format_name,
+        rows,
+        tabular=kind in ("csv", "tsv"),
+        unit=UNITS[kind],
+        options=options,
+        on_progress=(lambda _rows: on_progress(counted.bytes_read)) if on_progress else None,
+    )
+
+
+def _require_column(
+    rows: Iterable[tuple[int, dict[str, Any]]], column: str
+) -> Iterable[tuple[int, dict[str, Any]]]:
+    """A prompt column that is not in the header is reported once, on line 1."""
+    first = True
+    for number, row in rows:
+        if first and column not in row and "messages" not in row:
+            header = ", ".join(f'"{name}"' for name in row)
+            raise RowError(1, f'there is no "{column}" column (the header has {header})')
+        first = False
+        yield number, row

@@ -1,0 +1,223 @@
+"""Which comparisons become preference pairs, and with what weight.
+
+This is the one place that turns judgments into training data: the exports and the
+training app both call ``preference_pairs``. Votes from every source (human, imported,
+simulated) count alike.
+
+Aggregation of one comparison's votes (a, b, tie, both_bad):
+- the outcome is the choice with the most votes; when several choices share the top count
+  the outcome is "tie" (the annotators do not agree on a preference);
+- agreement = votes for the outcome / all votes (1.0 when everyone agrees);
+- ``majority`` keeps every outcome, ``unanimous`` only agreement 1.0, ``min-agreement``
+  only agreement >= ``min_agreement``; ``min_votes`` drops pairs with fewer votes;
+- "tie" and "both_bad" outcomes are dropped unless ``include_ties`` / ``include_both_bad``;
+  kept, they come out with A as chosen and B as rejected and their ``label`` says which;
+- weight = agreement when ``weight`` is "agreement", else 1.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from annotate.errors import InvalidInput
+from annotate.models import Comparison, Judgment, Project, Prompt
+
+AGGREGATIONS = ("majority", "unanimous", "min-agreement")
+WEIGHTS = ("uniform", "agreement")
+CHOICES = tuple(Judgment.Choice.values)
+CHUNK = 2000
+
+
+@dataclass
+class PairOptions:
+    rounds: list[int] = field(default_factory=list)  # empty: every round (and none)
+    splits: list[str] = field(default_factory=list)  # empty: every split
+    kinds: list[str] = field(default_factory=list)  # empty: every comparison kind
+    include_ties: bool = False
+    include_both_bad: bool = False
+    aggregation: str = "majority"
+    min_agreement: float = 0.0  # used by aggregation "min-agreement"
+    min_votes: int = 1
+    weight: str = "uniform"
+
+    def __post_init__(self) -> None:
+        bad_splits = set(self.splits) - set(Prompt.Split.values)
+        if bad_splits:
+            raise InvalidInput(f'"splits" must be among {", ".join(Prompt.Split.values)}')
+        bad_kinds = set(self.kinds) - set(Comparison.Kind.values)
+        if bad_kinds:
+            raise InvalidInput(f'"kinds" must be among {", ".join(Comparison.Kind.values)}')
+        if self.aggregation not in AGGREGATIONS:
+            raise InvalidInput(f'"aggregation" must be one of {", ".join(AGGREGATIONS)}')
+        if self.weight not in WEIGHTS:
+            raise InvalidInput(f'"weight" must be one of {", ".join(WEIGHTS)}')
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise InvalidInput('"min_agreement" must be between 0 and 1')
+        if self.min_votes < 1:
+            raise InvalidInput('"min_votes" must be at least 1')
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairOptions:
+        """Options from query parameters, form fields or JSON (lists or comma-separated)."""
+
+        def items(name: str) -> list[str]:
+            raw = data.get(name)
+            if raw in (None, ""):
+                return []
+            values = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return [str(v).strip() for v in values if str(v).strip()]
+
+        def flag(name: str) -> bool:
+            raw = data.get(name, False)
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+        def number(name: str, kind: type, default: Any) -> Any:
+            raw = data.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                return kind(raw)
+            except (TypeError, ValueError):
+                raise InvalidInput(f'"{name}" must be a number') from None
+
+        try:
+            rounds = [int(r) for r in items("rounds")]
+        except ValueError:
+            raise InvalidInput('"rounds" must be whole numbers') from None
+        return cls(
+            rounds=rounds,
+            splits=items("splits"),
+            kinds=items("kinds"),
+            include_ties=flag("include_ties"),
+            include_both_bad=flag("include_both_bad"),
+            aggregation=str(data.get("aggregation") or "majority"),
+            min_agreement=number("min_agreement", float, 0.0),
+            min_votes=number("min_votes", int, 1),
+            weight=str(data.get("weight") or "uniform"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Tally:
+    a: int = 0
+    b: int = 0
+    tie: int = 0
+    both_bad: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.a + self.b + self.tie + self.both_bad
+
+    @property
+    def outcome(self) -> str:
+        counts = {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
+        top = max(counts.values())
+        leaders = [choice for choice, n in counts.items() if n == top]
+        return leaders[0] if len(leaders) == 1 else "tie"
+
+    @property
+    def agreement(self) -> float:
+        if not self.total:
+            return 0.0
+        counts = {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
+        return max(counts.values()) / self.total
+
+
+def keeps(tally: Tally, options: PairOptions) -> bool:
+    if tally.total < options.min_votes:
+        return False
+    outcome = tally.outcome
+    if outcome == "tie" and not options.include_ties:
+        return False
+    if outcome == "both_bad" and not options.include_both_bad:
+        return False
+    if options.aggregation == "unanimous":
+        return tally.agreement == 1.0
+    if options.aggregation == "min-agreement":
+        return tally.agreement >= options.min_agreement
+    return True
+
+
+def _votes(choice: str) -> Coalesce:
+    counted = (
+        Judgment.objects.filter(comparison=OuterRef("pk"), choice=choice)
+        .order_by()
+        .values("comparison")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
+    """The comparisons the options select, each with its votes counted in SQL."""
+    qs = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    if options.rounds:
+        qs = qs.filter(round__in=options.rounds)
+    if options.splits:
+        qs = qs.filter(prompt__split__in=options.splits)
+    if options.kinds:
+        qs = qs.filter(kind__in=options.kinds)
+    return (
+        qs.annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
+        .select_related("prompt", "completion_a", "completion_b")
+        .order_by("pk")
+    )
+
+
+def preference_pairs(project: Project, options: PairOptions | None = None) -> Iterator[dict[str, Any]]:
+    """One dict per selected comparison, streamed in id order in constant memory.
+
+    Keys: comparison_id, prompt_id, prompt (messages), chosen, rejected (texts), label
+    ("a", "b", "tie" or "both_bad"), round, kind, split, votes_chosen, votes_rejected,
+    votes_tie, votes_both_bad, votes_total, agreement, weight, chosen_model_version,
+    rejected_model_version, chosen_generation_params, rejected_generation_params.
+    """
+    options = options or PairOptions()
+    for comparison in selected_comparisons(project, options).iterator(chunk_size=CHUNK):
+        tally = Tally(
+            a=comparison.votes_a,  # type: ignore[attr-defined]
+            b=comparison.votes_b,  # type: ignore[attr-defined]
+            tie=comparison.votes_tie,  # type: ignore[attr-defined]
+            both_bad=comparison.votes_both_bad,  # type: ignore[attr-defined]
+        )
+        if not keeps(tally, options):
+            continue
+        label = tally.outcome
+        chosen, rejected = comparison.completion_a, comparison.completion_b
+        votes_chosen, votes_rejected = tally.a, tally.b
+        if label == "b":
+            chosen, rejected = rejected, chosen
+            votes_chosen, votes_rejected = votes_rejected, votes_chosen
+        yield {
+            "comparison_id": comparison.pk,
+            "prompt_id": comparison.prompt_id,
+            "prompt": comparison.prompt.messages,
+            "chosen": chosen.text,
+            "rejected": rejected.text,
+            "label": label,
+            "round": comparison.round,
+            "kind": comparison.kind,
+            "split": comparison.prompt.split,
+            "votes_chosen": votes_chosen,
+            "votes_rejected": votes_rejected,
+            "votes_tie": tally.tie,
+            "votes_both_bad": tally.both_bad,
+            "votes_total": tally.total,
+            "agreement": tally.agreement,
+            "weight": tally.agreement if options.weight == "agreement" else 1.0,
+            "chosen_model_version": chosen.model_version_id,
+            "rejected_model_version": rejected.model_version_id,
+            "chosen_generation_params": chosen.generation_params,
+            "rejected_generation_params": rejected.generation_params,
+        }
