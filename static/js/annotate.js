@@ -46,14 +46,16 @@
     }
   });
 
-  // Time from showing a pair to judging it.
-  document.addEventListener("htmx:configRequest", function (event) {
-    const form = event.detail.elt;
-    if (!(form instanceof HTMLFormElement) || form.id !== "judge-form") return;
+  // Time from showing a pair to judging it, written into the form just before
+  // it is sent (capture phase: before htmx reads the form).
+  document.addEventListener("click", function (event) {
+    const button = event.target instanceof Element && event.target.closest("#judge-form button[type=submit]");
+    if (!button) return;
     const task = document.getElementById("task");
     const shownAt = Number(task && task.dataset.shownAt);
-    if (shownAt) event.detail.parameters["duration_ms"] = String(Math.round(performance.now() - shownAt));
-  });
+    const field = button.form && button.form.elements.namedItem("duration_ms");
+    if (shownAt && field) field.value = String(Math.round(performance.now() - shownAt));
+  }, true);
 
   document.addEventListener("htmx:afterSwap", markShown);
   document.addEventListener("DOMContentLoaded", markShown);
