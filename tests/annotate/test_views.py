@@ -177,3 +177,13 @@ def test_instructions_markdown_is_sanitised(team):
     assert "<strong>Bold</strong>" in html
     assert "<script>alert(1)</script>" not in html
     assert "javascript:" not in html
+
+
+def test_completions_render_markdown_without_raw_html(team):
+    comparison = team.pairs(1)[0]
+    comparison.completion_a.text = "**Bold** and\n```python\nif a < b:\n    pass\n```\n[x](javascript:alert(1)) ![t](http://evil.example/t.png)"
+    comparison.completion_a.save()
+    html = login(team.alice).get(f"/projects/{team.project.pk}/annotate/").content.decode()
+    assert "<strong>Bold</strong>" in html
+    assert "<pre><code" in html and "if a &lt; b:" in html
+    assert "javascript:" not in html and "evil.example" not in html

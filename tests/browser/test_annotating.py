@@ -100,7 +100,7 @@ def test_model_text_shows_as_text(page, live_server, team):
     log_in(page, live_server, "bob")
     page.goto(f"{live_server.url}/projects/{team.project.pk}/annotate/")
     page.wait_for_selector("#judge-form")
-    texts = page.locator("#left .text").inner_text() + page.locator("#right .text").inner_text()
+    texts = page.locator("#left .md").inner_text() + page.locator("#right .md").inner_text()
     assert XSS_LEFT in texts and "<b>not bold</b>" in texts
     assert XSS_PROMPT in page.locator("#prompt").inner_text()
     assert page.locator("#task img").count() == 0
