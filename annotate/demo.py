@@ -18,7 +18,8 @@ DEMO_SLUG = "demo-assistant-replies"
 DEMO_INSTRUCTIONS = """\
 Compare the two replies to the conversation and pick the one **you would rather receive**.
 
-1. **Correct first.** A reply with a factual or code error loses to a correct one, however well written.
+1. **Correct first.** A reply with a factual or code error loses to a correct one,
+   however well written.
 2. **Then helpful.** It answers what was asked, in the format asked for, without padding.
 3. **Then clear and kind.** Plain language, polite tone, no needless refusals.
 
@@ -72,7 +73,9 @@ def seed_demo() -> tuple[Project, ImportReport | None]:
         },
     )
     for demo in DEMO_USERS:
-        Membership.objects.get_or_create(project=project, user=users[demo.username], defaults={"role": demo.role})
+        Membership.objects.get_or_create(
+            project=project, user=users[demo.username], defaults={"role": demo.role}
+        )
     if not created:
         return project, None
     with (DEMO_DIR / "prompts.jsonl").open("rb") as fh:

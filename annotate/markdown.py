@@ -15,7 +15,12 @@ _TAGS = {
 
 def render_markdown(text: str) -> SafeString:
     html = md.markdown(text or "", extensions=["fenced_code", "tables", "sane_lists"])
-    clean = nh3.clean(html, tags=_TAGS, attributes={"a": {"href", "title"}}, link_rel="noopener noreferrer nofollow")
+    clean = nh3.clean(
+        html,
+        tags=_TAGS,
+        attributes={"a": {"href", "title"}},
+        link_rel="noopener noreferrer nofollow",
+    )
     return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above
 
 

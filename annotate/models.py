@@ -55,9 +55,7 @@ class Project(models.Model):
     show_strength = models.BooleanField(
         default=False, help_text="Ask how much better (slightly / clearly / much)."
     )
-    rationale = models.CharField(
-        max_length=10, choices=Rationale.choices, default=Rationale.OFF
-    )
+    rationale = models.CharField(max_length=10, choices=Rationale.choices, default=Rationale.OFF)
     license = models.CharField(max_length=100, blank=True)
     # What the project's policy starts from: a local directory, a GGUF file, a
     # hub id, or "demo" (the bundled model). The annotation app only stores it.
@@ -216,9 +214,7 @@ class Assignment(models.Model):
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Lease expired"
 
-    comparison = models.ForeignKey(
-        Comparison, on_delete=models.CASCADE, related_name="assignments"
-    )
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
     )

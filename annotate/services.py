@@ -84,7 +84,7 @@ def add_member(project: Project, username: str, role: str) -> Membership:
     from django.contrib.auth import get_user_model
 
     if role not in Membership.Role.values:
-        raise InvalidInput(f'role must be one of {", ".join(Membership.Role.values)}')
+        raise InvalidInput(f"role must be one of {', '.join(Membership.Role.values)}")
     try:
         member = get_user_model().objects.get(username=username)
     except get_user_model().DoesNotExist:
@@ -105,7 +105,10 @@ def _held_slots(now: datetime) -> Subquery:
     """Per comparison: judged plus live-leased assignments."""
     held = (
         Assignment.objects.filter(comparison=OuterRef("pk"))
-        .filter(Q(status=Assignment.Status.DONE) | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now))
+        .filter(
+            Q(status=Assignment.Status.DONE)
+            | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+        )
         .order_by()
         .values("comparison")
         .annotate(n=Count("pk"))
@@ -115,17 +118,26 @@ def _held_slots(now: datetime) -> Subquery:
 
 
 def _held_count(comparison: Comparison, now: datetime) -> int:
-    return Assignment.objects.filter(comparison=comparison).filter(
-        Q(status=Assignment.Status.DONE) | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
-    ).count()
+    return (
+        Assignment.objects.filter(comparison=comparison)
+        .filter(
+            Q(status=Assignment.Status.DONE)
+            | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+        )
+        .count()
+    )
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
     """The user's live lease in this project, if they already hold one."""
     now = timezone.now()
     return (
-        Assignment.objects.select_related("comparison__prompt", "comparison__completion_a", "comparison__completion_b")
-        .filter(project=project, annotator=user, status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+        Assignment.objects.select_related(
+            "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
+        )
+        .filter(
+            project=project, annotator=user, status=Assignment.Status.ACTIVE, lease_expires__gt=now
+        )
         .order_by("leased_at")
         .first()
     )
@@ -211,7 +223,10 @@ def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -
 @transaction.atomic
 def skip(project: Project, user: Any, comparison_id: int) -> None:
     updated = Assignment.objects.filter(
-        project=project, annotator=user, comparison_id=comparison_id, status=Assignment.Status.ACTIVE
+        project=project,
+        annotator=user,
+        comparison_id=comparison_id,
+        status=Assignment.Status.ACTIVE,
     ).update(status=Assignment.Status.SKIPPED)
     if not updated:
         raise NotFound("That pair is not leased to you.")
@@ -259,21 +274,28 @@ def submit_judgment(user: Any, comparison_id: int, data: JudgmentInput) -> tuple
     stored the first time and writes nothing.
     """
     if data.choice not in SHOWN_CHOICES:
-        raise InvalidInput(f'choice must be one of {", ".join(SHOWN_CHOICES)}')
+        raise InvalidInput(f"choice must be one of {', '.join(SHOWN_CHOICES)}")
     try:
         with transaction.atomic():
             return _submit(user, comparison_id, data)
     except IntegrityError:
         # A concurrent replay with the same client_id won the race.
         replay = Judgment.objects.filter(client_id=data.client_id).first()
-        if replay is not None and replay.annotator_id == user.pk and replay.comparison_id == comparison_id:
+        if (
+            replay is not None
+            and replay.annotator_id == user.pk
+            and replay.comparison_id == comparison_id
+        ):
             return replay, False
         raise Conflict("You have already judged this pair.") from None
 
 
 def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
     comparison = (
-        Comparison.objects.select_for_update().select_related("project").filter(pk=comparison_id).first()
+        Comparison.objects.select_for_update()
+        .select_related("project")
+        .filter(pk=comparison_id)
+        .first()
     )
     if comparison is None or comparison.project.role_of(user) is None:
         raise NotFound("No such comparison.")
@@ -329,7 +351,11 @@ def _validate_details(project: Project, data: JudgmentInput) -> None:
 
 def last_undoable(project: Project, user: Any) -> Judgment | None:
     """The user's latest judgment in the project while it can still be undone."""
-    latest = Judgment.objects.filter(project=project, annotator=user).order_by("-created_at", "-pk").first()
+    latest = (
+        Judgment.objects.filter(project=project, annotator=user)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
     if latest is None:
         return None
     if (timezone.now() - latest.created_at).total_seconds() > project.undo_seconds:
@@ -337,7 +363,9 @@ def last_undoable(project: Project, user: Any) -> Judgment | None:
     return latest
 
 
-def undo_judgment(user: Any, judgment_id: int | None = None, project: Project | None = None) -> Assignment:
+def undo_judgment(
+    user: Any, judgment_id: int | None = None, project: Project | None = None
+) -> Assignment:
     """Delete the user's last judgment within the undo window and re-lease its pair.
 
     Returns the renewed assignment, so that the same pair is shown again.
@@ -356,14 +384,18 @@ def undo_judgment(user: Any, judgment_id: int | None = None, project: Project | 
         Comparison.objects.select_for_update().filter(pk=last.comparison_id).first()
         now = timezone.now()
         Assignment.objects.filter(comparison_id=last.comparison_id, annotator=user).update(
-            status=Assignment.Status.ACTIVE, leased_at=now, lease_expires=now + project.lease_duration
+            status=Assignment.Status.ACTIVE,
+            leased_at=now,
+            lease_expires=now + project.lease_duration,
         )
-        Comparison.objects.filter(pk=last.comparison_id).update(judgment_count=F("judgment_count") - 1)
+        Comparison.objects.filter(pk=last.comparison_id).update(
+            judgment_count=F("judgment_count") - 1
+        )
         # The pair handed out after the undone one goes back to the pool, so
         # the undone pair is the one shown next.
-        Assignment.objects.filter(project=project, annotator=user, status=Assignment.Status.ACTIVE).exclude(
-            comparison_id=last.comparison_id
-        ).update(status=Assignment.Status.EXPIRED)
+        Assignment.objects.filter(
+            project=project, annotator=user, status=Assignment.Status.ACTIVE
+        ).exclude(comparison_id=last.comparison_id).update(status=Assignment.Status.EXPIRED)
         last.delete()
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from . import services
 from .errors import NotAllowed, NotFound, ServiceError
@@ -18,6 +19,10 @@ from .forms import ImportForm, MemberForm, ProjectForm
 from .importing import import_jsonl
 from .markdown import render_markdown
 from .models import Assignment, Judgment, Membership, Project
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def _project(request: HttpRequest, project_id: int, *, lead: bool = False) -> Project:
@@ -33,7 +38,9 @@ def _project(request: HttpRequest, project_id: int, *, lead: bool = False) -> Pr
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     memberships = (
-        Membership.objects.filter(user=request.user).select_related("project").order_by("project__name")
+        Membership.objects.filter(user=cast(Any, request.user))
+        .select_related("project")
+        .order_by("project__name")
     )
     rows = [(m, services.progress(m.project, request.user)) for m in memberships]
     return render(
@@ -50,7 +57,9 @@ def project_new(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = services.create_project(request.user, **form.cleaned_data)
-        messages.success(request, f"Project “{project.name}” created. Add annotators and import data.")
+        messages.success(
+            request, f"Project “{project.name}” created. Add annotators and import data."
+        )
         return redirect("project", project_id=project.pk)
     return render(request, "annotate/project_form.html", {"form": form, "project": None})
 
@@ -116,7 +125,7 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
     form = ImportForm(request.POST, request.FILES)
     if not form.is_valid():
         for error in form.non_field_errors() + [e for errs in form.errors.values() for e in errs]:
-            messages.error(request, error)
+            messages.error(request, str(error))
         return redirect("project", project_id=project.pk)
     upload = form.cleaned_data.get("file")
     stream: Any = upload if upload else form.cleaned_data["text"].splitlines()
@@ -144,7 +153,7 @@ def instructions(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _task_response(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     project: Project,
     assignment: Assignment | None,
     *,
@@ -184,7 +193,7 @@ def _task_view(assignment: Assignment) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
+def annotate(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     return _task_response(request, project, services.next_assignment(project, request.user))
 
@@ -200,7 +209,7 @@ def _int_or_none(raw: str | None) -> int | None:
 
 @login_required
 @require_POST
-def judge(request: HttpRequest, project_id: int) -> HttpResponse:
+def judge(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     post = request.POST
     try:
@@ -229,7 +238,7 @@ def judge(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def skip(request: HttpRequest, project_id: int) -> HttpResponse:
+def skip(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     try:
         comparison_id = _int_or_none(request.POST.get("comparison"))
@@ -244,7 +253,7 @@ def skip(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def undo(request: HttpRequest, project_id: int) -> HttpResponse:
+def undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     try:
         assignment = services.undo_judgment(request.user, project=project)

@@ -63,8 +63,12 @@ class JudgmentInputSerializer(serializers.Serializer):
     choice = serializers.ChoiceField(choices=SHOWN_CHOICES)
     client_id = serializers.UUIDField()
     strength = serializers.IntegerField(min_value=1, max_value=3, required=False, allow_null=True)
-    rationale = serializers.CharField(required=False, allow_blank=True, max_length=5000, trim_whitespace=False)
-    duration_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
+    rationale = serializers.CharField(
+        required=False, allow_blank=True, max_length=5000, trim_whitespace=False
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, allow_null=True
+    )
 
 
 class JudgmentSerializer(serializers.ModelSerializer):
@@ -72,7 +76,16 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Judgment
-        fields = ["id", "comparison", "choice", "strength", "rationale", "duration_ms", "client_id", "created_at"]
+        fields = [
+            "id",
+            "comparison",
+            "choice",
+            "strength",
+            "rationale",
+            "duration_ms",
+            "client_id",
+            "created_at",
+        ]
 
     def to_representation(self, instance: Judgment) -> dict[str, Any]:
         return dict(super().to_representation(instance))

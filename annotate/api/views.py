@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -45,7 +45,9 @@ def projects(request: Request) -> Response:
 def project_detail(request: Request, project_id: int) -> Response:
     project = services.get_project(request.user, project_id, lead=request.method == "PATCH")
     if request.method == "PATCH":
-        serializer = ProjectSerializer(project, data=request.data, partial=True, context={"request": request})
+        serializer = ProjectSerializer(
+            project, data=request.data, partial=True, context={"request": request}
+        )
         serializer.is_valid(raise_exception=True)
         with transaction.atomic():
             serializer.save()
@@ -60,7 +62,9 @@ def project_members(request: Request, project_id: int) -> Response:
     serializer = MemberSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     membership = services.add_member(project, **serializer.validated_data)
-    return Response({"username": membership.user.get_username(), "role": membership.role}, status=201)
+    return Response(
+        {"username": membership.user.get_username(), "role": membership.role}, status=201
+    )
 
 
 def _import(request: Request, project_id: int, kind: str) -> Response:
@@ -74,7 +78,9 @@ def _import(request: Request, project_id: int, kind: str) -> Response:
 @extend_schema(
     request={"application/json": {"type": "array", "items": {"type": "object"}}},
     responses={201: ImportReportSerializer},
-    description='A JSON list of {"prompt": "..."} or {"messages": [...]}, optional "metadata" and "split".',
+    description=(
+        'A JSON list of {"prompt": "..."} or {"messages": [...]}, optional "metadata" and "split".'
+    ),
 )
 @api_view(["POST"])
 def project_prompts(request: Request, project_id: int) -> Response:
@@ -91,7 +97,9 @@ def project_comparisons(request: Request, project_id: int) -> Response:
     return _import(request, project_id, "pairs")
 
 
-@extend_schema(responses={200: TaskSerializer, 204: OpenApiResponse(description="Nothing left for you.")})
+@extend_schema(
+    responses={200: TaskSerializer, 204: OpenApiResponse(description="Nothing left for you.")}
+)
 @api_view(["GET"])
 def next_task(request: Request, project_id: int) -> Response:
     project = services.get_project(request.user, project_id)
@@ -123,7 +131,9 @@ def next_task(request: Request, project_id: int) -> Response:
 @api_view(["POST", "DELETE"])
 def comparison_judgments(request: Request, comparison_id: int) -> Response:
     if request.method == "DELETE":
-        mine = Judgment.objects.filter(comparison_id=comparison_id, annotator=request.user).first()
+        mine = Judgment.objects.filter(
+            comparison_id=comparison_id, annotator=cast(Any, request.user)
+        ).first()
         if mine is None:
             raise NotFound("You have no judgment on this comparison.")
         services.undo_judgment(request.user, judgment_id=mine.pk)

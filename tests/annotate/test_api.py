@@ -24,7 +24,9 @@ def test_it_issues_a_token_and_accepts_it(team):
 
 
 def test_it_refuses_a_bad_password(team):
-    r = APIClient().post("/api/auth/token/", {"username": "alice", "password": "nope"}, format="json")
+    r = APIClient().post(
+        "/api/auth/token/", {"username": "alice", "password": "nope"}, format="json"
+    )
     assert r.status_code == 400
     assert "non_field_errors" in r.json()
 
@@ -87,15 +89,25 @@ def test_it_adds_members(team):
     assert r.status_code == 400 and "nobody" in r.json()["detail"]
     r = api_for(team.lead).post(url, {"username": "mallory", "role": "king"}, format="json")
     assert r.status_code == 400 and "role" in r.json()
-    assert api_for(team.alice).post(url, {"username": "bob", "role": "lead"}, format="json").status_code == 403
+    assert (
+        api_for(team.alice)
+        .post(url, {"username": "bob", "role": "lead"}, format="json")
+        .status_code
+        == 403
+    )
 
 
 def test_it_imports_prompts_and_skips_duplicates(team):
     url = f"/api/projects/{team.project.pk}/prompts/"
     body = [
         {"prompt": "Hello?"},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-         "metadata": {"source": "test"}},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+            ],
+            "metadata": {"source": "test"},
+        },
         {"prompt": "Hello?"},
     ]
     r = api_for(team.lead).post(url, body, format="json")
@@ -138,10 +150,17 @@ def test_it_serves_the_next_pair_and_204_when_done(team):
     assert r.status_code == 200
     body = r.json()
     assert body["comparison"] == pair.pk
-    assert {body["left"]["text"], body["right"]["text"]} == {pair.completion_a.text, pair.completion_b.text}
+    assert {body["left"]["text"], body["right"]["text"]} == {
+        pair.completion_a.text,
+        pair.completion_b.text,
+    }
     assert body["messages"] == pair.prompt.messages
     assert "model" not in str(body).lower()
-    r = client.post(f"/api/comparisons/{pair.pk}/judgments/", {"choice": "tie", "client_id": str(uuid.uuid4())}, format="json")
+    r = client.post(
+        f"/api/comparisons/{pair.pk}/judgments/",
+        {"choice": "tie", "client_id": str(uuid.uuid4())},
+        format="json",
+    )
     assert r.status_code == 201
     assert client.get(f"/api/projects/{team.project.pk}/next/").status_code == 204
 
@@ -215,7 +234,11 @@ def test_it_refuses_undo_after_the_window(team):
     team.pairs(1)
     client = api_for(team.alice)
     task = client.get(f"/api/projects/{team.project.pk}/next/").json()
-    r = client.post(f"/api/comparisons/{task['comparison']}/judgments/", {"choice": "left", "client_id": str(uuid.uuid4())}, format="json")
+    r = client.post(
+        f"/api/comparisons/{task['comparison']}/judgments/",
+        {"choice": "left", "client_id": str(uuid.uuid4())},
+        format="json",
+    )
     Judgment.objects.update(created_at=timezone.now() - timedelta(minutes=5))
     r = client.delete(f"/api/judgments/{r.json()['id']}/")
     assert r.status_code == 409

@@ -47,7 +47,9 @@ def test_concurrent_annotators_never_overfill_a_pair(team):
                 if assignment is None:
                     return
                 client_id = uuid.uuid4()
-                data = services.JudgmentInput(choice=rng.choice(services.SHOWN_CHOICES), client_id=client_id)
+                data = services.JudgmentInput(
+                    choice=rng.choice(services.SHOWN_CHOICES), client_id=client_id
+                )
                 judgment, created = services.submit_judgment(user, assignment.comparison_id, data)
                 # A network retry of the same submission.
                 if rng.random() < 0.3:

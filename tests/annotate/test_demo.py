@@ -17,10 +17,18 @@ def test_seed_demo_is_idempotent(db, capsys):
     # Some work happens, then the command runs again: nothing duplicated or lost.
     lead = project.memberships.get(role="lead").user
     Judgment.objects.create(
-        comparison=Comparison.objects.first(), annotator=lead, project=project, choice="a", left_is_a=True
+        comparison=Comparison.objects.first(),
+        annotator=lead,
+        project=project,
+        choice="a",
+        left_is_a=True,
     )
     call_command("seed_demo")
-    assert (Prompt.objects.count(), Comparison.objects.count(), Membership.objects.count()) == counts
+    assert (
+        Prompt.objects.count(),
+        Comparison.objects.count(),
+        Membership.objects.count(),
+    ) == counts
     assert Judgment.objects.count() == 1
     assert "already present" in capsys.readouterr().out
 
@@ -29,7 +37,10 @@ def test_demo_users_can_log_in(db, client):
     call_command("seed_demo")
     for user in DEMO_USERS:
         assert client.login(username=user.username, password=user.password)
-    assert Project.objects.get(slug=DEMO_SLUG).role_of(client.session and _user("alice")) == "annotator"
+    assert (
+        Project.objects.get(slug=DEMO_SLUG).role_of(client.session and _user("alice"))
+        == "annotator"
+    )
 
 
 def _user(username):

@@ -199,7 +199,9 @@ def test_it_refuses_undo_after_the_window(team):
     team.pairs(1)
     a = services.next_assignment(team.project, team.alice)
     judgment, _ = judge(team.alice, a.comparison_id)
-    Judgment.objects.filter(pk=judgment.pk).update(created_at=timezone.now() - timedelta(seconds=61))
+    Judgment.objects.filter(pk=judgment.pk).update(
+        created_at=timezone.now() - timedelta(seconds=61)
+    )
     with pytest.raises(Conflict):
         services.undo_judgment(team.alice, project=team.project)
     assert Judgment.objects.count() == 1
@@ -225,7 +227,9 @@ def test_it_only_undoes_the_latest_judgment(team):
 
 def test_database_forbids_two_judgments_by_one_annotator(team):
     (pair,) = team.pairs(1)
-    common = dict(comparison=pair, annotator=team.alice, project=team.project, choice="a", left_is_a=True)
+    common = dict(
+        comparison=pair, annotator=team.alice, project=team.project, choice="a", left_is_a=True
+    )
     Judgment.objects.create(**common)
     with pytest.raises(IntegrityError), transaction.atomic():
         Judgment.objects.create(**common)

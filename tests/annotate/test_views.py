@@ -37,7 +37,10 @@ def test_outsiders_get_404_everywhere(team):
     pid = team.project.pk
     for url in ("", "settings/", "annotate/", "instructions/"):
         assert client.get(f"/projects/{pid}/{url}").status_code == 404
-    assert client.post(f"/projects/{pid}/members/", {"username": "x", "role": "lead"}).status_code == 404
+    assert (
+        client.post(f"/projects/{pid}/members/", {"username": "x", "role": "lead"}).status_code
+        == 404
+    )
 
 
 def test_annotators_cannot_manage(team):
@@ -55,8 +58,14 @@ def test_lead_creates_a_project(team):
     client = login(team.lead)
     r = client.post(
         "/projects/new/",
-        {"name": "Chat quality", "instructions": "# Be fair", "overlap": 2, "rationale": "optional",
-         "lease_seconds": 600, "undo_seconds": 60},
+        {
+            "name": "Chat quality",
+            "instructions": "# Be fair",
+            "overlap": 2,
+            "rationale": "optional",
+            "lease_seconds": 600,
+            "undo_seconds": 60,
+        },
     )
     project = Project.objects.get(name="Chat quality")
     assert r.status_code == 302 and r["Location"] == f"/projects/{project.pk}/"
@@ -73,17 +82,25 @@ def test_lead_edits_settings_and_adds_members(team):
     })  # fmt: skip
     assert r.status_code == 302
     team.project.refresh_from_db()
-    assert (team.project.name, team.project.overlap, team.project.show_strength) == ("Renamed", 3, True)
+    assert (team.project.name, team.project.overlap, team.project.show_strength) == (
+        "Renamed",
+        3,
+        True,
+    )
     client.post(f"/projects/{pid}/members/", {"username": "mallory", "role": "annotator"})
     assert team.project.role_of(team.outsider) == "annotator"
-    r = client.post(f"/projects/{pid}/members/", {"username": "ghost", "role": "annotator"}, follow=True)
+    r = client.post(
+        f"/projects/{pid}/members/", {"username": "ghost", "role": "annotator"}, follow=True
+    )
     assert "No user named" in r.content.decode()
 
 
 def test_lead_imports_pasted_jsonl(team):
     client = login(team.lead)
     text = '{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "a"}\n'
-    r = client.post(f"/projects/{team.project.pk}/import/", {"kind": "prompts", "text": text}, follow=True)
+    r = client.post(
+        f"/projects/{team.project.pk}/import/", {"kind": "prompts", "text": text}, follow=True
+    )
     assert "2 prompts added, 1 duplicate prompts skipped" in r.content.decode()
     assert Prompt.objects.filter(project=team.project).count() == 2
 
@@ -91,7 +108,9 @@ def test_lead_imports_pasted_jsonl(team):
 def test_lead_import_error_names_the_line_and_writes_nothing(team):
     client = login(team.lead)
     text = '{"prompt": "a", "completion_a": "x", "completion_b": "y"}\n{"prompt": "b", "completion_a": "x"}\n'
-    r = client.post(f"/projects/{team.project.pk}/import/", {"kind": "pairs", "text": text}, follow=True)
+    r = client.post(
+        f"/projects/{team.project.pk}/import/", {"kind": "pairs", "text": text}, follow=True
+    )
     assert "Nothing was imported: line 2: &quot;completion_b&quot; is missing" in r.content.decode()
     assert Comparison.objects.count() == 0 and Prompt.objects.count() == 0
 
@@ -100,7 +119,9 @@ def test_lead_uploads_a_file(team):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     upload = SimpleUploadedFile("p.jsonl", b'{"prompt": "caf\xc3\xa9?"}\n')
-    r = login(team.lead).post(f"/projects/{team.project.pk}/import/", {"kind": "prompts", "file": upload}, follow=True)
+    r = login(team.lead).post(
+        f"/projects/{team.project.pk}/import/", {"kind": "prompts", "file": upload}, follow=True
+    )
     assert "1 prompts added" in r.content.decode()
     assert Prompt.objects.get().messages[0]["content"] == "café?"
 
@@ -114,12 +135,16 @@ def test_annotating_without_javascript(team):
     url = f"/projects/{team.project.pk}/annotate/"
     html = client.get(url).content.decode()
     fields = form_fields(html)
-    r = client.post(url + "judge/", {**fields, "choice": "right", "strength": "3", "rationale": "clearer"})
+    r = client.post(
+        url + "judge/", {**fields, "choice": "right", "strength": "3", "rationale": "clearer"}
+    )
     assert r.status_code == 302 and r["Location"] == url
     j = Judgment.objects.get()
     assert (j.strength, j.rationale, j.duration_ms) == (3, "clearer", None)
     # A double submit of the same form stores nothing new.
-    client.post(url + "judge/", {**fields, "choice": "right", "strength": "3", "rationale": "clearer"})
+    client.post(
+        url + "judge/", {**fields, "choice": "right", "strength": "3", "rationale": "clearer"}
+    )
     assert Judgment.objects.count() == 1
     html = client.get(url).content.decode()
     assert 'id="undo-button"' in html

@@ -49,7 +49,10 @@ def page(browser: Any) -> Iterator[Any]:
     page.js_dialogs = dialogs
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: errors.append(f"{msg.text} {msg.location}") if msg.type == "error" else None,
+    )
     page.js_errors = errors
     yield page
     context.close()

@@ -81,7 +81,9 @@ def test_annotator_judges_with_the_keyboard_and_undoes(page, live_server, team):
     page.wait_for_selector("#all-done")
     done[current] = "both_bad"
 
-    stored = {j.comparison_id: j.shown_choice for j in Judgment.objects.filter(annotator=team.alice)}
+    stored = {
+        j.comparison_id: j.shown_choice for j in Judgment.objects.filter(annotator=team.alice)
+    }
     assert stored == done
     assert Judgment.objects.count() == 4
     assert all(j.duration_ms is not None and j.duration_ms >= 0 for j in Judgment.objects.all())
