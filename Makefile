@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup setup-test lint typecheck bench-train bench-export bench-generate clean
+.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate clean
 
 run:            ## install, migrate, seed the demo and start web + worker + beat
 	PYTHON=$(PYTHON) bash scripts/run.sh
@@ -23,6 +23,9 @@ lint: setup-test
 
 typecheck: setup-test
 	$(VENV)/bin/mypy annotate training
+
+bench-annotate: setup-test  ## 32 concurrent annotators through the API (add ARGS="--db postgres")
+	$(PY) bench/bench_annotate.py $(ARGS)
 
 bench-train: setup-test
 	$(PY) bench/bench_train.py

@@ -212,3 +212,14 @@ def test_completions_render_markdown_without_raw_html(team):
     assert "<strong>Bold</strong>" in html
     assert "<pre><code" in html and "if a &lt; b:" in html
     assert "javascript:" not in html and "evil.example" not in html
+
+
+def test_admin_works_for_superusers(team):
+    team.pairs(1)
+    admin = team.lead
+    admin.is_superuser = admin.is_staff = True
+    admin.save()
+    client = login(admin)
+    for model in ("project", "prompt", "completion", "comparison", "assignment", "judgment"):
+        assert client.get(f"/admin/annotate/{model}/").status_code == 200
+    assert login(team.alice).get("/admin/annotate/project/").status_code == 302
