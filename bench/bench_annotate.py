@@ -106,8 +106,7 @@ def annotator(port: int, token: str, project: int, stats: dict, lock: threading.
 
 
 def verify(env: dict[str, str], acknowledged: list[int], overlap: int) -> dict[str, int]:
-    script = (
-        """
+    script = """
 import json
 from collections import Counter
 from annotate.models import Judgment
@@ -116,10 +115,8 @@ per_pair = Counter(c for _, c, _ in rows)
 pairs = Counter((c, a) for _, c, a in rows)
 print(json.dumps({"ids": [r[0] for r in rows], "max_per_pair": max(per_pair.values(), default=0),
                   "max_same_annotator": max(pairs.values(), default=0),
-                  "complete_pairs": sum(1 for n in per_pair.values() if n >= %d)}))
-"""
-        % overlap
-    )
+                  "complete_pairs": sum(1 for n in per_pair.values() if n >= OVERLAP)}))
+""".replace("OVERLAP", str(overlap))
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
