@@ -32,7 +32,7 @@ def import_jsonl(
     project: Project, kind: str, stream: IO[bytes] | Iterable[bytes | str]
 ) -> ImportReport:
     if kind not in KINDS:
-        raise InvalidInput(f'kind must be one of {", ".join(KINDS)}')
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}")
     return import_rows(project, kind, iter_jsonl(stream))
 
 
@@ -41,7 +41,7 @@ def import_records(project: Project, kind: str, records: list[Any]) -> ImportRep
     if not isinstance(records, list):
         raise InvalidInput("Send a JSON list of objects.")
     if kind not in KINDS:
-        raise InvalidInput(f'kind must be one of {", ".join(KINDS)}')
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}")
     if not records:
         raise InvalidInput("The list is empty.")
 

@@ -8,6 +8,7 @@ broker.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "annotate",
+    "training",
 ]
 
 MIDDLEWARE = [
@@ -71,10 +73,16 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------
+_DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'prefloop.sqlite3'}")
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'prefloop.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0),
+        _DATABASE_URL,
+        # Reusing server connections saves a connection set-up per request;
+        # SQLite has nothing to reuse.
+        conn_max_age=env_int(
+            "DB_CONN_MAX_AGE", 0 if _DATABASE_URL.startswith("sqlite") else 60, minimum=0
+        ),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -88,7 +96,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that a worker process started by a test sees
     # the rows the test committed.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # One file per test process, so that two test runs in one checkout never
+    # share (and delete) each other's database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("PREFLOOP_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -128,6 +140,8 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # Upload limits: requests larger than this are refused with a clear message.
 PREFLOOP_MAX_UPLOAD_BYTES = env_int("PREFLOOP_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
+# Uploads larger than this are imported by a worker, with a progress page.
+PREFLOOP_IMPORT_INLINE_BYTES = env_int("PREFLOOP_IMPORT_INLINE_BYTES", 5 * 1024 * 1024, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -190,7 +204,22 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "annotate.tasks.release_expired_leases",
         "schedule": 60.0,
     },
+    "check-round-triggers": {
+        "task": "training.tasks.check_triggers",
+        "schedule": 30.0,
+    },
+    "fail-lost-training-runs": {
+        "task": "training.tasks.fail_lost_runs",
+        "schedule": 60.0,
+    },
 }
+# Hard time limits of the loop's tasks in seconds (the soft limit is a minute less).
+PREFLOOP_GENERATE_TIME_LIMIT = env_int("PREFLOOP_GENERATE_TIME_LIMIT", 3600, minimum=61)
+PREFLOOP_TRAIN_TIME_LIMIT = env_int("PREFLOOP_TRAIN_TIME_LIMIT", 6 * 3600, minimum=61)
+# A running training attempt that has not reported progress for this long counts as lost.
+PREFLOOP_TRAIN_STALE_SECONDS = env_int("PREFLOOP_TRAIN_STALE_SECONDS", 1800, minimum=60)
+# Where `serve_model` listens, and the URL the lead's pages show for it.
+PREFLOOP_SERVE_PORT = env_int("PREFLOOP_SERVE_PORT", 8001, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import include, path
 
-from . import views
+from . import views, views_datasets
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -22,6 +22,7 @@ urlpatterns = [
     path("projects/<int:project_id>/annotate/undo/", views.undo, name="undo"),
     path("api/", include("annotate.api.urls")),
     path("admin/", admin.site.urls),
+    path("", include("training.urls")),
 ]
 
 
@@ -39,3 +40,28 @@ def handler500(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"detail": "Internal server error."}, status=500)
     return render(request, "500.html", status=500)
+
+
+urlpatterns += [
+    path("projects/<int:project_id>/datasets/", views_datasets.datasets, name="datasets"),
+    path(
+        "projects/<int:project_id>/datasets/import/",
+        views_datasets.dataset_import,
+        name="datasets-import",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/export/",
+        views_datasets.dataset_export,
+        name="datasets-export",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/jobs/<int:job_id>/",
+        views_datasets.dataset_job,
+        name="dataset-job",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/jobs/<int:job_id>/download/",
+        views_datasets.dataset_job_download,
+        name="dataset-job-download",
+    ),
+]

@@ -126,7 +126,7 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
     if not form.is_valid():
         for error in form.non_field_errors() + [e for errs in form.errors.values() for e in errs]:
             messages.error(request, str(error))
-        return redirect("project", project_id=project.pk)
+        return redirect("datasets", project_id=project.pk)
     upload = form.cleaned_data.get("file")
     stream: Any = upload if upload else form.cleaned_data["text"].splitlines()
     try:
@@ -135,7 +135,7 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, f"Nothing was imported: {exc.message}")
     else:
         messages.success(request, f"Imported: {report.summary()}")
-    return redirect("project", project_id=project.pk)
+    return redirect("datasets", project_id=project.pk)
 
 
 @login_required

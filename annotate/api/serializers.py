@@ -24,6 +24,8 @@ class ProjectSerializer(serializers.ModelSerializer):
             "lease_seconds",
             "undo_seconds",
             "license",
+            "base_model",
+            "loop_settings",
             "created_at",
             "role",
         ]

@@ -17,3 +17,24 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+from . import datasets as dataset_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/import/", dataset_views.dataset_import, name="api-dataset-import"
+    ),
+    path(
+        "projects/<int:project_id>/export/", dataset_views.dataset_export, name="api-dataset-export"
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/",
+        dataset_views.dataset_job,
+        name="api-dataset-job",
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/download/",
+        dataset_views.dataset_job_download,
+        name="api-dataset-job-download",
+    ),
+]

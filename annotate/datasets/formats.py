@@ -105,10 +105,14 @@ def message_list(line: int, name: str, value: Any) -> Messages:
     return clean
 
 
-def prompt_messages(line: int, row: dict[str, Any], tabular: bool, column: str = "prompt") -> Messages:
+def prompt_messages(
+    line: int, row: dict[str, Any], tabular: bool, column: str = "prompt"
+) -> Messages:
     """The chat of a row: ``messages`` (a list of turns) or ``column`` (one user turn)."""
     if row.get("messages") not in (None, ""):
-        return message_list(line, "messages", _json_cell(line, "messages", row["messages"], tabular))
+        return message_list(
+            line, "messages", _json_cell(line, "messages", row["messages"], tabular)
+        )
     if column in row and row[column] is not None:
         prompt = row[column]
         if isinstance(prompt, list):
@@ -221,17 +225,27 @@ def parse_trl(line: int, row: dict[str, Any], tabular: bool, options: ImportOpti
     has_prompt = row.get("prompt") not in (None, "") or row.get("messages") not in (None, "")
     if has_prompt:
         messages = prompt_messages(line, row, tabular)
-        chosen, rejected = _reply(line, "chosen", chosen_raw), _reply(line, "rejected", rejected_raw)
+        chosen, rejected = (
+            _reply(line, "chosen", chosen_raw),
+            _reply(line, "rejected", rejected_raw),
+        )
     elif isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
         messages, chosen, rejected = _split_conversations(
-            line, message_list(line, "chosen", chosen_raw), message_list(line, "rejected", rejected_raw)
+            line,
+            message_list(line, "chosen", chosen_raw),
+            message_list(line, "rejected", rejected_raw),
         )
         if not messages:
             raise RowError(line, '"prompt" is missing')
     else:
         raise RowError(line, '"prompt" is missing')
     vote = Vote(Judgment.Choice.A, _annotator(row, "trl"))
-    return Item(messages=messages, pair=(chosen, rejected), votes=[vote], **_base(line, row, tabular, options))
+    return Item(
+        messages=messages,
+        pair=(chosen, rejected),
+        votes=[vote],
+        **_base(line, row, tabular, options),
+    )
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -269,7 +283,12 @@ def parse_hh(line: int, row: dict[str, Any], tabular: bool, options: ImportOptio
     if not messages:
         raise RowError(line, '"chosen" holds no human turn before the reply')
     vote = Vote(Judgment.Choice.A, _annotator(row, "hh"))
-    return Item(messages=messages, pair=(chosen, rejected), votes=[vote], **_base(line, row, tabular, options))
+    return Item(
+        messages=messages,
+        pair=(chosen, rejected),
+        votes=[vote],
+        **_base(line, row, tabular, options),
+    )
 
 
 def _score(line: int, row: dict[str, Any], name: str) -> float | None:
@@ -282,28 +301,40 @@ def _score(line: int, row: dict[str, Any], name: str) -> float | None:
         raise RowError(line, f'"{name}" must be a number') from None
 
 
-def parse_ultrafeedback(line: int, row: dict[str, Any], tabular: bool, options: ImportOptions) -> Item:
+def parse_ultrafeedback(
+    line: int, row: dict[str, Any], tabular: bool, options: ImportOptions
+) -> Item:
     """UltraFeedback-binarized rows: ``chosen``/``rejected`` are whole conversations."""
     for name in ("chosen", "rejected"):
         if row.get(name) is None:
             raise RowError(line, f'"{name}" is missing')
-    chosen_raw = _json_cell(line, "chosen", row["chosen"], tabular and str(row["chosen"]).startswith("["))
+    chosen_raw = _json_cell(
+        line, "chosen", row["chosen"], tabular and str(row["chosen"]).startswith("[")
+    )
     rejected_raw = _json_cell(
         line, "rejected", row["rejected"], tabular and str(row["rejected"]).startswith("[")
     )
     if isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
         messages, chosen, rejected = _split_conversations(
-            line, message_list(line, "chosen", chosen_raw), message_list(line, "rejected", rejected_raw)
+            line,
+            message_list(line, "chosen", chosen_raw),
+            message_list(line, "rejected", rejected_raw),
         )
         if not messages:
             messages = prompt_messages(line, row, tabular)
     else:
         messages = prompt_messages(line, row, tabular)
-        chosen, rejected = _reply(line, "chosen", chosen_raw), _reply(line, "rejected", rejected_raw)
+        chosen, rejected = (
+            _reply(line, "chosen", chosen_raw),
+            _reply(line, "rejected", rejected_raw),
+        )
     metadata = metadata_field(line, row, tabular)
     if row.get("prompt_id") not in (None, ""):
         metadata = {**metadata, "prompt_id": str(row["prompt_id"])}
-    score_chosen, score_rejected = _score(line, row, "score_chosen"), _score(line, row, "score_rejected")
+    score_chosen, score_rejected = (
+        _score(line, row, "score_chosen"),
+        _score(line, row, "score_rejected"),
+    )
     choice = Judgment.Choice.A
     if score_chosen is not None and score_rejected is not None:
         if score_chosen < score_rejected:
@@ -361,7 +392,9 @@ def _ls_vote(line: int, index: int, annotation: Any) -> Vote | None:
     return None
 
 
-def parse_label_studio(line: int, row: dict[str, Any], tabular: bool, options: ImportOptions) -> Item:
+def parse_label_studio(
+    line: int, row: dict[str, Any], tabular: bool, options: ImportOptions
+) -> Item:
     """A task of Label Studio's JSON export from a pairwise (Pairwise tag) project."""
     data = row.get("data")
     if not isinstance(data, dict):

@@ -95,7 +95,9 @@ class _BatchWriter:
         self.report.prompts_added += len(new_prompts)
         prompt_ids.update({key: p.pk for key, p in new_prompts.items()})
 
-        paired = [(prompt_ids[key], item) for key, item in zip(hashes, items, strict=True) if item.pair]
+        paired = [
+            (prompt_ids[key], item) for key, item in zip(hashes, items, strict=True) if item.pair
+        ]
         if not paired:
             return
         completions = []
@@ -206,11 +208,12 @@ def import_file(
     allowed = IMPORT_FORMATS[format_name][1]
     if kind not in allowed:
         raise InvalidInput(
-            f'A {format_name} import reads {", ".join("." + a for a in allowed)} files, not .{kind}.'
+            f"A {format_name} import reads "
+            f"{', '.join('.' + a for a in allowed)} files, not .{kind}."
         )
     options = options or ImportOptions()
     counted = CountingReader(stream)
-    rows = read_rows(counted, kind)  # type: ignore[arg-type]
+    rows: Iterable[tuple[int, dict[str, Any]]] = read_rows(counted, kind)  # type: ignore[arg-type]
     if kind in ("csv", "tsv") and format_name == "prompts":
         rows = _require_column(rows, options.column)
     return import_rows(

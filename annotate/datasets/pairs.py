@@ -175,7 +175,9 @@ def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Com
     )
 
 
-def preference_pairs(project: Project, options: PairOptions | None = None) -> Iterator[dict[str, Any]]:
+def preference_pairs(
+    project: Project, options: PairOptions | None = None
+) -> Iterator[dict[str, Any]]:
     """One dict per selected comparison, streamed in id order in constant memory.
 
     Keys: comparison_id, prompt_id, prompt (messages), chosen, rejected (texts), label

@@ -29,8 +29,17 @@ FILE_TYPES = {
     ".parquet": "parquet",
 }
 # How each file type names its rows in error messages.
-UNITS = {"jsonl": "line", "json": "item", "csv": "line", "tsv": "line", "txt": "line", "parquet": "row"}
+UNITS = {
+    "jsonl": "line",
+    "json": "item",
+    "csv": "line",
+    "tsv": "line",
+    "txt": "line",
+    "parquet": "row",
+}
 _JSON_CHUNK = 1 << 16
+# Cells may hold whole long completions; the upload limit bounds them instead.
+csv.field_size_limit(2**31 - 1)
 _PARQUET_BATCH = 1000
 
 
@@ -38,7 +47,9 @@ def file_type(filename: str) -> str:
     suffix = PurePath(filename).suffix.lower()
     if suffix not in FILE_TYPES:
         known = ", ".join(sorted(FILE_TYPES))
-        raise InvalidInput(f'Cannot tell the file type of "{filename}": name it with one of {known}.')
+        raise InvalidInput(
+            f'Cannot tell the file type of "{filename}": name it with one of {known}.'
+        )
     return FILE_TYPES[suffix]
 
 
@@ -103,7 +114,7 @@ def read_jsonl(stream: Iterable[bytes | str]) -> Rows:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):

@@ -1,0 +1,213 @@
+"""Dataset import and export endpoints: files in, streamed files out, background jobs."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotate import services
+from annotate.datasets import exporters, jobs
+from annotate.datasets.formats import IMPORT_FORMATS, ImportOptions
+from annotate.datasets.imports import check_size, import_file
+from annotate.datasets.pairs import AGGREGATIONS, WEIGHTS, PairOptions
+from annotate.errors import InvalidInput
+from annotate.models import DatasetJob, Project
+
+
+class _IgnoreFormatParameter(DefaultContentNegotiation):
+    """``?format=`` names the dataset format here, not a DRF renderer."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, str(renderer.media_type)
+
+
+def _dataset_view(func: Callable[..., Any]) -> Callable[..., Any]:
+    func.content_negotiation_class = _IgnoreFormatParameter  # type: ignore[attr-defined]
+    return func
+
+
+def _inline_limit() -> int:
+    return settings.PREFLOOP_IMPORT_INLINE_BYTES
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def job_data(request: Request, project: Project, job: DatasetJob) -> dict[str, Any]:
+    done, total = jobs.job_progress(job)
+    data: dict[str, Any] = {
+        "id": job.pk,
+        "kind": job.kind,
+        "format": job.format,
+        "status": job.status,
+        "progress": done,
+        "total": total,
+        "percent": jobs.job_percent(job),
+        "options": job.options,
+        "report": job.report,
+        "error": job.error,
+        "url": request.build_absolute_uri(reverse("api-dataset-job", args=[project.pk, job.pk])),
+        "download_url": None,
+    }
+    if job.status == DatasetJob.Status.DONE and job.kind == DatasetJob.Kind.EXPORT:
+        data["download_url"] = request.build_absolute_uri(
+            reverse("api-dataset-job-download", args=[project.pk, job.pk])
+        )
+    return data
+
+
+@extend_schema(
+    request={
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "format": {"type": "string", "enum": list(IMPORT_FORMATS)},
+                "column": {"type": "string"},
+                "kind": {"type": "string", "enum": ["train", "eval", "gold"]},
+                "round": {"type": "integer"},
+                "split": {"type": "string", "enum": ["train", "eval"]},
+                "background": {"type": "boolean"},
+            },
+            "required": ["file", "format"],
+        }
+    },
+    responses={201: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+    description=(
+        "Import a file (.jsonl, .json, .csv, .tsv, .txt, .parquet) as prompts, pairs or labeled "
+        "preference data (trl, hh, ultrafeedback, label-studio). One transaction: a bad row "
+        "rejects the file with a message naming its line and field. Large files (or "
+        "background=true) run as a job: 202 with the job to poll."
+    ),
+)
+@api_view(["POST"])
+@parser_classes([MultiPartParser, FormParser])
+@_dataset_view
+def dataset_import(request: Request, project_id: int) -> Response:
+    project = services.get_project(request.user, project_id, lead=True)
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise InvalidInput('"file" is missing: send the file as multipart/form-data.')
+    posted: Any = request.data
+    form: dict[str, Any] = {key: posted.get(key) for key in posted}
+    fmt = str(form.get("format") or "")
+    if fmt not in IMPORT_FORMATS:
+        raise InvalidInput(f'"format" must be one of {", ".join(IMPORT_FORMATS)}')
+    check_size(upload.size)
+    options = ImportOptions.from_dict(form)
+    name = upload.name or "upload"
+    if _flag(form.get("background", "")) or (upload.size or 0) > _inline_limit():
+        job = jobs.start_import_job(
+            project, request.user, fmt, upload, name, options, size=upload.size
+        )
+        return Response(job_data(request, project, job), status=202)
+    report = import_file(project, fmt, upload, name, size=upload.size, options=options)
+    return Response(report.as_report(), status=201)
+
+
+_EXPORT_PARAMETERS = [
+    OpenApiParameter("format", str, enum=list(exporters.EXPORT_FORMATS), required=True),
+    OpenApiParameter("bundle", str, enum=list(exporters.BUNDLES), description="file, zip or hf"),
+    OpenApiParameter("rounds", str, description="comma-separated round numbers"),
+    OpenApiParameter("splits", str, description="comma-separated: train, eval"),
+    OpenApiParameter("kinds", str, description="comma-separated: train, eval, gold"),
+    OpenApiParameter("include_ties", bool),
+    OpenApiParameter("include_both_bad", bool),
+    OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS)),
+    OpenApiParameter("min_agreement", float),
+    OpenApiParameter("min_votes", int),
+    OpenApiParameter("weight", str, enum=list(WEIGHTS)),
+    OpenApiParameter("background", bool, description="run as a job and answer 202"),
+]
+
+
+def export_response(
+    project: Project, fmt: str, options: PairOptions, bundle: str
+) -> HttpResponseBase:
+    """A streamed JSONL/CSV download, or a spooled Parquet/zip one; shared with the UI."""
+    exporters.check_format(fmt, bundle)
+    filename = exporters.export_filename(project, fmt, bundle)
+    if bundle == "file" and fmt in exporters.STREAMED:
+        content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        response = StreamingHttpResponse(
+            exporters.stream_export(project, fmt, options),
+            content_type=f"{content_type}; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it when sent
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / filename
+        if bundle == "hf":
+            directory = Path(tmp) / filename.removesuffix(".zip")
+            exporters.write_export(project, fmt, options, directory, bundle="hf")
+            exporters.zip_directory(directory, target)
+        else:
+            exporters.write_export(project, fmt, options, target, bundle=bundle)
+        with target.open("rb") as fh:
+            shutil.copyfileobj(fh, spool, length=1 << 20)
+    spool.seek(0)
+    return FileResponse(spool, as_attachment=True, filename=filename)
+
+
+@extend_schema(
+    parameters=_EXPORT_PARAMETERS, responses={200: OpenApiTypes.BINARY, 202: OpenApiTypes.OBJECT}
+)
+@api_view(["GET"])
+@_dataset_view
+def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
+    project = services.get_project(request.user, project_id, lead=True)
+    params = request.query_params
+    fmt = params.get("format", "")
+    bundle = params.get("bundle") or "file"
+    options = PairOptions.from_dict(params.dict())
+    if fmt == "card":
+        from annotate.datasets.card import dataset_card
+
+        card = dataset_card(project, params.get("card_format") or "trl", options)
+        response = StreamingHttpResponse(
+            [card.encode("utf-8")], content_type="text/markdown; charset=utf-8"
+        )
+        response["Content-Disposition"] = 'attachment; filename="README.md"'
+        return response
+    exporters.check_format(fmt, bundle)
+    if _flag(params.get("background", "")):
+        job = jobs.start_export_job(project, request.user, fmt, options, bundle)
+        return Response(job_data(request, project, job), status=202)
+    return export_response(project, fmt, options, bundle)
+
+
+@extend_schema(responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def dataset_job(request: Request, project_id: int, job_id: int) -> Response:
+    project = services.get_project(request.user, project_id, lead=True)
+    return Response(job_data(request, project, jobs.get_job(project, job_id)))
+
+
+@extend_schema(responses={200: OpenApiTypes.BINARY})
+@api_view(["GET"])
+@_dataset_view
+def dataset_job_download(request: Request, project_id: int, job_id: int) -> HttpResponseBase:
+    project = services.get_project(request.user, project_id, lead=True)
+    job = jobs.get_job(project, job_id)
+    path = jobs.result_file(job)
+    return FileResponse(path.open("rb"), as_attachment=True, filename=job.filename)

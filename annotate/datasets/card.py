@@ -1,0 +1,156 @@
+"""The dataset card (README.md) that goes with an export."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from annotate.models import Comparison, Completion, Judgment, Project
+
+from .pairs import PairOptions
+
+if TYPE_CHECKING:
+    from .exporters import ExportStats
+
+_CONVERSATIONAL = (
+    "`prompt`, `chosen`, `rejected` as lists of chat messages (TRL's conversational format)"
+)
+_COLUMNS = {
+    "trl": _CONVERSATIONAL,
+    "parquet": _CONVERSATIONAL,
+    "trl-plain": "`prompt`, `chosen`, `rejected` as plain strings (TRL's standard format)",
+    "csv": "`prompt`, `chosen`, `rejected` as text, `messages` as the prompt's chat in JSON",
+    "judgments": "one row per judgment, annotators as pseudonymous ids",
+}
+
+
+def _yaml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dataset_card(
+    project: Project, fmt: str, options: PairOptions, stats: ExportStats | None = None
+) -> str:
+    """Markdown describing an export: the project, what annotators saw, counts and options.
+
+    ``stats`` are the numbers of the export it goes with; without them the card runs the
+    selection once to count.
+    """
+    if stats is None:
+        from .exporters import ExportStats, export_rows
+
+        stats = ExportStats()
+        for _ in export_rows(project, fmt, options, stats):
+            pass
+    judgments = Judgment.objects.filter(project=project)
+    by_source = dict(
+        judgments.order_by()
+        .values_list("source")
+        .annotate(n=Count("pk"))
+        .values_list("source", "n")
+    )
+    people = judgments.filter(annotator__isnull=False).values("annotator").distinct().count()
+    comparisons = Comparison.objects.filter(project=project)
+    rounds = list(
+        comparisons.order_by("round")
+        .values_list("round")
+        .annotate(n=Count("pk"))
+        .values_list("round", "n")
+    )
+    versions = list(
+        Completion.objects.filter(prompt__project=project, model_version_id__isnull=False)
+        .order_by("model_version_id")
+        .values_list("model_version_id")
+        .annotate(n=Count("pk"))
+        .values_list("model_version_id", "n")
+    )
+    decisive = comparisons.filter(judgment_count__gt=0).aggregate(
+        n=Count("pk"), multi=Count("pk", filter=Q(judgment_count__gt=1))
+    )
+
+    lines = ["---"]
+    if project.license:
+        lines.append(f"license: {_yaml_string(project.license)}")
+    lines += [
+        f"pretty_name: {_yaml_string(project.name)}",
+        "tags:",
+        "- preference",
+        "- dpo",
+        "---",
+        "",
+        f"# {project.name}",
+        "",
+        f"Human preference data exported from prefloop on {timezone.now():%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"- **Format:** `{fmt}`: {_COLUMNS[fmt]}.",
+        f"- **License:** {project.license or 'not set by the project lead'}.",
+        f"- **Rows in this export:** {stats.rows}.",
+        "",
+        "## Counts",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Prompts | {project.prompts.count()} |",
+        f"| Pairs | {comparisons.count()} ({decisive['n']} judged, "
+        f"{decisive['multi']} by several annotators) |",
+        f"| Judgments | {judgments.count()} |",
+    ]
+    for source, label in Judgment.Source.choices:
+        lines.append(f"| … {label.lower()} | {by_source.get(source, 0)} |")
+    lines.append(f"| Annotators (people) | {people} |")
+    if stats.labels:
+        labels = ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items()))
+        lines.append(f"| Outcomes exported | {labels} |")
+    agreement = stats.mean_agreement
+    lines += [
+        "",
+        "## Agreement",
+        "",
+        (
+            f"Mean agreement (share of votes for the outcome) over the {stats.multi_vote} exported "
+            f"pairs with more than one vote: {agreement:.3f}."
+            if agreement is not None
+            else "No exported pair has more than one vote, so agreement is not measured."
+        ),
+        "",
+        "## Selection",
+        "",
+    ]
+    opts = options.as_dict()
+    for key in ("rounds", "splits", "kinds"):
+        value = opts[key]
+        lines.append(f"- `{key}`: {', '.join(str(v) for v in value) if value else 'all'}")
+    for key in (
+        "include_ties",
+        "include_both_bad",
+        "aggregation",
+        "min_agreement",
+        "min_votes",
+        "weight",
+    ):
+        lines.append(f"- `{key}`: {opts[key]}")
+    lines += ["", "## Rounds", ""]
+    if rounds:
+        lines += [f"- {'no round' if r is None else f'round {r}'}: {n} pairs" for r, n in rounds]
+    else:
+        lines.append("No pairs yet.")
+    lines += ["", "## Model versions", ""]
+    if versions:
+        lines += [f"- model version {v}: {n} completions" for v, n in versions]
+    else:
+        lines.append("All completions were imported; none came from a model version here.")
+    lines += [
+        "",
+        "## Annotators",
+        "",
+        "Annotators are identified only by a salted hash per project; "
+        "no names or emails are exported.",
+        "",
+        "## Instructions annotators saw",
+        "",
+        project.instructions.strip() or "_No instructions were written._",
+        "",
+    ]
+    return "\n".join(lines)

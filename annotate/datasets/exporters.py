@@ -1,0 +1,487 @@
+"""Exports: preference pairs and raw judgments, streamed row by row.
+
+Every exporter reads the database through ``iterator()`` in chunks and writes as it goes:
+JSONL and CSV are generators of byte chunks (an HTTP response sends the first chunk at
+once), Parquet and Arrow are written in row-group batches. Annotators appear only as a
+salted hash per project.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.db.models import OuterRef, Subquery
+
+from annotate.errors import InvalidInput
+from annotate.models import Assignment, Judgment, Project
+
+from .formats import hh_transcript
+from .pairs import PairOptions, preference_pairs, selected_comparisons
+
+EXPORT_FORMATS = ("trl", "trl-plain", "parquet", "csv", "judgments")
+# "file": the data file alone; "zip": the data file and README.md (the card);
+# "hf": a Hugging Face ``datasets`` directory (save_to_disk layout) with the card.
+BUNDLES = ("file", "zip", "hf")
+EXTENSIONS = {
+    "trl": "jsonl",
+    "trl-plain": "jsonl",
+    "parquet": "parquet",
+    "csv": "csv",
+    "judgments": "jsonl",
+}
+STREAMED = ("trl", "trl-plain", "csv", "judgments")
+CHUNK_BYTES = 1 << 16
+ARROW_BATCH = 5000
+Progress = Callable[[int], None]
+
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_PAIR_META = [
+    ("comparison_id", pa.int64()),
+    ("prompt_id", pa.int64()),
+    ("label", pa.string()),
+    ("round", pa.int64()),
+    ("kind", pa.string()),
+    ("split", pa.string()),
+    ("votes_chosen", pa.int64()),
+    ("votes_rejected", pa.int64()),
+    ("votes_tie", pa.int64()),
+    ("votes_both_bad", pa.int64()),
+    ("votes_total", pa.int64()),
+    ("agreement", pa.float64()),
+    ("weight", pa.float64()),
+    ("chosen_model_version", pa.int64()),
+    ("rejected_model_version", pa.int64()),
+    ("chosen_generation_params", pa.string()),
+    ("rejected_generation_params", pa.string()),
+]
+SCHEMAS = {
+    "trl": pa.schema(
+        [("prompt", _MESSAGES), ("chosen", _MESSAGES), ("rejected", _MESSAGES), *_PAIR_META]
+    ),
+    "trl-plain": pa.schema(
+        [("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), *_PAIR_META]
+    ),
+    "csv": pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("messages", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            *_PAIR_META,
+        ]
+    ),
+    "judgments": pa.schema(
+        [
+            ("judgment_id", pa.int64()),
+            ("comparison_id", pa.int64()),
+            ("prompt_id", pa.int64()),
+            ("round", pa.int64()),
+            ("kind", pa.string()),
+            ("annotator", pa.string()),
+            ("source", pa.string()),
+            ("choice", pa.string()),
+            ("strength", pa.int64()),
+            ("rationale", pa.string()),
+            ("left_is_a", pa.bool_()),
+            ("shown_choice", pa.string()),
+            ("duration_ms", pa.int64()),
+            ("shown_at", pa.string()),
+            ("created_at", pa.string()),
+        ]
+    ),
+}
+SCHEMAS["parquet"] = SCHEMAS["trl"]
+
+
+@dataclass
+class ExportStats:
+    """What an export wrote, for the dataset card and the job report."""
+
+    rows: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    agreement_sum: float = 0.0
+    multi_vote: int = 0
+    annotators: set[str] = field(default_factory=set)
+
+    def add_pair(self, pair: dict[str, Any]) -> None:
+        self.rows += 1
+        self.labels[pair["label"]] += 1
+        if pair["votes_total"] > 1:
+            self.multi_vote += 1
+            self.agreement_sum += pair["agreement"]
+
+    @property
+    def mean_agreement(self) -> float | None:
+        return self.agreement_sum / self.multi_vote if self.multi_vote else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "labels": dict(self.labels),
+            "mean_agreement": self.mean_agreement,
+            "pairs_with_several_votes": self.multi_vote,
+            "annotators": len(self.annotators),
+        }
+
+
+def check_format(fmt: str, bundle: str = "file") -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f'"format" must be one of {", ".join(EXPORT_FORMATS)}')
+    if bundle not in BUNDLES:
+        raise InvalidInput(f'"bundle" must be one of {", ".join(BUNDLES)}')
+
+
+def pseudonym(project: Project, key: str) -> str:
+    """A stable id for one annotator in one project's exports; not reversible without the salt."""
+    digest = hmac.new(project.export_salt.encode(), key.encode("utf-8"), hashlib.sha256)
+    return "ann-" + digest.hexdigest()[:16]
+
+
+def plain_prompt(messages: list[dict[str, str]]) -> str:
+    """A single user turn as its text; longer chats as a Human/Assistant transcript."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return hh_transcript(messages)
+
+
+# --- Rows -----------------------------------------------------------------------------
+
+
+def _meta(pair: dict[str, Any]) -> dict[str, Any]:
+    row = {name: pair[name] for name, _ in _PAIR_META}
+    for side in ("chosen", "rejected"):
+        key = f"{side}_generation_params"
+        row[key] = json.dumps(pair[key], ensure_ascii=False, sort_keys=True)
+    return row
+
+
+def _pair_row(fmt: str, pair: dict[str, Any]) -> dict[str, Any]:
+    if fmt in ("trl", "parquet"):
+        return {
+            "prompt": pair["prompt"],
+            "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+            "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            **_meta(pair),
+        }
+    if fmt == "trl-plain":
+        return {
+            "prompt": plain_prompt(pair["prompt"]),
+            "chosen": pair["chosen"],
+            "rejected": pair["rejected"],
+            **_meta(pair),
+        }
+    return {
+        "prompt": plain_prompt(pair["prompt"]),
+        "messages": json.dumps(pair["prompt"], ensure_ascii=False),
+        "chosen": pair["chosen"],
+        "rejected": pair["rejected"],
+        **_meta(pair),
+    }
+
+
+def judgment_rows(
+    project: Project, options: PairOptions, stats: ExportStats
+) -> Iterator[dict[str, Any]]:
+    qs = Judgment.objects.filter(project=project)
+    if options.rounds:
+        qs = qs.filter(comparison__round__in=options.rounds)
+    if options.splits:
+        qs = qs.filter(comparison__prompt__split__in=options.splits)
+    if options.kinds:
+        qs = qs.filter(comparison__kind__in=options.kinds)
+    shown_at = Assignment.objects.filter(
+        comparison=OuterRef("comparison_id"), annotator=OuterRef("annotator_id")
+    ).values("leased_at")[:1]
+    rows = (
+        qs.annotate(shown_at=Subquery(shown_at))
+        .order_by("pk")
+        .values(
+            "pk",
+            "comparison_id",
+            "comparison__prompt_id",
+            "comparison__round",
+            "comparison__kind",
+            "annotator_id",
+            "external_annotator",
+            "source",
+            "choice",
+            "strength",
+            "rationale",
+            "left_is_a",
+            "duration_ms",
+            "shown_at",
+            "created_at",
+        )
+    )
+    names: dict[str, str] = {}
+    for j in rows.iterator(chunk_size=5000):
+        key = (
+            f"user:{j['annotator_id']}"
+            if j["annotator_id"] is not None
+            else (f"external:{j['external_annotator']}")
+        )
+        if key not in names:
+            names[key] = pseudonym(project, key)
+            stats.annotators.add(key)
+        choice = j["choice"]
+        if choice in ("a", "b"):
+            shown = "left" if (choice == "a") == j["left_is_a"] else "right"
+        else:
+            shown = choice
+        stats.rows += 1
+        shown_at_value = j["shown_at"]
+        yield {
+            "judgment_id": j["pk"],
+            "comparison_id": j["comparison_id"],
+            "prompt_id": j["comparison__prompt_id"],
+            "round": j["comparison__round"],
+            "kind": j["comparison__kind"],
+            "annotator": names[key],
+            "source": j["source"],
+            "choice": choice,
+            "strength": j["strength"],
+            "rationale": j["rationale"],
+            "left_is_a": j["left_is_a"],
+            "shown_choice": shown,
+            "duration_ms": j["duration_ms"],
+            "shown_at": shown_at_value.isoformat() if shown_at_value else None,
+            "created_at": j["created_at"].isoformat(),
+        }
+
+
+def export_rows(
+    project: Project, fmt: str, options: PairOptions, stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows of an export in format ``fmt``, as plain dicts."""
+    check_format(fmt)
+    stats = stats if stats is not None else ExportStats()
+    if fmt == "judgments":
+        yield from judgment_rows(project, options, stats)
+        return
+    for pair in preference_pairs(project, options):
+        stats.add_pair(pair)
+        yield _pair_row(fmt, pair)
+
+
+def estimated_total(project: Project, fmt: str, options: PairOptions) -> int:
+    """An upper bound on the rows an export writes, for progress bars."""
+    if fmt == "judgments":
+        qs = Judgment.objects.filter(project=project)
+        if options.rounds:
+            qs = qs.filter(comparison__round__in=options.rounds)
+        if options.kinds:
+            qs = qs.filter(comparison__kind__in=options.kinds)
+        return qs.count()
+    return selected_comparisons(project, options).values("pk").count()
+
+
+# --- Writers --------------------------------------------------------------------------
+
+
+def _counted(
+    rows: Iterable[dict[str, Any]], on_progress: Progress | None
+) -> Iterator[dict[str, Any]]:
+    for n, row in enumerate(rows, start=1):
+        yield row
+        if on_progress is not None and n % 1000 == 0:
+            on_progress(n)
+
+
+def stream_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    buffer: list[str] = []
+    size = 0
+    for row in rows:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        buffer.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield "".join(buffer).encode("utf-8")
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode("utf-8")
+
+
+def stream_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[bytes]:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        if out.tell() >= CHUNK_BYTES:
+            yield out.getvalue().encode("utf-8")
+            out.seek(0)
+            out.truncate()
+    if out.tell():
+        yield out.getvalue().encode("utf-8")
+
+
+def _arrow_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.Table]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= ARROW_BATCH:
+            yield pa.Table.from_pylist(batch, schema=schema)
+            batch = []
+    if batch:
+        yield pa.Table.from_pylist(batch, schema=schema)
+
+
+def write_parquet(
+    rows: Iterable[dict[str, Any]], schema: pa.Schema, sink: str | Path | IO[bytes]
+) -> None:
+    with pq.ParquetWriter(sink, schema) as writer:
+        wrote = False
+        for table in _arrow_batches(rows, schema):
+            writer.write_table(table)
+            wrote = True
+        if not wrote:
+            writer.write_table(schema.empty_table())
+
+
+def write_arrow_stream(rows: Iterable[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for table in _arrow_batches(rows, schema):
+            writer.write_table(table)
+
+
+def stream_export(
+    project: Project,
+    fmt: str,
+    options: PairOptions,
+    stats: ExportStats | None = None,
+    on_progress: Progress | None = None,
+) -> Iterator[bytes]:
+    """The bytes of a JSONL or CSV export, produced as the rows are read."""
+    if fmt not in STREAMED:
+        raise InvalidInput(f"{fmt} exports are written to a file, not streamed.")
+    rows = _counted(export_rows(project, fmt, options, stats), on_progress)
+    if fmt == "csv":
+        return stream_csv(rows, SCHEMAS["csv"].names)
+    return stream_jsonl(rows)
+
+
+def write_data_file(
+    project: Project,
+    fmt: str,
+    options: PairOptions,
+    sink: Path | IO[bytes],
+    stats: ExportStats,
+    on_progress: Progress | None = None,
+) -> None:
+    """Write one export's data file (JSONL, CSV or Parquet) to a path or binary file."""
+    if fmt == "parquet":
+        rows = _counted(export_rows(project, fmt, options, stats), on_progress)
+        write_parquet(
+            rows,
+            SCHEMAS["parquet"],
+            sink if isinstance(sink, Path) else pa.PythonFile(sink, mode="w"),
+        )
+        return
+    chunks = stream_export(project, fmt, options, stats, on_progress)
+    if isinstance(sink, Path):
+        with sink.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+    else:
+        for chunk in chunks:
+            sink.write(chunk)
+
+
+def data_filename(project: Project, fmt: str) -> str:
+    return f"{project.slug}-{fmt}.{EXTENSIONS[fmt]}"
+
+
+def export_filename(project: Project, fmt: str, bundle: str) -> str:
+    if bundle == "file":
+        return data_filename(project, fmt)
+    return f"{project.slug}-{fmt}-{bundle}.zip"
+
+
+def write_hf_directory(
+    project: Project,
+    fmt: str,
+    options: PairOptions,
+    directory: Path,
+    on_progress: Progress | None = None,
+) -> ExportStats:
+    """A directory that ``datasets.load_from_disk`` opens (the layout ``save_to_disk`` writes)."""
+    from .card import dataset_card
+
+    directory.mkdir(parents=True, exist_ok=True)
+    stats = ExportStats()
+    schema = SCHEMAS[fmt]
+    data_name = "data-00000-of-00001.arrow"
+    rows = _counted(export_rows(project, fmt, options, stats), on_progress)
+    write_arrow_stream(rows, schema, directory / data_name)
+    card = dataset_card(project, fmt, options, stats)
+    info = {"citation": "", "description": card, "homepage": "", "license": project.license}
+    (directory / "dataset_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    fingerprint = hashlib.sha256(f"{project.pk}:{fmt}:{options.as_dict()}".encode()).hexdigest()[
+        :16
+    ]
+    state: dict[str, Any] = {
+        "_data_files": [{"filename": data_name}],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (directory / "state.json").write_text(json.dumps(state, indent=2))
+    (directory / "README.md").write_text(card, encoding="utf-8")
+    return stats
+
+
+def write_export(
+    project: Project,
+    fmt: str,
+    options: PairOptions,
+    target: Path,
+    *,
+    bundle: str = "file",
+    on_progress: Progress | None = None,
+) -> ExportStats:
+    """Write an export to ``target``: a file, a zip, or (bundle "hf") a directory."""
+    from .card import dataset_card
+
+    check_format(fmt, bundle)
+    if bundle == "hf":
+        return write_hf_directory(project, fmt, options, target, on_progress)
+    stats = ExportStats()
+    if bundle == "file":
+        write_data_file(project, fmt, options, target, stats, on_progress)
+        return stats
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(data_filename(project, fmt), "w", force_zip64=True) as member:
+            if fmt == "parquet":
+                # Parquet needs a seekable sink; spool it, then copy it into the archive.
+                with tempfile.TemporaryFile() as spool:
+                    write_data_file(project, fmt, options, spool, stats, on_progress)
+                    spool.seek(0)
+                    shutil.copyfileobj(spool, member)
+            else:
+                write_data_file(project, fmt, options, member, stats, on_progress)
+        archive.writestr("README.md", dataset_card(project, fmt, options, stats))
+    return stats
+
+
+def zip_directory(directory: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{directory.name}/{path.relative_to(directory)}")

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from annotate.models import Comparison, Prompt
+
+from .exporters import BUNDLES, EXPORT_FORMATS
+from .formats import IMPORT_FORMATS
+from .pairs import AGGREGATIONS, WEIGHTS
+
+IMPORT_LABELS = {
+    "prompts": "Prompts (.jsonl, .csv, .tsv, .txt, .parquet)",
+    "pairs": "Pairs to annotate (.jsonl, .csv, .tsv, .parquet)",
+    "trl": "Labeled: TRL prompt / chosen / rejected",
+    "hh": "Labeled: Anthropic HH transcripts",
+    "ultrafeedback": "Labeled: UltraFeedback-binarized",
+    "label-studio": "Labeled: Label Studio JSON export (pairwise)",
+}
+EXPORT_LABELS = {
+    "trl": "TRL conversational JSONL",
+    "trl-plain": "TRL plain-string JSONL",
+    "parquet": "Parquet (TRL columns)",
+    "csv": "CSV",
+    "judgments": "Raw judgments (JSONL)",
+}
+BUNDLE_LABELS = {
+    "file": "The data file alone",
+    "zip": "Zip: data file + dataset card",
+    "hf": "Hugging Face datasets directory (zipped) + card",
+}
+
+
+class DatasetImportForm(forms.Form):
+    format = forms.ChoiceField(choices=[(f, IMPORT_LABELS[f]) for f in IMPORT_FORMATS])
+    file = forms.FileField()
+    column = forms.CharField(
+        required=False, initial="prompt", help_text="Prompts from CSV/TSV: the column to read."
+    )
+    kind = forms.ChoiceField(
+        required=False, choices=[("", "Default (train)"), *Comparison.Kind.choices]
+    )
+    round = forms.IntegerField(required=False, min_value=0)
+    split = forms.ChoiceField(
+        required=False, choices=[("", "Default (train)"), *Prompt.Split.choices]
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size / (1024 * 1024):.1f} MB, over the upload limit of "
+                f"{limit / (1024 * 1024):.1f} MB."
+            )
+        return upload
+
+
+class DatasetExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[(f, EXPORT_LABELS[f]) for f in EXPORT_FORMATS])
+    bundle = forms.ChoiceField(choices=[(b, BUNDLE_LABELS[b]) for b in BUNDLES], initial="file")
+    rounds = forms.CharField(required=False, help_text="Comma-separated; empty for all.")
+    splits = forms.MultipleChoiceField(
+        required=False, choices=Prompt.Split.choices, widget=forms.CheckboxSelectMultiple
+    )
+    kinds = forms.MultipleChoiceField(
+        required=False, choices=Comparison.Kind.choices, widget=forms.CheckboxSelectMultiple
+    )
+    include_ties = forms.BooleanField(required=False)
+    include_both_bad = forms.BooleanField(required=False)
+    aggregation = forms.ChoiceField(choices=[(a, a) for a in AGGREGATIONS], initial="majority")
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0.0)
+    min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
+    weight = forms.ChoiceField(choices=[(w, w) for w in WEIGHTS], initial="uniform")

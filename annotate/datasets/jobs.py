@@ -1,0 +1,243 @@
+"""Imports and exports run by a worker, tracked in DatasetJob rows.
+
+A job's progress goes to a small file beside its result rather than to its row: an
+import writes inside one long transaction, and on SQLite no other write (not even to
+the job row) can happen until it commits. The row is updated when the job starts and
+when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path, PurePath
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.errors import NotFound, ServiceError
+from annotate.models import DatasetJob, Project
+
+from .exporters import check_format, estimated_total, export_filename, write_export, zip_directory
+from .formats import IMPORT_FORMATS, ImportOptions
+from .imports import check_size, import_file
+from .pairs import PairOptions
+from .readers import file_type
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 1.0
+
+
+def jobs_dir() -> Path:
+    path = Path(settings.VAR_DIR) / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def exports_dir() -> Path:
+    path = Path(settings.VAR_DIR) / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _progress_file(job: DatasetJob) -> Path:
+    return jobs_dir() / f"{job.pk}.progress.json"
+
+
+class _Reporter:
+    """Writes ``done`` of ``total`` to the job's progress file, at most once a second."""
+
+    def __init__(self, job: DatasetJob) -> None:
+        self.path = _progress_file(job)
+        self.total = job.total
+        self.last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < _PROGRESS_EVERY_S:
+            return
+        self.last = now
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": done, "total": self.total}))
+        os.replace(tmp, self.path)
+
+
+def job_progress(job: DatasetJob) -> tuple[int, int | None]:
+    """(done, total) of a job: live while it runs, final once it is finished."""
+    if job.status == DatasetJob.Status.RUNNING:
+        try:
+            data = json.loads(_progress_file(job).read_text())
+            return int(data["done"]), job.total
+        except (OSError, ValueError, KeyError):
+            return 0, job.total
+    return job.progress, job.total
+
+
+def job_percent(job: DatasetJob) -> int:
+    if job.status == DatasetJob.Status.DONE:
+        return 100
+    done, total = job_progress(job)
+    return min(99, int(100 * done / total)) if total else 0
+
+
+def get_job(project: Project, job_id: int | str) -> DatasetJob:
+    try:
+        return DatasetJob.objects.get(project=project, pk=int(job_id))
+    except (DatasetJob.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such job.") from None
+
+
+def result_file(job: DatasetJob) -> Path:
+    if job.status != DatasetJob.Status.DONE or job.kind != DatasetJob.Kind.EXPORT:
+        raise NotFound("This job has no file to download.")
+    path = Path(settings.VAR_DIR) / job.result_path
+    if not path.is_file():
+        raise NotFound("The file of this job is gone; run the export again.")
+    return path
+
+
+def _dispatch(job: DatasetJob) -> None:
+    from annotate import tasks
+
+    transaction.on_commit(lambda: tasks.run_dataset_job.delay(job.pk))
+
+
+@transaction.atomic
+def start_export_job(
+    project: Project, user: Any, fmt: str, options: PairOptions, bundle: str = "file"
+) -> DatasetJob:
+    check_format(fmt, bundle)
+    job = DatasetJob.objects.create(
+        project=project,
+        kind=DatasetJob.Kind.EXPORT,
+        format=fmt,
+        options={**options.as_dict(), "bundle": bundle},
+        filename=export_filename(project, fmt, bundle),
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    _dispatch(job)
+    return job
+
+
+def start_import_job(
+    project: Project,
+    user: Any,
+    fmt: str,
+    upload: IO[bytes],
+    filename: str,
+    options: ImportOptions,
+    *,
+    size: int | None = None,
+) -> DatasetJob:
+    """Keep the upload under VAR_DIR and import it in the background."""
+    if fmt not in IMPORT_FORMATS:
+        raise ServiceError(f'"format" must be one of {", ".join(IMPORT_FORMATS)}')
+    check_size(size)
+    file_type(filename)
+    suffix = PurePath(filename).suffix.lower()
+    incoming = Path(settings.VAR_DIR) / "imports"
+    incoming.mkdir(parents=True, exist_ok=True)
+    stored = incoming / f"{uuid.uuid4().hex}{suffix}"
+    with stored.open("wb") as fh:
+        shutil.copyfileobj(upload, fh, length=1 << 20)
+    with transaction.atomic():
+        job = DatasetJob.objects.create(
+            project=project,
+            kind=DatasetJob.Kind.IMPORT,
+            format=fmt,
+            options=options.as_dict(),
+            source_path=str(stored.relative_to(settings.VAR_DIR)),
+            filename=PurePath(filename).name[:255],
+            total=stored.stat().st_size,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        _dispatch(job)
+    return job
+
+
+def run_job(job_id: int) -> DatasetJob:
+    """Run one job to the end; failures a user caused are stored as the job's error."""
+    job = DatasetJob.objects.select_related("project").get(pk=job_id)
+    if job.is_finished:
+        return job
+    job.status = DatasetJob.Status.RUNNING
+    if job.kind == DatasetJob.Kind.EXPORT:
+        job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
+    job.save(update_fields=["status", "total"])
+    reporter = _Reporter(job)
+    try:
+        if job.kind == DatasetJob.Kind.IMPORT:
+            _run_import(job, reporter)
+        else:
+            _run_export(job, reporter)
+    except ServiceError as exc:
+        job.status, job.error = DatasetJob.Status.FAILED, exc.message
+    except Exception:
+        log.exception("Dataset job %s failed", job.pk)
+        job.status, job.error = (
+            DatasetJob.Status.FAILED,
+            "The job failed unexpectedly; see the worker's log.",
+        )
+    else:
+        job.status = DatasetJob.Status.DONE
+    finally:
+        _progress_file(job).unlink(missing_ok=True)
+        if job.kind == DatasetJob.Kind.IMPORT and job.source_path:
+            (Path(settings.VAR_DIR) / job.source_path).unlink(missing_ok=True)
+    job.finished_at = timezone.now()
+    job.save(
+        update_fields=[
+            "status",
+            "error",
+            "progress",
+            "total",
+            "report",
+            "result_path",
+            "finished_at",
+        ]
+    )
+    return job
+
+
+def _run_import(job: DatasetJob, reporter: _Reporter) -> None:
+    source = Path(settings.VAR_DIR) / job.source_path
+    with source.open("rb") as fh:
+        report = import_file(
+            job.project,
+            job.format,
+            fh,
+            job.filename or source.name,
+            options=ImportOptions.from_dict(job.options),
+            on_progress=reporter,
+        )
+    job.report = report.as_report()
+    job.progress = job.total or 0
+
+
+def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
+    options = PairOptions.from_dict(job.options)
+    bundle = str(job.options.get("bundle", "file"))
+    target = exports_dir() / f"{job.pk}-{job.filename}"
+    if bundle == "hf":
+        with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
+            directory = Path(tmp) / PurePath(job.filename).stem
+            stats = write_export(
+                job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+            )
+            zip_directory(directory, target)
+    else:
+        stats = write_export(
+            job.project, job.format, options, target, bundle=bundle, on_progress=reporter
+        )
+    job.result_path = str(target.relative_to(settings.VAR_DIR))
+    job.report = stats.as_dict()
+    job.progress = stats.rows
+    job.total = stats.rows

@@ -1,0 +1,162 @@
+"""Browser pages for datasets: import a file, export (downloaded now or prepared by a worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import services
+from .api.datasets import export_response
+from .datasets import jobs
+from .datasets.formats import ImportOptions
+from .datasets.forms import DatasetExportForm, DatasetImportForm
+from .datasets.imports import import_file
+from .datasets.pairs import PairOptions
+from .errors import NotFound, ServiceError
+from .models import DatasetJob, Project
+
+
+def _lead_project(request: HttpRequest, project_id: int) -> Project:
+    try:
+        return services.get_project(request.user, project_id, lead=True)
+    except NotFound:
+        raise Http404("No such project.") from None
+
+
+def _page(
+    request: HttpRequest,
+    project: Project,
+    import_form: DatasetImportForm | None = None,
+    export_form: DatasetExportForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    recent = list(DatasetJob.objects.filter(project=project)[:10])
+    context: dict[str, Any] = {
+        "project": project,
+        "import_form": import_form or DatasetImportForm(),
+        "export_form": export_form or DatasetExportForm(),
+        "jobs": [(job, jobs.job_percent(job)) for job in recent],
+        "limit_mb": settings.PREFLOOP_MAX_UPLOAD_BYTES / (1024 * 1024),
+        "n_prompts": project.prompts.count(),
+        "n_comparisons": project.comparisons.count(),
+        "n_judgments": project.judgments.count(),
+    }
+    return render(request, "datasets/datasets.html", context, status=status)
+
+
+@login_required
+@require_GET
+def datasets(request: HttpRequest, project_id: int) -> HttpResponse:
+    try:
+        project = _lead_project(request, project_id)
+    except ServiceError:
+        return render(request, "annotate/forbidden.html", status=403)
+    return _page(request, project)
+
+
+@login_required
+@require_POST
+def dataset_import(request: HttpRequest, project_id: int) -> HttpResponse:
+    try:
+        project = _lead_project(request, project_id)
+    except ServiceError:
+        return render(request, "annotate/forbidden.html", status=403)
+    form = DatasetImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, f"Nothing was imported: {error}")
+        return redirect("datasets", project_id=project.pk)
+    data = form.cleaned_data
+    upload = data["file"]
+    try:
+        options = ImportOptions.from_dict(data)
+        inline_limit = settings.PREFLOOP_IMPORT_INLINE_BYTES
+        if upload.size > inline_limit:
+            job = jobs.start_import_job(
+                project,
+                request.user,
+                data["format"],
+                upload,
+                upload.name,
+                options,
+                size=upload.size,
+            )
+            return redirect("dataset-job", project_id=project.pk, job_id=job.pk)
+        report = import_file(
+            project, data["format"], upload, upload.name, size=upload.size, options=options
+        )
+    except ServiceError as exc:
+        messages.error(request, f"Nothing was imported: {exc.message}")
+    else:
+        messages.success(request, f"Imported: {report.summary()}")
+    return redirect("datasets", project_id=project.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def dataset_export(request: HttpRequest, project_id: int) -> HttpResponseBase:
+    """GET streams the export named by the query; POST does the same, or starts a job."""
+    try:
+        project = _lead_project(request, project_id)
+    except ServiceError:
+        return render(request, "annotate/forbidden.html", status=403)
+    data = request.POST if request.method == "POST" else request.GET
+    form = DatasetExportForm(data)
+    if not form.is_valid():
+        messages.error(request, "Check the export options.")
+        return _page(request, project, export_form=form, status=400)
+    cleaned = form.cleaned_data
+    try:
+        options = PairOptions.from_dict(cleaned)
+        if request.method == "POST" and data.get("action") == "background":
+            job = jobs.start_export_job(
+                project, request.user, cleaned["format"], options, cleaned["bundle"]
+            )
+            return redirect("dataset-job", project_id=project.pk, job_id=job.pk)
+        return export_response(project, cleaned["format"], options, cleaned["bundle"])
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return _page(request, project, export_form=form, status=exc.status_code)
+
+
+@login_required
+@require_GET
+def dataset_job(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    try:
+        project = _lead_project(request, project_id)
+        job = jobs.get_job(project, job_id)
+    except NotFound:
+        raise Http404("No such job.") from None
+    except ServiceError:
+        return render(request, "annotate/forbidden.html", status=403)
+    done, total = jobs.job_progress(job)
+    context = {
+        "project": project,
+        "job": job,
+        "percent": jobs.job_percent(job),
+        "done": done,
+        "total": total,
+    }
+    template = (
+        "datasets/job.html#status" if getattr(request, "htmx", False) else "datasets/job.html"
+    )
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def dataset_job_download(request: HttpRequest, project_id: int, job_id: int) -> FileResponse:
+    try:
+        project = _lead_project(request, project_id)
+        job = jobs.get_job(project, job_id)
+        path = jobs.result_file(job)
+    except ServiceError:
+        raise Http404("No such file.") from None
+    return FileResponse(path.open("rb"), as_attachment=True, filename=job.filename)

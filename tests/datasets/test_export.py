@@ -1,0 +1,178 @@
+"""Selection, aggregation, pseudonyms, bundles and the dataset card."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from annotate.datasets.exporters import pseudonym, stream_export, write_export
+from annotate.datasets.pairs import PairOptions, preference_pairs
+from annotate.errors import InvalidInput
+from annotate.models import Comparison
+
+from ..factories import ComparisonFactory, CompletionFactory
+from .conftest import jsonl_rows, vote
+
+
+@pytest.fixture
+def voted(team):
+    """Four pairs: a unanimous A, a 2-1 B, a tie, a both-bad."""
+    project = team.project
+    unanimous, split, tied, bad = (ComparisonFactory(project=project) for _ in range(4))
+    for user in (team.alice, team.bob, team.lead):
+        vote(unanimous, "a", user)
+    vote(split, "b", team.alice)
+    vote(split, "b", team.bob)
+    vote(split, "a", team.lead)
+    vote(tied, "a", team.alice)
+    vote(tied, "b", team.bob)
+    vote(bad, "both_bad", team.alice)
+    vote(bad, "both_bad", team.bob, source="simulated")
+    return unanimous, split, tied, bad
+
+
+def ids(project, **options):
+    return [p["comparison_id"] for p in preference_pairs(project, PairOptions.from_dict(options))]
+
+
+def test_it_takes_the_majority_and_drops_ties_and_both_bad_by_default(team, voted):
+    unanimous, split, tied, bad = voted
+    pairs = list(preference_pairs(team.project))
+    assert [p["comparison_id"] for p in pairs] == [unanimous.pk, split.pk]
+    second = pairs[1]
+    assert second["chosen"] == split.completion_b.text
+    assert second["rejected"] == split.completion_a.text
+    assert (second["votes_chosen"], second["votes_rejected"], second["votes_total"]) == (2, 1, 3)
+    assert second["agreement"] == pytest.approx(2 / 3) and second["weight"] == 1.0
+
+
+def test_it_keeps_ties_and_both_bad_when_asked(team, voted):
+    unanimous, split, tied, bad = voted
+    assert ids(team.project, include_ties=True) == [unanimous.pk, split.pk, tied.pk]
+    kept = ids(team.project, include_ties=True, include_both_bad=True)
+    assert kept == [unanimous.pk, split.pk, tied.pk, bad.pk]
+    labels = [
+        p["label"]
+        for p in preference_pairs(
+            team.project, PairOptions(include_ties=True, include_both_bad=True)
+        )
+    ]
+    assert labels == ["a", "b", "tie", "both_bad"]
+
+
+def test_it_filters_by_agreement_votes_and_weights_by_agreement(team, voted):
+    unanimous, split, *_ = voted
+    assert ids(team.project, aggregation="unanimous") == [unanimous.pk]
+    assert ids(team.project, aggregation="min-agreement", min_agreement=0.6) == [
+        unanimous.pk,
+        split.pk,
+    ]
+    assert ids(team.project, aggregation="min-agreement", min_agreement=0.7) == [unanimous.pk]
+    assert ids(team.project, min_votes=4) == []
+    weights = [p["weight"] for p in preference_pairs(team.project, PairOptions(weight="agreement"))]
+    assert weights == [1.0, pytest.approx(2 / 3)]
+
+
+def test_it_filters_by_round_split_and_kind(team):
+    first = ComparisonFactory(project=team.project, round=1)
+    second = ComparisonFactory(project=team.project, round=2, kind=Comparison.Kind.GOLD)
+    second.prompt.split = "eval"
+    second.prompt.save()
+    for c in (first, second):
+        vote(c, "a", team.alice)
+    assert ids(team.project, rounds="2") == [second.pk]
+    assert ids(team.project, rounds=[1, 2]) == [first.pk, second.pk]
+    assert ids(team.project, kinds="gold") == [second.pk]
+    assert ids(team.project, splits="train") == [first.pk]
+    with pytest.raises(InvalidInput, match='"kinds" must be among'):
+        PairOptions.from_dict({"kinds": "golden"})
+    with pytest.raises(InvalidInput, match='"rounds" must be whole numbers'):
+        PairOptions.from_dict({"rounds": "one"})
+
+
+def test_it_carries_model_versions_and_sampling_parameters(team):
+    comparison = ComparisonFactory(project=team.project)
+    a = CompletionFactory(
+        prompt=comparison.prompt,
+        model_version_id=7,
+        generation_params={"temperature": 0.7, "top_p": 0.9},
+    )
+    comparison.completion_a = a
+    comparison.save()
+    vote(comparison, "a", team.alice)
+    row = jsonl_rows(b"".join(stream_export(team.project, "trl", PairOptions())))[0]
+    assert row["chosen_model_version"] == 7
+    assert json.loads(row["chosen_generation_params"]) == {"temperature": 0.7, "top_p": 0.9}
+    assert row["rejected_model_version"] is None
+
+
+def test_it_writes_pseudonymous_judgments_only(team, voted):
+    unanimous, *_ = voted
+    vote(unanimous, "b", None, source="imported", external="someone@example.com")
+    data = b"".join(stream_export(team.project, "judgments", PairOptions()))
+    text = data.decode()
+    for secret in ("alice", "bob", "lead", "someone@example.com", team.project.export_salt):
+        assert secret not in text
+    rows = jsonl_rows(data)
+    assert len(rows) == 11
+    first = rows[0]
+    assert first["annotator"] == pseudonym(team.project, f"user:{team.alice.pk}")
+    assert first["annotator"].startswith("ann-") and len(first["annotator"]) == 20
+    assert set(first) >= {
+        "comparison_id",
+        "choice",
+        "strength",
+        "rationale",
+        "left_is_a",
+        "shown_choice",
+        "duration_ms",
+        "created_at",
+        "shown_at",
+    }
+    assert rows[-1]["annotator"] == pseudonym(team.project, "external:someone@example.com")
+
+
+def test_it_gives_other_projects_other_pseudonyms(team):
+    other = type(team.project).objects.exclude(pk=team.project.pk).first()
+    assert pseudonym(team.project, "user:1") != pseudonym(other, "user:1")
+
+
+def test_it_writes_a_zip_of_parquet_and_a_dataset_card(team, voted, tmp):
+    team.project.license = "CC-BY-4.0"
+    team.project.save()
+    target = tmp / "out.zip"
+    stats = write_export(team.project, "parquet", PairOptions(), target, bundle="zip")
+    assert stats.rows == 2
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+        card = archive.read("README.md").decode()
+        with archive.open(names[0]) as fh:
+            table = pq.read_table(fh)
+    assert names[0].endswith(".parquet") and table.num_rows == 2
+    assert 'license: "CC-BY-4.0"' in card
+    assert team.project.instructions in card
+    assert "Rows in this export:** 2" in card
+    assert "Mean agreement" in card and "0.833" in card
+
+
+def test_it_writes_a_directory_that_datasets_loads(team, voted, tmp):
+    target = tmp / "hf"
+    write_export(team.project, "trl", PairOptions(weight="agreement"), target, bundle="hf")
+    loaded = datasets.load_from_disk(str(target))
+    assert loaded.num_rows == 2
+    assert loaded[0]["chosen"] == [{"role": "assistant", "content": voted[0].completion_a.text}]
+    assert loaded[1]["weight"] == pytest.approx(2 / 3)
+    assert (target / "README.md").read_text().startswith("---")
+
+
+def test_it_writes_empty_exports_with_their_columns(team, tmp):
+    target = tmp / "empty.parquet"
+    write_export(team.project, "parquet", PairOptions(), target)
+    assert pq.read_table(target).num_rows == 0
+    assert b"".join(stream_export(team.project, "csv", PairOptions())).startswith(
+        b"prompt,messages"
+    )

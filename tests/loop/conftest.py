@@ -1,0 +1,71 @@
+"""Fixtures for the loop: a tiny model on disk and a project whose base it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from annotate.models import Membership, Project, Prompt
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+from .tiny import build_tiny_model
+
+# Settings that keep a round of the tiny model to a second or two.
+TINY_LOOP = {
+    "prompts_per_round": 4,
+    "k": 2,
+    "max_new_tokens": 6,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "eval_share": 0.34,
+    "eval_holdout": 0.0,
+    "gate": False,
+    "dpo": {
+        "batch_size": 2,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "max_length": 64,
+        "max_prompt_length": 32,
+        "heldout_fraction": 0.25,
+    },
+}
+WORDS = ["hello world", "write a function", "the sun and the moon", "red green blue", "a cat"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def var_dir(tmp_path: Path, settings: Any) -> Path:
+    """Model versions of this test go under a private directory."""
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def make_loop_project(
+    model_dir: Path, *, n_prompts: int = 8, n_eval: int = 2, **loop: Any
+) -> Project:
+    project = ProjectFactory(
+        name="Loop project", base_model=str(model_dir), loop_settings={**TINY_LOOP, **loop}
+    )
+    lead = UserFactory(username="loop-lead")
+    lead.user_permissions.add(Permission.objects.get(codename="add_project"))
+    MembershipFactory(project=project, user=lead, role=Membership.Role.LEAD)
+    for i in range(n_prompts + n_eval):
+        Prompt.objects.create(
+            project=project,
+            messages=[{"role": "user", "content": f"{WORDS[i % len(WORDS)]} {i}"}],
+            split=Prompt.Split.EVAL if i >= n_prompts else Prompt.Split.TRAIN,
+        )
+    return project
+
+
+@pytest.fixture
+def loop_project(db: Any, tiny_model_dir: Path, var_dir: Path) -> Project:
+    return make_loop_project(tiny_model_dir)

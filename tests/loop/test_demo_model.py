@@ -1,0 +1,69 @@
+"""Two rounds on the bundled demo model with the `shorter` rule make the policy shorter."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from annotate.models import Prompt
+from tests.factories import ProjectFactory
+
+DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "annotate" / "demo" / "prompts.jsonl"
+# Small enough for two CPU cores: short completions, a LoRA adapter, a few epochs.
+DEMO_LOOP = {
+    "prompts_per_round": 24,
+    "k": 2,
+    "max_new_tokens": 40,
+    "temperature": 0.9,
+    "eval_share": 0.0,
+    "eval_holdout": 0.0,
+    "generation_batch_size": 16,
+    "dpo": {
+        "epochs": 3,
+        "batch_size": 4,
+        "lora_learning_rate": 5e-4,
+        "max_length": 256,
+        "max_prompt_length": 128,
+        "heldout_fraction": 0.15,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.demo_model
+def test_it_makes_the_demo_model_prefer_shorter_answers(db: Any, var_dir: Path) -> None:
+    from training.core import ModelLoadError, resolve_demo_model
+
+    try:
+        resolve_demo_model()
+    except ModelLoadError as exc:
+        pytest.skip(str(exc))
+    project = ProjectFactory(name="Demo loop", base_model="demo", loop_settings=DEMO_LOOP)
+    rows = [json.loads(line) for line in DEMO_PROMPTS.read_text().splitlines() if line.strip()]
+    for i, row in enumerate(rows[:58]):
+        Prompt.objects.create(
+            project=project,
+            messages=[{"role": "user", "content": row["prompt"]}],
+            split=Prompt.Split.EVAL if i >= 48 else Prompt.Split.TRAIN,
+        )
+    out = io.StringIO()
+    call_command(
+        "run_rounds",
+        project.slug,
+        rounds=2,
+        simulate="shorter",
+        annotators=3,
+        noise=0.1,
+        eval_prompts=10,
+        stdout=out,
+    )
+    table = out.getvalue()
+    print(table)
+    last = table.strip().splitlines()[-1].split()
+    assert last[0] == "2" and last[2] == "promoted", table
+    assert float(last[-1]) > 0.5, table

@@ -1,0 +1,166 @@
+"""A round in one process: sample, judge by rule, train, gate, promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from annotate.errors import Conflict
+from annotate.models import Comparison, Completion, Judgment
+from training import services
+from training.models import ModelVersion, Round, TrainingRun
+
+
+def _run_round(project: Any, rule: str = "shorter") -> Round:
+    with services.without_auto_dispatch():
+        round = services.start_round(project, dispatch=False)
+        services.generate_round(round.pk)
+        services.simulate_annotators(
+            project, rule, annotators=1, noise=0.0, round_number=round.number
+        )
+        run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
+        services.train_round(run.pk, dispatch=False)
+    return Round.objects.get(pk=round.pk)
+
+
+def test_it_runs_a_round_and_promotes_the_new_version(loop_project: Any) -> None:
+    round = _run_round(loop_project)
+    assert round.state == Round.State.PROMOTED
+    version = ModelVersion.objects.get(trained_in=round)
+    assert version.number == 1 and version.state == ModelVersion.State.SERVING
+    assert services.serving_version(loop_project) == version
+    assert (services.models_dir(loop_project) / "v1" / "prefloop_version.json").exists()
+    run = TrainingRun.objects.get(round=round)
+    assert run.state == TrainingRun.State.SUCCEEDED and run.losses
+
+
+def test_it_samples_the_next_round_from_the_promoted_version(loop_project: Any) -> None:
+    first = _run_round(loop_project)
+    with services.without_auto_dispatch():
+        second = services.start_round(loop_project, dispatch=False)
+        services.generate_round(second.pk)
+    v1 = ModelVersion.objects.get(trained_in=first)
+    assert second.policy == v1
+    train = Comparison.objects.filter(round=2, kind=Comparison.Kind.TRAIN)
+    assert train.exists()
+    for comparison in train:
+        assert comparison.completion_a.model_version_id == v1.pk
+        assert comparison.completion_a.generation_params["version"] == "v1"
+    # eval comparisons pit v1 against the base on eval prompts
+    evals = Comparison.objects.filter(round=2, kind=Comparison.Kind.EVAL)
+    assert evals.exists()
+    for comparison in evals:
+        assert comparison.prompt.split == "eval"
+        sides = {comparison.completion_a.model_version_id, comparison.completion_b.model_version_id}
+        assert sides == {v1.pk, services.base_version(loop_project).pk}
+
+
+def test_it_records_which_version_and_parameters_made_each_completion(loop_project: Any) -> None:
+    with services.without_auto_dispatch():
+        round = services.start_round(loop_project, dispatch=False)
+        services.generate_round(round.pk)
+    completion = Completion.objects.filter(source=Completion.Source.MODEL).first()
+    assert completion is not None
+    assert completion.model_version_id == services.base_version(loop_project).pk
+    assert completion.generation_params["temperature"] == 1.0
+    assert completion.token_count and completion.logprob is not None
+
+
+def test_it_generates_once_when_the_task_is_delivered_twice(loop_project: Any) -> None:
+    with services.without_auto_dispatch():
+        round = services.start_round(loop_project, dispatch=False)
+        services.generate_round(round.pk)
+        count = Comparison.objects.filter(round=round.number).count()
+        assert services.generate_round(round.pk).startswith("skipped")
+    assert Comparison.objects.filter(round=round.number).count() == count
+
+
+def test_it_trains_and_promotes_once_when_delivered_twice(loop_project: Any) -> None:
+    round = _run_round(loop_project)
+    run = TrainingRun.objects.get(round=round)
+    assert services.train_round(run.pk, dispatch=False).startswith("skipped")
+    assert services.evaluate_round(round.pk, dispatch=False).startswith("skipped")
+    assert ModelVersion.objects.filter(project=loop_project).count() == 2
+
+
+def test_it_refuses_a_second_open_round(loop_project: Any) -> None:
+    services.start_round(loop_project, dispatch=False)
+    with pytest.raises(Conflict):
+        services.start_round(loop_project, dispatch=False)
+
+
+def test_it_draws_prompts_without_repeats_until_the_pool_is_used(loop_project: Any) -> None:
+    first = _run_round(loop_project)
+    with services.without_auto_dispatch():
+        second = services.start_round(loop_project, dispatch=False)
+    assert not set(first.prompt_ids) & set(second.prompt_ids)
+
+
+def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
+    loop_project: Any, monkeypatch: Any
+) -> None:
+    import training.core
+
+    loop_project.loop_settings = {**loop_project.loop_settings, "gate": True}
+    loop_project.save()
+    real_train = training.core.train_dpo
+
+    def worse(*args: Any, **kwargs: Any) -> Any:
+        result = real_train(*args, **kwargs)
+        result.heldout_before = {**result.heldout_before, "reward_accuracy": 1.0}
+        result.heldout_after = {**result.heldout_after, "reward_accuracy": 0.0}
+        return result
+
+    monkeypatch.setattr(training.core, "train_dpo", worse)
+    round = _run_round(loop_project)
+    version = ModelVersion.objects.get(trained_in=round)
+    assert round.state == Round.State.REJECTED
+    assert version.state == ModelVersion.State.REJECTED
+    assert "reward accuracy fell from 1.00 to 0.00" in round.error
+    assert version.gate["passed"] is False
+    assert services.serving_version(loop_project).number == 0
+
+
+def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
+    loop_project: Any, monkeypatch: Any
+) -> None:
+    import training.core
+
+    with services.without_auto_dispatch():
+        round = services.start_round(loop_project, dispatch=False)
+        services.generate_round(round.pk)
+        services.simulate_annotators(loop_project, "shorter", annotators=1, noise=0.0)
+        run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
+    judgments = Judgment.objects.count()
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(training.core, "train_dpo", boom)
+    with pytest.raises(RuntimeError):
+        services.train_round(run.pk, dispatch=False)
+    run.refresh_from_db()
+    round.refresh_from_db()
+    assert run.state == TrainingRun.State.FAILED and "out of memory" in run.error
+    assert round.state == Round.State.FAILED
+    assert Judgment.objects.count() == judgments
+    assert services.serving_version(loop_project).number == 0
+
+    monkeypatch.undo()
+    services.retry(round, dispatch=False)
+    retry_run = TrainingRun.objects.get(round=round, attempt=2)
+    assert retry_run.version_number == run.version_number
+    services.train_round(retry_run.pk, dispatch=False)
+    round.refresh_from_db()
+    assert round.state == Round.State.PROMOTED
+    assert services.serving_version(loop_project).number == 1
+
+
+def test_it_rolls_back_to_an_older_version(loop_project: Any) -> None:
+    _run_round(loop_project)
+    base = services.base_version(loop_project)
+    assert services.promote(base)
+    assert services.serving_version(loop_project) == base
+    assert ModelVersion.objects.get(number=1, project=loop_project).state == "retired"
+    assert not services.promote(base)

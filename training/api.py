@@ -1,0 +1,82 @@
+"""REST endpoints for the loop: list rounds and versions, start a round (leads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotate import services as annotate_services
+
+from . import services
+from .models import ModelVersion, Round
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "number", "state", "spec", "parent", "metrics", "gate", "created_at"]
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    policy = serializers.IntegerField(source="policy.number")
+    new_version = serializers.SerializerMethodField()
+    training = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Round
+        fields = [
+            "id",
+            "number",
+            "state",
+            "policy",
+            "new_version",
+            "progress_done",
+            "progress_total",
+            "training",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+
+    def get_new_version(self, round: Round) -> int | None:
+        version = ModelVersion.objects.filter(trained_in=round).first()
+        return version.number if version else None
+
+    def get_training(self, round: Round) -> dict[str, Any] | None:
+        run = round.latest_run()
+        if run is None:
+            return None
+        return {
+            "attempt": run.attempt,
+            "state": run.state,
+            "step": run.step,
+            "total_steps": run.total_steps,
+            "loss": run.loss,
+            "error": run.error,
+        }
+
+
+@extend_schema(methods=["GET"], responses=RoundSerializer(many=True))
+@extend_schema(methods=["POST"], request=None, responses={201: RoundSerializer})
+@api_view(["GET", "POST"])
+def rounds(request: Request, project_id: int) -> Response:
+    project = annotate_services.get_project(request.user, project_id, lead=request.method == "POST")
+    if request.method == "POST":
+        round = services.start_round(project)
+        return Response(RoundSerializer(round).data, status=status.HTTP_201_CREATED)
+    queryset = Round.objects.filter(project=project).select_related("policy").order_by("number")
+    return Response(RoundSerializer(queryset, many=True).data)
+
+
+@extend_schema(responses=VersionSerializer(many=True))
+@api_view(["GET"])
+def versions(request: Request, project_id: int) -> Response:
+    project = annotate_services.get_project(request.user, project_id)
+    services.base_version(project)
+    queryset = ModelVersion.objects.filter(project=project).order_by("number")
+    return Response(VersionSerializer(queryset, many=True).data)

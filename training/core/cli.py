@@ -1,0 +1,179 @@
+"""``python -m training``: train and generate without Django."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import LOSSES, DPOConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="DPO-train a model on preference pairs")
+    train.add_argument("--data", required=True, help="preference pairs, JSONL (TRL formats)")
+    train.add_argument(
+        "--model", required=True, help="model directory, .gguf file, 'demo' or hub id"
+    )
+    train.add_argument("--out", required=True, help="version directory to create")
+    train.add_argument("--loss", choices=LOSSES, default=None)
+    train.add_argument("--beta", type=float, default=None)
+    train.add_argument("--epsilon", type=float, default=None, help="label-flip rate (robust)")
+    train.add_argument(
+        "--lora",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train a LoRA adapter (default) or, with --no-lora, all weights",
+    )
+    train.add_argument("--lr", type=float, default=None, help="learning rate")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--grad-accum", type=int, default=None)
+    train.add_argument("--max-length", type=int, default=None)
+    train.add_argument("--reference", choices=("base", "policy"), default=None)
+    train.add_argument("--heldout-fraction", type=float, default=None)
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--device", default=None)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    gen = sub.add_parser("generate", help="sample k completions per prompt")
+    gen.add_argument("--model", required=True, help="model directory, version, .gguf or 'demo'")
+    gen.add_argument("--prompts", required=True, help="JSONL of message lists or {'prompt': ...}")
+    gen.add_argument("-k", type=int, default=2, help="completions per prompt")
+    gen.add_argument("--out", required=True, help="JSONL to write, one row per completion")
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=8)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> DPOConfig:
+    overrides: dict[str, Any] = {
+        "loss": args.loss,
+        "beta": args.beta,
+        "epsilon": args.epsilon,
+        "lora": args.lora,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "grad_accum_steps": args.grad_accum,
+        "max_length": args.max_length,
+        "reference": args.reference,
+        "heldout_fraction": args.heldout_fraction,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if args.lr is not None:
+        lora = values.get("lora", DPOConfig.lora)
+        values["lora_learning_rate" if lora else "learning_rate"] = args.lr
+    return DPOConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import read_pairs
+    from .trainer import train_dpo
+
+    config = _config(args)
+    pairs = read_pairs(args.data)
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"output already exists: {out}")
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, desc="train", unit="step", file=sys.stderr)
+
+    def progress(step: int, total: int, loss: float, eta_s: float | None) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(step - bar.n)
+
+    try:
+        result = train_dpo(pairs, args.model, out, config, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {
+        "version": result.version_dir,
+        "steps": result.steps,
+        "pairs_per_s": round(result.pairs_per_s, 4),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "train_seconds": round(result.train_seconds, 2),
+        "total_seconds": round(result.total_seconds, 2),
+        "final": result.final,
+        "heldout_before": result.heldout_before,
+        "heldout_after": result.heldout_after,
+    }
+
+
+def _generate(args: argparse.Namespace) -> dict[str, Any]:
+    from . import generation
+    from .data import read_prompts
+    from .loading import load_model
+
+    prompts = read_prompts(args.prompts)
+    loaded = load_model(args.model)
+    results = generation.generate(
+        loaded,
+        prompts,
+        k=args.k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i, (prompt, samples) in enumerate(zip(prompts, results, strict=True)):
+            for j, sample in enumerate(samples):
+                row = {"prompt_index": i, "sample_index": j, "prompt": prompt, **sample.to_dict()}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    stats = generation.last_stats
+    return {
+        "out": str(out),
+        "prompts": len(prompts),
+        "completions": stats.sequences,
+        "new_tokens": stats.new_tokens,
+        "seconds": round(stats.seconds, 2),
+        "tokens_per_s": round(stats.tokens_per_s, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .data import DataError
+    from .loading import ModelLoadError
+    from .versions import IncompleteVersionError
+
+    try:
+        summary = _train(args) if args.command == "train" else _generate(args)
+    except (DataError, ModelLoadError, IncompleteVersionError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, default=str))
+    return 0

@@ -1,0 +1,294 @@
+"""Preference pairs: reading them from JSONL and turning them into token ids."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Message = dict[str, str]
+
+
+class DataError(ValueError):
+    """A user-supplied file has a bad row; the message names the file and line."""
+
+
+@dataclass
+class PreferencePair:
+    """One human (or judge) preference between two completions of the same prompt.
+
+    ``prompt`` is a list of chat messages (formatted with the tokenizer's chat template) or, for
+    TRL's plain-string format, raw text used as it is. ``chosen`` and ``rejected`` are the two
+    assistant replies. ``weight`` multiplies this pair's loss.
+    """
+
+    prompt: list[Message] | str
+    chosen: str
+    rejected: str
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+            "weight": self.weight,
+        }
+
+
+@dataclass
+class TokenizedPair:
+    """Token ids of one pair: the shared prompt, then each completion (ending in end-of-turn)."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    weight: float = 1.0
+    # Reference-model log-probabilities, filled in once per run before training.
+    ref_chosen_logp: float | None = None
+    ref_rejected_logp: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens as the model sees them when the prompt is shared: prompt + chosen + rejected."""
+        return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+    @property
+    def pair_tokens(self) -> int:
+        """Tokens of the two sequences prompt + chosen and prompt + rejected (the usual count,
+        used for tokens/s so that numbers compare across trainers)."""
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+def _messages(value: Any, field: str, where: str) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: {field!r} must be a non-empty list of messages")
+    out: list[Message] = []
+    for i, message in enumerate(value):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
+            raise DataError(
+                f"{where}: {field}[{i}] must be an object with string 'role' and 'content'"
+            )
+        out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def _completion(value: Any, field: str, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    messages = _messages(value, field, where)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise DataError(f"{where}: {field!r} must be a string or a list with one assistant message")
+    return messages[0]["content"]
+
+
+def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
+    """Parse one row in TRL's conversational or plain-string format, or our export's.
+
+    Conversational: ``prompt`` is a message list, ``chosen``/``rejected`` are one-message lists
+    (or strings). Plain: all three are strings, and the prompt is used as raw text.
+    An optional numeric ``weight`` (default 1.0) is kept.
+    """
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    for name in ("prompt", "chosen", "rejected"):
+        if name not in row:
+            raise DataError(f"{where}: missing field {name!r}")
+    chosen = _completion(row["chosen"], "chosen", where)
+    rejected = _completion(row["rejected"], "rejected", where)
+    prompt_value = row["prompt"]
+    prompt: list[Message] | str
+    if isinstance(prompt_value, str):
+        plain = isinstance(row["chosen"], str) and isinstance(row["rejected"], str)
+        prompt = prompt_value if plain else [{"role": "user", "content": prompt_value}]
+    else:
+        prompt = _messages(prompt_value, "prompt", where)
+    weight = row.get("weight", 1.0)
+    if weight is None:
+        weight = 1.0
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+        raise DataError(f"{where}: 'weight' must be a non-negative number")
+    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, weight=float(weight))
+
+
+def read_pairs(path: str | Path) -> list[PreferencePair]:
+    """Read preference pairs from a JSONL file (blank lines skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text") from exc
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
+        pairs.append(pair_from_row(row, where))
+    if not pairs:
+        raise DataError(f"{path}: no preference pairs")
+    return pairs
+
+
+def read_prompts(path: str | Path) -> list[list[Message]]:
+    """Read prompts from JSONL: each row a message list, or an object with a ``prompt`` (or
+    ``messages``) field holding a message list or a string (taken as one user message)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
+        if isinstance(row, dict):
+            key = "prompt" if "prompt" in row else "messages" if "messages" in row else None
+            if key is None:
+                raise DataError(f"{where}: missing field 'prompt'")
+            row = row[key]
+        if isinstance(row, str):
+            prompts.append([{"role": "user", "content": row}])
+        else:
+            prompts.append(_messages(row, "prompt", where))
+    if not prompts:
+        raise DataError(f"{path}: no prompts")
+    return prompts
+
+
+def _ids(
+    tokenizer: Any, value: list[Message] | str, add_generation_prompt: bool = False
+) -> list[int]:
+    if isinstance(value, str):
+        return list(tokenizer(value)["input_ids"])
+    encoded = tokenizer.apply_chat_template(
+        value, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    return list(encoded["input_ids"])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_pair(
+    tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int
+) -> TokenizedPair | None:
+    """Tokenize a pair the way the model will see it at inference.
+
+    Chat prompts: the prompt is rendered with the generation prompt, each completion as the
+    assistant turn that follows, and a completion is what the full conversation adds beyond the
+    prompt (so it ends with the template's end-of-turn). Raw prompts get EOS after each
+    completion. The prompt keeps its last ``max_prompt_length`` tokens; each completion is cut
+    so prompt + completion fits ``max_length``. Returns None when nothing of a completion is left.
+    """
+    if isinstance(pair.prompt, str):
+        eos = tokenizer.eos_token or ""
+        chosen = pair.chosen if pair.chosen.endswith(eos) else pair.chosen + eos
+        rejected = pair.rejected if pair.rejected.endswith(eos) else pair.rejected + eos
+        prompt_ids = _ids(tokenizer, pair.prompt)
+        full_chosen = _ids(tokenizer, pair.prompt + chosen)
+        full_rejected = _ids(tokenizer, pair.prompt + rejected)
+    else:
+        prompt_ids = _ids(tokenizer, pair.prompt, add_generation_prompt=True)
+        full_chosen = _ids(tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.chosen}])
+        full_rejected = _ids(
+            tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.rejected}]
+        )
+    # The completion starts where prompt and prompt + completion stop agreeing (token merges or
+    # templates can change the prompt's last tokens).
+    start = min(_common_prefix(prompt_ids, full_chosen), _common_prefix(prompt_ids, full_rejected))
+    prompt = prompt_ids[:start]
+    chosen_ids = full_chosen[start:]
+    rejected_ids = full_rejected[start:]
+    if len(prompt) > max_prompt_length:
+        prompt = prompt[len(prompt) - max_prompt_length :]
+    room = max_length - len(prompt)
+    chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+    if not chosen_ids or not rejected_ids or not prompt:
+        return None
+    return TokenizedPair(prompt, chosen_ids, rejected_ids, pair.weight)
+
+
+def tokenize_pairs(
+    tokenizer: Any, pairs: Iterable[PreferencePair], max_length: int, max_prompt_length: int
+) -> list[TokenizedPair]:
+    """Tokenize many pairs, dropping those with no completion left after truncation."""
+    out = []
+    for pair in pairs:
+        tokenized = tokenize_pair(tokenizer, pair, max_length, max_prompt_length)
+        if tokenized is not None:
+            out.append(tokenized)
+    return out
+
+
+def split_heldout(
+    pairs: Sequence[PreferencePair], fraction: float, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Split into (train, held-out) with a seeded shuffle; at least one held-out pair when the
+    fraction is positive and there are two or more pairs."""
+    if fraction <= 0 or len(pairs) < 2:
+        return list(pairs), []
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_heldout = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
+    held = sorted(order[:n_heldout])
+    held_set = set(held)
+    train = [p for i, p in enumerate(pairs) if i not in held_set]
+    return train, [pairs[i] for i in held]
+
+
+def make_batches(
+    pairs: Sequence[TokenizedPair],
+    batch_size: int,
+    *,
+    bucket: bool,
+    shuffle: bool,
+    seed: int,
+) -> list[list[TokenizedPair]]:
+    """Group pairs into batches.
+
+    With ``bucket``, pairs are sorted by length inside windows of 50 batches, so a batch holds
+    pairs of similar length (less padding); the order of the batches is then shuffled so that
+    training does not see lengths in order. Without it, pairs are shuffled and cut in order.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(pairs)))
+    if shuffle:
+        rng.shuffle(order)
+    if bucket:
+        window = batch_size * 50
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lambda j: pairs[j].num_tokens)
+        ]
+    batches = [
+        [pairs[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order), batch_size)
+    ]
+    if bucket and shuffle:
+        rng.shuffle(batches)
+    return batches

@@ -1,0 +1,406 @@
+"""The DPO training loop: reference log-probs once, then policy updates, then a version on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DPOConfig
+from .data import PreferencePair, TokenizedPair, make_batches, split_heldout, tokenize_pairs
+from .loading import base_of, load_model, resolve_spec
+from .logprobs import build_batch, completion_logps
+from .losses import preference_loss
+from .versions import write_version
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, float, float | None], None]
+"""``callback(step, total, loss, eta_s)`` after every optimizer step."""
+
+
+@dataclass
+class TrainResult:
+    """What a run did and measured; ``to_dict()`` is what ``metrics.json`` holds."""
+
+    version_dir: str
+    steps: int
+    pairs_trained: int  # pair forward/backward passes (pairs x epochs, capped by max_steps)
+    train_seconds: float  # the update loop only, without loading or reference passes
+    total_seconds: float
+    pairs_per_s: float
+    tokens_per_s: float
+    peak_memory_bytes: int  # peak RSS on CPU, peak allocated memory on CUDA
+    final: dict[str, float]  # metrics of the last optimizer step
+    run: dict[str, float]  # metrics averaged over all steps
+    heldout_before: dict[str, float] | None
+    heldout_after: dict[str, float] | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    num_train_pairs: int = 0
+    num_heldout_pairs: int = 0
+    reference: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad or 0)
+
+
+def _eval_batches(pairs: Sequence[TokenizedPair], config: DPOConfig) -> list[list[TokenizedPair]]:
+    return make_batches(pairs, config.eval_batch_size, bucket=True, shuffle=False, seed=0)
+
+
+@torch.inference_mode()
+def _sequence_logps(
+    model: Any,
+    pairs: Sequence[TokenizedPair],
+    config: DPOConfig,
+    pad_id: int,
+    device: torch.device,
+) -> list[tuple[float, float]]:
+    """(chosen, rejected) summed log-probs of each pair, in the order given."""
+    results: dict[int, tuple[float, float]] = {}
+    index = {id(p): i for i, p in enumerate(pairs)}
+    for group in _eval_batches(pairs, config):
+        batch = build_batch(group, pad_id, config.share_prompt).to(device)
+        with _autocast(device):
+            logps = completion_logps(model, batch, config.chunked_logprobs).float().cpu()
+        b = len(group)
+        for j, pair in enumerate(group):
+            results[index[id(pair)]] = (float(logps[j]), float(logps[b + j]))
+    return [results[i] for i in range(len(pairs))]
+
+
+def _pair_metrics(
+    policy: Sequence[tuple[float, float]], pairs: Sequence[TokenizedPair], config: DPOConfig
+) -> dict[str, float]:
+    """Loss and implicit-reward metrics of a set of pairs, from precomputed log-probs."""
+    pc = torch.tensor([c for c, _ in policy])
+    pr = torch.tensor([r for _, r in policy])
+    rc = torch.tensor([p.ref_chosen_logp for p in pairs], dtype=torch.float32)
+    rr = torch.tensor([p.ref_rejected_logp for p in pairs], dtype=torch.float32)
+    out = preference_loss(
+        pc,
+        pr,
+        rc,
+        rr,
+        loss=config.loss,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        chosen_lengths=torch.tensor([len(p.chosen_ids) for p in pairs], dtype=torch.float32),
+        rejected_lengths=torch.tensor([len(p.rejected_ids) for p in pairs], dtype=torch.float32),
+        weights=torch.tensor([p.weight for p in pairs]),
+    )
+    return _summarise(out.loss, out.chosen_rewards, out.rejected_rewards, pc, pr)
+
+
+def _summarise(
+    loss: torch.Tensor,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+) -> dict[str, float]:
+    return {
+        "loss": float(loss),
+        "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
+        "chosen_reward": float(chosen_rewards.mean()),
+        "rejected_reward": float(rejected_rewards.mean()),
+        "margin": float((chosen_rewards - rejected_rewards).mean()),
+        # the policy's log-prob of chosen completions: falls under likelihood displacement
+        "chosen_logp": float(chosen_logps.float().mean()),
+        "rejected_logp": float(rejected_logps.float().mean()),
+    }
+
+
+def _add_lora(model: Any, config: DPOConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _reference_disabled(model: Any) -> contextlib.AbstractContextManager[Any]:
+    """Run the base model under a LoRA policy: the adapter switched off, no weight copy."""
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()  # type: ignore[no-any-return]
+    return contextlib.nullcontext()
+
+
+def _make_optimizer(model: Any, config: DPOConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs: dict[str, Any] = {"lr": config.effective_lr, "weight_decay": config.weight_decay}
+    # the fused kernel updates all tensors in one pass over memory (CPU and CUDA)
+    with contextlib.suppress(RuntimeError, TypeError):
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _batches_forever(
+    pairs: Sequence[TokenizedPair], config: DPOConfig
+) -> Iterator[tuple[int, list[TokenizedPair]]]:
+    for epoch in range(config.epochs):
+        for group in make_batches(
+            pairs,
+            config.batch_size,
+            bucket=config.length_bucketing,
+            shuffle=True,
+            seed=config.seed + epoch,
+        ):
+            yield epoch, group
+
+
+def _spec_str(spec: str | Path) -> str:
+    text = str(spec)
+    if text == "demo":
+        return text
+    path = Path(text).expanduser()
+    return str(path.absolute()) if path.exists() else text
+
+
+def train_dpo(
+    pairs: Sequence[PreferencePair],
+    base_spec_or_dir: str | Path,
+    out_dir: str | Path,
+    config: DPOConfig | None = None,
+    progress: ProgressCallback | None = None,
+    heldout: Sequence[PreferencePair] | None = None,
+    reference_spec: str | Path | None = None,
+) -> TrainResult:
+    """Train a policy with DPO on ``pairs`` and write it as a version at ``out_dir``.
+
+    Args:
+        pairs: training pairs (a held-out split is taken from them unless ``heldout`` is given).
+        base_spec_or_dir: the model to start from (see `load_model` for specs).
+        out_dir: the version directory to create; it must not exist.
+        config: run settings (defaults: `DPOConfig()`).
+        progress: ``callback(step, total, loss, eta_s)`` after each optimizer step.
+        heldout: pairs to measure before and after training instead of a split of ``pairs``.
+        reference_spec: the reference model; by default ``config.reference`` decides.
+
+    Returns:
+        `TrainResult` (also saved as the version's ``metrics.json``).
+    """
+    config = config or DPOConfig()
+    started = time.perf_counter()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = _device(config.device)
+    start_spec = _spec_str(base_spec_or_dir)
+
+    if heldout is None:
+        train_raw, held_raw = split_heldout(pairs, config.heldout_fraction, config.seed)
+    else:
+        train_raw, held_raw = list(pairs), list(heldout)
+
+    model, tokenizer = load_model(base_spec_or_dir, device=str(device))
+    pad_id = _pad_id(tokenizer)
+    train_pairs = tokenize_pairs(tokenizer, train_raw, config.max_length, config.max_prompt_length)
+    held_pairs = tokenize_pairs(tokenizer, held_raw, config.max_length, config.max_prompt_length)
+    if not train_pairs:
+        raise ValueError("no training pairs left after tokenization and truncation")
+
+    # Reference log-probs, once per run, in inference mode.
+    if reference_spec is None:
+        reference_spec = start_spec if config.reference == "policy" else base_of(start_spec)
+    reference = _spec_str(reference_spec)
+    separate_reference = str(resolve_spec(reference)) != str(resolve_spec(start_spec))
+    everything = train_pairs + held_pairs
+    if separate_reference:
+        ref_model, _ = load_model(reference, device=str(device))
+        ref_logps = _sequence_logps(ref_model, everything, config, pad_id, device)
+        del ref_model
+    if config.lora:
+        model = _add_lora(model, config)
+    if not separate_reference:
+        with _reference_disabled(model):
+            ref_logps = _sequence_logps(model, everything, config, pad_id, device)
+    for pair, (chosen, rejected) in zip(everything, ref_logps, strict=True):
+        pair.ref_chosen_logp, pair.ref_rejected_logp = chosen, rejected
+
+    heldout_before = None
+    if held_pairs:
+        before = (
+            ref_logps[len(train_pairs) :]
+            if not separate_reference
+            else _sequence_logps(model, held_pairs, config, pad_id, device)
+        )
+        heldout_before = _pair_metrics(before, held_pairs, config)
+
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.lora:
+            model.enable_input_require_grads()
+    model.train()
+    optimizer = _make_optimizer(model, config, device)
+    micro_per_epoch = math.ceil(len(train_pairs) / config.batch_size)
+    total = math.ceil(micro_per_epoch * config.epochs / config.grad_accum_steps)
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total, int(config.warmup_ratio * total))
+    )
+
+    history: list[dict[str, float]] = []
+    step = 0
+    pairs_trained = 0
+    tokens_trained = 0
+    accum: list[dict[str, torch.Tensor]] = []
+    loop_start = last_step_end = time.perf_counter()
+    micro_batches = list(_batches_forever(train_pairs, config))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for index, (epoch, group) in enumerate(micro_batches):
+        batch = build_batch(group, pad_id, config.share_prompt).to(device)
+        b = batch.num_pairs
+        ref = torch.tensor(
+            [p.ref_chosen_logp for p in group] + [p.ref_rejected_logp for p in group],
+            device=device,
+        )
+        with _autocast(device):
+            logps = completion_logps(model, batch, config.chunked_logprobs)  # (2B,)
+        out = preference_loss(
+            logps[:b],
+            logps[b:],
+            ref[:b],
+            ref[b:],
+            loss=config.loss,
+            beta=config.beta,
+            epsilon=config.epsilon,
+            chosen_lengths=batch.lengths[:b].float(),
+            rejected_lengths=batch.lengths[b:].float(),
+            weights=batch.weights,
+        )
+        (out.loss / config.grad_accum_steps).backward()
+        accum.append(
+            {
+                "loss": out.loss.detach(),
+                "chosen_rewards": out.chosen_rewards,
+                "rejected_rewards": out.rejected_rewards,
+                "chosen_logps": logps[:b].detach(),
+                "rejected_logps": logps[b:].detach(),
+            }
+        )
+        pairs_trained += b
+        tokens_trained += sum(p.pair_tokens for p in group)
+        last_micro = index == len(micro_batches) - 1
+        if len(accum) < config.grad_accum_steps and not last_micro:
+            continue
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        metrics = _summarise(
+            torch.stack([a["loss"] for a in accum]).mean(),
+            torch.cat([a["chosen_rewards"] for a in accum]),
+            torch.cat([a["rejected_rewards"] for a in accum]),
+            torch.cat([a["chosen_logps"] for a in accum]),
+            torch.cat([a["rejected_logps"] for a in accum]),
+        )
+        now = time.perf_counter()
+        metrics.update(
+            step=step,
+            epoch=epoch,
+            grad_norm=float(grad_norm),
+            learning_rate=float(scheduler.get_last_lr()[0]),
+            seconds=now - last_step_end,
+        )
+        last_step_end = now
+        accum = []
+        history.append(metrics)
+        if progress is not None:
+            elapsed = time.perf_counter() - loop_start
+            eta = elapsed / step * (total - step) if step else None
+            progress(step, total, metrics["loss"], eta)
+        if step >= total:
+            break
+    train_seconds = time.perf_counter() - loop_start
+    model.eval()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+
+    heldout_after = None
+    if held_pairs:
+        after = _sequence_logps(model, held_pairs, config, pad_id, device)
+        heldout_after = _pair_metrics(after, held_pairs, config)
+
+    keys = ("loss", "reward_accuracy", "chosen_reward", "rejected_reward", "margin", "chosen_logp")
+    run = {k: sum(h[k] for h in history) / len(history) for k in keys}
+    peak = (
+        int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else peak_rss_bytes()
+    )
+    result = TrainResult(
+        version_dir=str(Path(out_dir).expanduser().absolute()),
+        steps=step,
+        pairs_trained=pairs_trained,
+        train_seconds=train_seconds,
+        total_seconds=0.0,
+        pairs_per_s=pairs_trained / train_seconds if train_seconds > 0 else 0.0,
+        tokens_per_s=tokens_trained / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_bytes=peak,
+        final=history[-1] if history else {},
+        run=run,
+        heldout_before=heldout_before,
+        heldout_after=heldout_after,
+        history=history,
+        num_train_pairs=len(train_pairs),
+        num_heldout_pairs=len(held_pairs),
+        reference=reference,
+    )
+    result.total_seconds = time.perf_counter() - started
+    write_version(
+        out_dir,
+        model,
+        tokenizer,
+        config=config,
+        metrics=result.to_dict(),
+        base_model=start_spec,
+    )
+    result.total_seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,195 @@
+"""A project's round settings for the online-DPO loop, and their validation.
+
+Stored as JSON in ``Project.loop_settings``; missing keys take the defaults below. This module
+must stay light (no torch, no training core package import), because the web process validates
+settings on every PATCH of a project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+TRIGGERS = ("all_judged", "min_pairs", "manual")
+TIE_POLICIES = ("drop", "weak")
+
+
+@dataclass
+class LoopSettings:
+    """How each round of a project's loop generates, collects, trains and gates."""
+
+    # Train-split prompts drawn for a round, without repeats until the pool is used up.
+    prompts_per_round: int = 16
+    # Completions sampled per prompt by the serving version.
+    k: int = 2
+    # Comparisons made from one prompt's k completions (distinct texts only).
+    pairs_per_prompt: int = 1
+    # Sampling temperature; 0 is greedy, which gives identical samples and so no pairs.
+    temperature: float = 0.8
+    # Nucleus sampling mass.
+    top_p: float = 0.95
+    # Cap on generated tokens per completion.
+    max_new_tokens: int = 128
+    # Sampler seed; the round number is added so rounds do not repeat each other's samples.
+    seed: int = 0
+    # When training starts: "all_judged" (every comparison of the round judged by the project's
+    # overlap), "min_pairs" (at least `min_pairs` train comparisons judged) or "manual" (a lead's
+    # click only).
+    trigger: str = "all_judged"
+    # Judged train comparisons that fire the "min_pairs" trigger.
+    min_pairs: int = 32
+    # Start round n+1 by itself once round n's version is promoted.
+    auto_next_round: bool = True
+    # Pairs replayed from earlier rounds, as a fraction of this round's pairs (0 = none).
+    replay_share: float = 0.0
+    # Tie and both-bad judgments: "drop" ignores them; "weak" counts each as half a vote for
+    # both sides, so they dilute the majority's agreement (and the loss weight, see below).
+    ties: str = "drop"
+    # Use the majority's share of the votes as the pair's loss weight instead of 1.
+    agreement_weight: bool = False
+    # Share of each round's comparisons that pit the serving version against the previous one
+    # and the base on eval prompts; those are never trained on.
+    eval_share: float = 0.2
+    # When a project has no eval-split prompts, this fraction of its prompts is set aside as
+    # eval prompts before the first round (0 turns that off).
+    eval_holdout: float = 0.1
+    # Promote only versions that pass the gate below; False promotes every trained version.
+    gate: bool = True
+    # The new version's held-out reward accuracy may trail the previous version's by at most
+    # this much (0 = it must be at least as good).
+    gate_accuracy_tolerance: float = 0.0
+    # Largest allowed fall of the held-out chosen log-prob, as a fraction of its magnitude
+    # (0.5: from -40 to below -60 nats is a collapse).
+    gate_max_chosen_logp_drop: float = 0.5
+    # Sequences per forward pass when sampling.
+    generation_batch_size: int = 8
+    # DPOConfig fields that differ from the training core's defaults (reference, beta, ...).
+    dpo: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LoopSettings:
+        """Settings from stored JSON; raises ValidationError naming the bad field."""
+        return cls(**validate_loop_settings(data or {}))
+
+
+_POSITIVE_INTS = (
+    "prompts_per_round",
+    "k",
+    "pairs_per_prompt",
+    "max_new_tokens",
+    "min_pairs",
+    "generation_batch_size",
+)
+_FRACTIONS = ("replay_share", "eval_holdout", "gate_accuracy_tolerance", "top_p")
+
+
+def _type_ok(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+@cache
+def _dpo_config_module() -> ModuleType:
+    """The training core's config module, loaded on its own.
+
+    Importing ``training.core.config`` normally runs ``training.core``'s package init, which
+    imports torch; the config module itself needs only the standard library.
+    """
+    path = Path(__file__).resolve().parent / "core" / "config.py"
+    spec = importlib.util.spec_from_file_location("training._dpo_config_schema", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def validate_dpo(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError("dpo: must be an object of DPOConfig fields")
+    try:
+        _dpo_config_module().DPOConfig.from_dict(dict(data))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"dpo: {exc}") from None
+    return dict(data)
+
+
+def validate_loop_settings(data: Any) -> dict[str, Any]:
+    """Check stored loop settings; returns them as keyword arguments for LoopSettings.
+
+    Raises:
+        ValidationError: with a message that names the offending key.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError("loop settings must be a JSON object")
+    names = {f.name for f in dataclasses.fields(LoopSettings)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValidationError(f"unknown loop setting(s): {', '.join(unknown)}")
+    defaults = LoopSettings()
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        expected = type(getattr(defaults, name))
+        if not _type_ok(value, expected):
+            raise ValidationError(f"{name}: expected {expected.__name__}, got {value!r}")
+        out[name] = float(value) if expected is float else value
+    merged = {**defaults.to_dict(), **out}
+    for name in _POSITIVE_INTS:
+        if merged[name] < 1:
+            raise ValidationError(f"{name}: must be at least 1")
+    for name in _FRACTIONS:
+        if not 0.0 <= merged[name] <= 1.0:
+            raise ValidationError(f"{name}: must lie between 0 and 1")
+    if merged["k"] < 2:
+        raise ValidationError("k: at least 2 completions per prompt are needed to make a pair")
+    if not 0.0 <= merged["eval_share"] < 1.0:
+        raise ValidationError("eval_share: must lie in [0, 1)")
+    if merged["temperature"] < 0:
+        raise ValidationError("temperature: must not be negative")
+    if merged["gate_max_chosen_logp_drop"] < 0:
+        raise ValidationError("gate_max_chosen_logp_drop: must not be negative")
+    if merged["trigger"] not in TRIGGERS:
+        raise ValidationError(f"trigger: must be one of {', '.join(TRIGGERS)}")
+    if merged["ties"] not in TIE_POLICIES:
+        raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
+    if "dpo" in out:
+        out["dpo"] = validate_dpo(out["dpo"])
+    return out
+
+
+def validate_base_model(spec: Any) -> None:
+    """A base model spec must be "demo", an existing directory or .gguf file, or a hub id."""
+    if not isinstance(spec, str):
+        raise ValidationError("base_model: must be a string")
+    text = spec.strip()
+    if not text or text == "demo":
+        return
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ValidationError(f"base_model: no such GGUF file: {text}")
+        return
+    if path.is_absolute() or text.startswith((".", "~")):
+        raise ValidationError(f"base_model: no such model directory: {text}")
+    parts = text.split("/")
+    if len(parts) > 2 or not all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts):
+        raise ValidationError(
+            f"base_model: {text!r} is not a directory, a .gguf file, 'demo' or a hub id"
+        )

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from annotate.errors import Conflict, ServiceError
+from annotate.models import Project
+from training import services
+from training.loop_settings import LoopSettings
+from training.models import ModelVersion, Round, TrainingRun
+from training.services.evaluation import SampleCache, eval_prompts, rule_win_rate_over
+
+from .simulate_annotators import find_project
+
+
+@dataclass
+class RoundRow:
+    number: int
+    version: str
+    state: str
+    pairs: int
+    train_s: float
+    heldout_accuracy: float | None
+    win_rate: float | None
+
+    HEADER = (
+        f"{'round':>5}  {'version':>7}  {'state':>9}  {'pairs':>5}  {'train s':>7}  "
+        f"{'held-out acc':>12}  {'rule win vs base':>16}"
+    )
+
+    def line(self) -> str:
+        acc = "-" if self.heldout_accuracy is None else f"{self.heldout_accuracy:.2f}"
+        win = "-" if self.win_rate is None else f"{self.win_rate:.2f}"
+        return (
+            f"{self.number:>5}  {self.version:>7}  {self.state:>9}  {self.pairs:>5}  "
+            f"{self.train_s:>7.1f}  {acc:>12}  {win:>16}"
+        )
+
+
+class Command(BaseCommand):
+    help = (
+        "Run whole rounds of the loop unattended with simulated annotators, and print a table "
+        "per round. By default every step runs in this process (no worker needed); "
+        "--via-worker goes through the Celery queues."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("project", help="project id or slug")
+        parser.add_argument("--rounds", type=int, default=1)
+        parser.add_argument("--simulate", required=True, metavar="RULE")
+        parser.add_argument("--annotators", type=int, default=3)
+        parser.add_argument("--noise", type=float, default=0.1)
+        parser.add_argument("--via-worker", action="store_true")
+        parser.add_argument(
+            "--eval-prompts", type=int, default=16, help="eval prompts for the rule's win rate"
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=6 * 3600, help="seconds to wait for a worker round"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = find_project(options["project"])
+        try:
+            services.resolve_rule(options["simulate"])
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        self.cache = SampleCache()
+        self.rows: list[RoundRow] = []
+        self.stdout.write(RoundRow.HEADER)
+        for _ in range(options["rounds"]):
+            if options["via_worker"]:
+                round = self._round_via_worker(project, options)
+            else:
+                round = self._round_in_process(project, options)
+            row = self._row(project, round, options)
+            self.rows.append(row)
+            self.stdout.write(row.line())
+            self.stdout.flush()
+            if round.state != Round.State.PROMOTED:
+                self.stdout.write(f"Round {round.number} was not promoted: {round.error}")
+                break
+
+    def _simulate(self, project: Project, round: Round, options: dict[str, Any]) -> None:
+        services.simulate_annotators(
+            project,
+            options["simulate"],
+            annotators=options["annotators"],
+            noise=options["noise"],
+            round_number=round.number,
+            seed=round.number,
+        )
+
+    def _round_in_process(self, project: Project, options: dict[str, Any]) -> Round:
+        try:
+            with services.without_auto_dispatch():
+                round = services.start_round(project, dispatch=False)
+                services.generate_round(round.pk)
+                self._simulate(project, round, options)
+                run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
+                services.train_round(run.pk, dispatch=False)
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        return Round.objects.select_related("policy").get(pk=round.pk)
+
+    def _round_via_worker(self, project: Project, options: dict[str, Any]) -> Round:
+        current = services.current_round(project)
+        if current is not None and current.is_open:
+            round = current
+        else:
+            try:
+                round = services.start_round(project)
+            except ServiceError as exc:
+                raise CommandError(exc.message) from None
+        deadline = time.monotonic() + options["timeout"]
+        simulated = False
+        while time.monotonic() < deadline:
+            round.refresh_from_db()
+            if round.state == Round.State.FAILED:
+                raise CommandError(f"Round {round.number} failed: {round.error}")
+            if round.is_finished:
+                return round
+            if round.state == Round.State.COLLECTING and not simulated:
+                self._simulate(project, round, options)
+                simulated = True
+                if not services.check_trigger(round.pk):
+                    try:
+                        services.begin_training(round)
+                    except Conflict:
+                        pass
+                    except ServiceError as exc:
+                        raise CommandError(exc.message) from None
+            time.sleep(1.0)
+        raise CommandError(f"Round {round.number} did not finish in {options['timeout']:.0f} s.")
+
+    def _row(self, project: Project, round: Round, options: dict[str, Any]) -> RoundRow:
+        version = ModelVersion.objects.filter(trained_in=round).first()
+        run = TrainingRun.objects.filter(round=round, state=TrainingRun.State.SUCCEEDED).first()
+        win = None
+        prompts = eval_prompts(project, options["eval_prompts"])
+        if version is not None and prompts:
+            ls = LoopSettings.from_dict(round.settings)
+            win = rule_win_rate_over(
+                version,
+                services.base_version(project),
+                options["simulate"],
+                prompts,
+                ls,
+                self.cache,
+            )
+        heldout = version.heldout("after") if version else {}
+        return RoundRow(
+            number=round.number,
+            version=version.label if version else "-",
+            state=round.state,
+            pairs=run.num_pairs if run else 0,
+            train_s=float((run.metrics or {}).get("total_seconds", 0.0)) if run else 0.0,
+            heldout_accuracy=heldout.get("reward_accuracy"),
+            win_rate=win,
+        )

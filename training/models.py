@@ -1,0 +1,207 @@
+"""Rounds of the online-DPO loop, the training runs inside them and the model versions they make.
+
+Nothing here imports torch: the web process reads these rows to draw the lead's page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from annotate.models import Project
+
+
+class ModelVersion(models.Model):
+    """One policy of a project: v0 is the base model, v(n+1) is trained by DPO from v(n)."""
+
+    class State(models.TextChoices):
+        CANDIDATE = "candidate", "Trained, not promoted"
+        SERVING = "serving", "Serving"
+        RETIRED = "retired", "Served before"
+        REJECTED = "rejected", "Failed the gate"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField()
+    # A model spec the training core loads: the project's base model for v0, else the version's
+    # directory under var/models/<project-slug>/v<N>.
+    spec = models.CharField(max_length=1000)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    # The round whose judgments trained this version (none for v0).
+    trained_in = models.OneToOneField(
+        "Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="new_version"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CANDIDATE)
+    metrics = models.JSONField(default=dict, blank=True)
+    # {"passed": bool, "reasons": [...], "checks": {...}} from the promotion gate.
+    gate = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="one_version_number"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state="serving"),
+                name="one_serving_version_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}:v{self.number}"
+
+    @property
+    def label(self) -> str:
+        return "base" if self.number == 0 else f"v{self.number}"
+
+    @property
+    def is_serving(self) -> bool:
+        return self.state == self.State.SERVING
+
+    def heldout(self, when: str = "after") -> dict[str, float]:
+        value = self.metrics.get(f"heldout_{when}") or {}
+        return dict(value)
+
+
+class Round(models.Model):
+    """Round n: v(n) generates, people judge, v(n+1) is trained, gated and maybe promoted."""
+
+    class State(models.TextChoices):
+        GENERATING = "generating", "Generating"
+        COLLECTING = "collecting", "Collecting judgments"
+        TRAINING = "training", "Training"
+        EVALUATING = "evaluating", "Evaluating"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected by the gate"
+        FAILED = "failed", "Failed"
+
+    OPEN_STATES = (State.GENERATING, State.COLLECTING, State.TRAINING, State.EVALUATING)
+    FINISHED_STATES = (State.PROMOTED, State.REJECTED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    # The version that generates this round's completions, v(n).
+    policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rounds")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.GENERATING)
+    # The project's loop settings when the round started; later edits apply to the next round.
+    settings = models.JSONField(default=dict, blank=True)
+    prompt_ids = models.JSONField(default=list, blank=True)
+    eval_prompt_ids = models.JSONField(default=list, blank=True)
+    # Progress of the current step (prompts sampled, comparisons judged, ...).
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="one_round_number"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state__in=["generating", "collecting", "training", "evaluating"]),
+                name="one_open_round_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} round {self.number}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+    def latest_run(self) -> TrainingRun | None:
+        return self.runs.order_by("-attempt").first()
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TrainingRun(models.Model):
+    """One attempt at training a round's new version; a retry is a new attempt."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="runs")
+    attempt = models.PositiveIntegerField(default=1)
+    # The number the version gets when this attempt succeeds; a retry keeps it.
+    version_number = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    config = models.JSONField(default=dict, blank=True)
+    num_pairs = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    eta_s = models.FloatField(null=True, blank=True)
+    # Loss after each step, for the live plot.
+    losses = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    # "host:pid" of the process running the attempt, to tell a live run from a lost one.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["round", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "attempt"], name="one_run_per_attempt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.round} run {self.attempt} ({self.state})"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    def claim(self) -> None:
+        """Mark the run as running in this process (the caller holds the row lock)."""
+        self.state = self.State.RUNNING
+        self.worker = _worker_name()
+        self.started_at = self.heartbeat_at = timezone.now()
+        self.error = ""
+        self.save(update_fields=["state", "worker", "started_at", "heartbeat_at", "error"])
+
+    def is_lost(self, now: Any = None) -> bool:
+        """A running attempt whose process is gone, or that stopped reporting for too long."""
+        if self.state != self.State.RUNNING:
+            return False
+        now = now or timezone.now()
+        host, _, pid = self.worker.rpartition(":")
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        stale = timedelta(seconds=getattr(settings, "PREFLOOP_TRAIN_STALE_SECONDS", 900))
+        return self.heartbeat_at is None or now - self.heartbeat_at > stale

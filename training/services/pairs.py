@@ -1,0 +1,174 @@
+"""Judgments of a round's comparisons, aggregated into weighted preference pairs."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from annotate.models import Comparison, Judgment
+
+from ..loop_settings import LoopSettings
+
+if TYPE_CHECKING:
+    from training.core import PreferencePair
+
+    from ..models import Round
+
+
+@dataclass
+class AggregatedPair:
+    """A comparison's majority verdict, before it becomes a training pair."""
+
+    comparison_id: int
+    messages: list[dict[str, Any]]
+    chosen: str
+    rejected: str
+    weight: float
+
+    def to_preference_pair(self) -> PreferencePair:
+        from training.core import PreferencePair
+
+        return PreferencePair(
+            prompt=self.messages, chosen=self.chosen, rejected=self.rejected, weight=self.weight
+        )
+
+
+def aggregate(comparisons: list[Comparison], settings: LoopSettings) -> list[AggregatedPair]:
+    """Majority vote over each comparison's judgments.
+
+    A and B votes count 1 each. With ``ties="weak"`` a tie or both-bad vote counts half for each
+    side, which lowers the majority's share without choosing a side; with ``"drop"`` it is
+    ignored. Comparisons without a strict majority give no pair. With ``agreement_weight`` the
+    pair's weight is the majority's share of the counted votes, else 1.
+    """
+    votes: dict[int, list[str]] = defaultdict(list)
+    for comparison_id, choice in Judgment.objects.filter(
+        comparison__in=[c.pk for c in comparisons]
+    ).values_list("comparison_id", "choice"):
+        votes[comparison_id].append(choice)
+    pairs = []
+    for comparison in comparisons:
+        a = b = 0.0
+        for choice in votes.get(comparison.pk, []):
+            if choice == Judgment.Choice.A:
+                a += 1
+            elif choice == Judgment.Choice.B:
+                b += 1
+            elif settings.ties == "weak":
+                a += 0.5
+                b += 0.5
+        if a == b:
+            continue
+        share = max(a, b) / (a + b)
+        first, second = comparison.completion_a.text, comparison.completion_b.text
+        chosen, rejected = (first, second) if a > b else (second, first)
+        pairs.append(
+            AggregatedPair(
+                comparison_id=comparison.pk,
+                messages=comparison.prompt.messages,
+                chosen=chosen,
+                rejected=rejected,
+                weight=share if settings.agreement_weight else 1.0,
+            )
+        )
+    return pairs
+
+
+def _train_comparisons(project_id: int, round_numbers: list[int]) -> list[Comparison]:
+    return list(
+        Comparison.objects.filter(
+            project_id=project_id, round__in=round_numbers, kind=Comparison.Kind.TRAIN
+        )
+        .select_related("prompt", "completion_a", "completion_b")
+        .order_by("pk")
+    )
+
+
+def round_pairs(round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
+    """The round's own pairs plus a replay share of earlier rounds'; returns (pairs, replayed)."""
+    own = aggregate(_train_comparisons(round.project_id, [round.number]), settings)
+    replayed: list[AggregatedPair] = []
+    wanted = math.floor(settings.replay_share * len(own) + 0.5)
+    if wanted and round.number > 1:
+        earlier = aggregate(
+            _train_comparisons(round.project_id, list(range(1, round.number))), settings
+        )
+        rng = random.Random(settings.seed * 7919 + round.number)
+        replayed = rng.sample(earlier, min(wanted, len(earlier)))
+    return own + replayed, len(replayed)
+
+
+@dataclass
+class WinRate:
+    """How often one version's completion was preferred, ties counting half."""
+
+    wins: int
+    losses: int
+    ties: int
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.ties
+
+    @property
+    def rate(self) -> float | None:
+        return (self.wins + 0.5 * self.ties) / self.n if self.n else None
+
+    def interval(self, z: float = 1.96) -> tuple[float, float] | None:
+        """Wilson score interval of the rate (95% by default)."""
+        if not self.n:
+            return None
+        p, n = self.rate or 0.0, self.n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
+    def to_dict(self) -> dict[str, Any]:
+        interval = self.interval()
+        return {
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "n": self.n,
+            "rate": self.rate,
+            "low": interval[0] if interval else None,
+            "high": interval[1] if interval else None,
+        }
+
+
+def eval_win_rates(round: Round) -> dict[int, WinRate]:
+    """Human win rate of the round's policy against each opponent version, by its id.
+
+    Every judgment on an eval comparison counts once (no majority), so overlap adds evidence.
+    """
+    policy_id = round.policy_id
+    rates: dict[int, WinRate] = {}
+    comparisons = Comparison.objects.filter(
+        project_id=round.project_id, round=round.number, kind=Comparison.Kind.EVAL
+    ).select_related("completion_a", "completion_b")
+    by_id = {c.pk: c for c in comparisons}
+    for comparison_id, choice in Judgment.objects.filter(comparison__in=list(by_id)).values_list(
+        "comparison_id", "choice"
+    ):
+        comparison = by_id[comparison_id]
+        a_version = comparison.completion_a.model_version_id
+        b_version = comparison.completion_b.model_version_id
+        if policy_id == a_version:
+            opponent, policy_side = b_version, Judgment.Choice.A
+        elif policy_id == b_version:
+            opponent, policy_side = a_version, Judgment.Choice.B
+        else:
+            continue
+        if opponent is None:
+            continue
+        rate = rates.setdefault(opponent, WinRate(0, 0, 0))
+        if choice == policy_side:
+            rate.wins += 1
+        elif choice in (Judgment.Choice.A, Judgment.Choice.B):
+            rate.losses += 1
+        else:
+            rate.ties += 1
+    return rates
