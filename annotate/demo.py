@@ -28,6 +28,18 @@ Replies may contain code or HTML: it is shown as text, never run.
 """
 
 
+# Round settings sized for a CPU: a round of 8 prompts x 2 samples trains a
+# LoRA adapter in a few minutes on two cores. Validated by the training app.
+DEMO_LOOP_SETTINGS = {
+    "prompts_per_round": 8,
+    "k": 2,
+    "max_new_tokens": 64,
+    "temperature": 0.9,
+    "trigger": "all_judged",
+    "dpo": {"epochs": 2, "batch_size": 4, "max_length": 256, "max_prompt_length": 128},
+}
+
+
 @dataclass(frozen=True)
 class DemoUser:
     username: str
@@ -69,6 +81,8 @@ def seed_demo() -> tuple[Project, ImportReport | None]:
             "show_strength": True,
             "rationale": Project.Rationale.OPTIONAL,
             "license": "CC-BY-4.0",
+            "base_model": "demo",
+            "loop_settings": DEMO_LOOP_SETTINGS,
             "created_by": lead,
         },
     )

@@ -147,7 +147,8 @@ def next_assignment(project: Project, user: Any) -> Assignment | None:
     """Lease the next comparison to ``user``, or None when nothing is left for them.
 
     A pair is offered while fewer than ``overlap`` annotators have judged it or
-    hold a live lease on it; pairs closest to completion come first, so that
+    hold a live lease on it. The latest training round's pairs come first (they
+    gate the next model version), then pairs closest to completion, so that
     finished pairs accumulate instead of many half-judged ones.
     """
     existing = current_assignment(project, user)
@@ -175,7 +176,7 @@ def _try_lease(project: Project, user: Any, skip_locked: bool) -> tuple[Assignme
         .exclude(pk__in=mine_closed.values("comparison_id"))
         .annotate(held=Coalesce(_held_slots(now), Value(0)))
         .filter(held__lt=project.overlap)
-        .order_by("-held", "pk")
+        .order_by(F("round").desc(nulls_last=True), "-held", "pk")
         .values_list("pk", flat=True)[:_CANDIDATES_PER_REQUEST]
     )
     contended = False

@@ -12,12 +12,16 @@ py=.venv/bin/python
 $py manage.py migrate --noinput
 $py manage.py collectstatic --noinput >/dev/null
 $py manage.py seed_demo
+# Convert the bundled demo model to its safetensors cache once (about 30 s the
+# first time), so that the worker and the model server start from the cache.
+$py -c 'from training.core import resolve_demo_model; print("Demo model:", resolve_demo_model())'
 
 cat <<BANNER
 
   prefloop is starting.
     Web app:    http://127.0.0.1:${PREFLOOP_PORT}/   (log in at /accounts/login/)
     API docs:   http://127.0.0.1:${PREFLOOP_PORT}/api/docs/
+    Models:     http://127.0.0.1:${PREFLOOP_SERVE_PORT}/v1/chat/completions   (OpenAI-compatible)
   Demo logins (see above): lead / prefloop-lead, alice / prefloop-alice, bob / prefloop-bob
   Stop with Ctrl-C.
 

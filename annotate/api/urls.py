@@ -10,9 +10,15 @@ urlpatterns = [
     path("projects/<int:project_id>/", views.project_detail, name="api-project"),
     path("projects/<int:project_id>/members/", views.project_members, name="api-members"),
     path("projects/<int:project_id>/prompts/", views.project_prompts, name="api-prompts"),
-    path("projects/<int:project_id>/comparisons/", views.project_comparisons, name="api-comparisons"),
+    path(
+        "projects/<int:project_id>/comparisons/", views.project_comparisons, name="api-comparisons"
+    ),
     path("projects/<int:project_id>/next/", views.next_task, name="api-next"),
-    path("comparisons/<int:comparison_id>/judgments/", views.comparison_judgments, name="api-judgments"),
+    path(
+        "comparisons/<int:comparison_id>/judgments/",
+        views.comparison_judgments,
+        name="api-judgments",
+    ),
     path("judgments/<int:judgment_id>/", views.judgment_detail, name="api-judgment"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -270,3 +270,15 @@ def test_it_adds_and_changes_members(team):
         services.add_member(team.project, "ghost", "annotator")
     with pytest.raises(InvalidInput, match="role"):
         services.add_member(team.project, "mallory", "boss")
+
+
+def test_it_serves_the_latest_rounds_pairs_first(team):
+    imported = ComparisonFactory(project=team.project)
+    old = ComparisonFactory(project=team.project, round=1)
+    latest = ComparisonFactory(project=team.project, round=2)
+    order = []
+    for _ in range(3):
+        a = services.next_assignment(team.project, team.alice)
+        order.append(a.comparison_id)
+        judge(team.alice, a.comparison_id)
+    assert order == [latest.pk, old.pk, imported.pk]
