@@ -26,7 +26,7 @@ class _ChunkedLabelLogProb(torch.autograd.Function):
     """``log softmax(h W^T + b)[label]`` per row, computed and differentiated chunk by chunk."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,  # (N, H)
         weight: torch.Tensor,  # (V, H)
@@ -48,7 +48,7 @@ class _ChunkedLabelLogProb(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         hidden, weight, bias, labels, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None

@@ -160,7 +160,7 @@ def _add_lora(model: Any, config: DPOConfig) -> Any:
 def _reference_disabled(model: Any) -> contextlib.AbstractContextManager[Any]:
     """Run the base model under a LoRA policy: the adapter switched off, no weight copy."""
     if hasattr(model, "disable_adapter"):
-        return model.disable_adapter()  # type: ignore[no-any-return]
+        return model.disable_adapter()
     return contextlib.nullcontext()
 
 
