@@ -13,6 +13,14 @@ Aggregation of one comparison's votes (a, b, tie, both_bad):
 - "tie" and "both_bad" outcomes are dropped unless ``include_ties`` / ``include_both_bad``;
   kept, they come out with A as chosen and B as rejected and their ``label`` says which;
 - weight = agreement when ``weight`` is "agreement", else 1.0.
+
+How tie and both-bad votes count is ``tie_votes``, a parameter rather than an export option
+(the training rounds pick "drop" or "weak" from their settings):
+- "outcome" (the exports): each is a choice of its own, as above;
+- "drop": they are ignored; only A and B votes count, so the outcome is "a", "b" or "tie"
+  and agreement is the winner's share of the A and B votes;
+- "weak": each counts half a vote for A and half for B, which dilutes the winner's share
+  without choosing a side.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from annotate.models import Comparison, Judgment, Project, Prompt
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
 WEIGHTS = ("uniform", "agreement")
 CHOICES = tuple(Judgment.Choice.values)
+TIE_VOTES = ("outcome", "drop", "weak")
 CHUNK = 2000
 
 
@@ -113,24 +122,32 @@ class Tally:
     b: int = 0
     tie: int = 0
     both_bad: int = 0
+    tie_votes: str = "outcome"  # one of TIE_VOTES
 
     @property
     def total(self) -> int:
         return self.a + self.b + self.tie + self.both_bad
 
     @property
+    def counts(self) -> dict[str, float]:
+        """The votes each possible outcome gets under ``tie_votes``."""
+        if self.tie_votes == "outcome":
+            return {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
+        half = (self.tie + self.both_bad) / 2 if self.tie_votes == "weak" else 0.0
+        return {"a": self.a + half, "b": self.b + half}
+
+    @property
     def outcome(self) -> str:
-        counts = {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
+        counts = self.counts
         top = max(counts.values())
         leaders = [choice for choice, n in counts.items() if n == top]
         return leaders[0] if len(leaders) == 1 else "tie"
 
     @property
     def agreement(self) -> float:
-        if not self.total:
-            return 0.0
-        counts = {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
-        return max(counts.values()) / self.total
+        counts = self.counts
+        counted = sum(counts.values())
+        return max(counts.values()) / counted if counted else 0.0
 
 
 def keeps(tally: Tally, options: PairOptions) -> bool:
@@ -159,24 +176,27 @@ def _votes(choice: str) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
-def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
-    """The comparisons the options select, each with its votes counted in SQL."""
-    qs = Comparison.objects.filter(project=project, judgment_count__gt=0)
+def _filtered(comparisons: QuerySet[Comparison], options: PairOptions) -> QuerySet[Comparison]:
     if options.rounds:
-        qs = qs.filter(round__in=options.rounds)
+        comparisons = comparisons.filter(round__in=options.rounds)
     if options.splits:
-        qs = qs.filter(prompt__split__in=options.splits)
+        comparisons = comparisons.filter(prompt__split__in=options.splits)
     if options.kinds:
-        qs = qs.filter(kind__in=options.kinds)
+        comparisons = comparisons.filter(kind__in=options.kinds)
     return (
-        qs.annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
+        comparisons.annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
         .select_related("prompt", "completion_a", "completion_b")
         .order_by("pk")
     )
 
 
+def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
+    """The comparisons the options select, each with its votes counted in SQL."""
+    return _filtered(Comparison.objects.filter(project=project, judgment_count__gt=0), options)
+
+
 def preference_pairs(
-    project: Project, options: PairOptions | None = None
+    project: Project, options: PairOptions | None = None, *, tie_votes: str = "outcome"
 ) -> Iterator[dict[str, Any]]:
     """One dict per selected comparison, streamed in id order in constant memory.
 
@@ -186,12 +206,37 @@ def preference_pairs(
     rejected_model_version, chosen_generation_params, rejected_generation_params.
     """
     options = options or PairOptions()
-    for comparison in selected_comparisons(project, options).iterator(chunk_size=CHUNK):
+    _check_tie_votes(tie_votes)
+    return _pairs(selected_comparisons(project, options), options, tie_votes)
+
+
+def comparison_pairs(
+    comparisons: QuerySet[Comparison],
+    options: PairOptions | None = None,
+    *,
+    tie_votes: str = "outcome",
+) -> Iterator[dict[str, Any]]:
+    """``preference_pairs`` over the given comparisons instead of a whole project's."""
+    options = options or PairOptions()
+    _check_tie_votes(tie_votes)
+    return _pairs(_filtered(comparisons, options), options, tie_votes)
+
+
+def _check_tie_votes(tie_votes: str) -> None:
+    if tie_votes not in TIE_VOTES:
+        raise InvalidInput(f'"tie_votes" must be one of {", ".join(TIE_VOTES)}')
+
+
+def _pairs(
+    comparisons: QuerySet[Comparison], options: PairOptions, tie_votes: str
+) -> Iterator[dict[str, Any]]:
+    for comparison in comparisons.iterator(chunk_size=CHUNK):
         tally = Tally(
             a=comparison.votes_a,  # type: ignore[attr-defined]
             b=comparison.votes_b,  # type: ignore[attr-defined]
             tie=comparison.votes_tie,  # type: ignore[attr-defined]
             both_bad=comparison.votes_both_bad,  # type: ignore[attr-defined]
+            tie_votes=tie_votes,
         )
         if not keeps(tally, options):
             continue

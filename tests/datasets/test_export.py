@@ -176,3 +176,34 @@ def test_it_writes_empty_exports_with_their_columns(team, tmp):
     assert b"".join(stream_export(team.project, "csv", PairOptions())).startswith(
         b"prompt,messages"
     )
+
+
+def test_it_counts_tie_and_both_bad_votes_by_the_tie_votes_policy(team, voted):
+    unanimous, split, tied, bad = voted
+    diluted = ComparisonFactory(project=team.project)
+    vote(diluted, "a", team.alice)
+    vote(diluted, "tie", team.bob)
+    vote(diluted, "both_bad", team.lead)
+
+    def pairs(tie_votes, **options):
+        rows = preference_pairs(team.project, PairOptions(**options), tie_votes=tie_votes)
+        return {p["comparison_id"]: (p["label"], p["agreement"]) for p in rows}
+
+    # "outcome", the default, is what the exports do: a 1-1-1 split is a tie
+    assert pairs("outcome") == {unanimous.pk: ("a", 1.0), split.pk: ("b", pytest.approx(2 / 3))}
+    assert list(preference_pairs(team.project, tie_votes="outcome")) == list(
+        preference_pairs(team.project)
+    )
+    # "drop" counts only A and B votes; all-tie and all-both-bad pairs have no winner
+    assert pairs("drop") == {
+        unanimous.pk: ("a", 1.0),
+        split.pk: ("b", pytest.approx(2 / 3)),
+        diluted.pk: ("a", 1.0),
+    }
+    assert pairs("drop", include_ties=True)[bad.pk] == ("tie", 0.0)
+    # "weak" splits each tie and both-bad vote half and half, diluting the winner's share
+    weak = pairs("weak", weight="agreement")
+    assert weak[diluted.pk] == ("a", pytest.approx(2 / 3))
+    assert tied.pk not in weak and bad.pk not in weak
+    with pytest.raises(InvalidInput, match='"tie_votes" must be one of'):
+        preference_pairs(team.project, tie_votes="half")

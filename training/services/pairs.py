@@ -1,13 +1,18 @@
-"""Judgments of a round's comparisons, aggregated into weighted preference pairs."""
+"""Judgments of a round's comparisons, aggregated into weighted preference pairs.
+
+The rule itself lives in ``annotate.datasets.pairs`` (shared with the exports); this module
+picks the options a round's settings ask for and turns the rows into training pairs.
+"""
 
 from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from annotate.datasets.pairs import PairOptions, comparison_pairs, preference_pairs
 from annotate.models import Comparison, Judgment
 
 from ..loop_settings import LoopSettings
@@ -29,6 +34,7 @@ class AggregatedPair:
     weight: float
 
     def to_preference_pair(self) -> PreferencePair:
+        # Imported here: training.core pulls in torch, which the web process must not load.
         from training.core import PreferencePair
 
         return PreferencePair(
@@ -36,66 +42,53 @@ class AggregatedPair:
         )
 
 
+def _options(settings: LoopSettings, **selection: Any) -> PairOptions:
+    """Plain majority; how ties and both-bad votes count is ``settings.ties`` (``tie_votes``)."""
+    return PairOptions(weight="agreement" if settings.agreement_weight else "uniform", **selection)
+
+
+def _aggregated(rows: Iterable[dict[str, Any]]) -> list[AggregatedPair]:
+    return [
+        AggregatedPair(
+            comparison_id=row["comparison_id"],
+            messages=row["prompt"],
+            chosen=row["chosen"],
+            rejected=row["rejected"],
+            weight=row["weight"],
+        )
+        for row in rows
+    ]
+
+
 def aggregate(comparisons: list[Comparison], settings: LoopSettings) -> list[AggregatedPair]:
-    """Majority vote over each comparison's judgments.
+    """Majority vote over each comparison's judgments, in comparison id order.
 
     A and B votes count 1 each. With ``ties="weak"`` a tie or both-bad vote counts half for each
     side, which lowers the majority's share without choosing a side; with ``"drop"`` it is
     ignored. Comparisons without a strict majority give no pair. With ``agreement_weight`` the
     pair's weight is the majority's share of the counted votes, else 1.
     """
-    votes: dict[int, list[str]] = defaultdict(list)
-    for comparison_id, choice in Judgment.objects.filter(
-        comparison__in=[c.pk for c in comparisons]
-    ).values_list("comparison_id", "choice"):
-        votes[comparison_id].append(choice)
-    pairs = []
-    for comparison in comparisons:
-        a = b = 0.0
-        for choice in votes.get(comparison.pk, []):
-            if choice == Judgment.Choice.A:
-                a += 1
-            elif choice == Judgment.Choice.B:
-                b += 1
-            elif settings.ties == "weak":
-                a += 0.5
-                b += 0.5
-        if a == b:
-            continue
-        share = max(a, b) / (a + b)
-        first, second = comparison.completion_a.text, comparison.completion_b.text
-        chosen, rejected = (first, second) if a > b else (second, first)
-        pairs.append(
-            AggregatedPair(
-                comparison_id=comparison.pk,
-                messages=comparison.prompt.messages,
-                chosen=chosen,
-                rejected=rejected,
-                weight=share if settings.agreement_weight else 1.0,
-            )
-        )
-    return pairs
-
-
-def _train_comparisons(project_id: int, round_numbers: list[int]) -> list[Comparison]:
-    return list(
-        Comparison.objects.filter(
-            project_id=project_id, round__in=round_numbers, kind=Comparison.Kind.TRAIN
-        )
-        .select_related("prompt", "completion_a", "completion_b")
-        .order_by("pk")
+    rows = comparison_pairs(
+        Comparison.objects.filter(pk__in=[c.pk for c in comparisons]),
+        _options(settings),
+        tie_votes=settings.ties,
     )
+    return _aggregated(rows)
+
+
+def _train_pairs(round: Round, settings: LoopSettings, numbers: list[int]) -> list[AggregatedPair]:
+    """``aggregate`` over the train comparisons of the project's rounds ``numbers``."""
+    options = _options(settings, rounds=numbers, kinds=[Comparison.Kind.TRAIN])
+    return _aggregated(preference_pairs(round.project, options, tie_votes=settings.ties))
 
 
 def round_pairs(round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
     """The round's own pairs plus a replay share of earlier rounds'; returns (pairs, replayed)."""
-    own = aggregate(_train_comparisons(round.project_id, [round.number]), settings)
+    own = _train_pairs(round, settings, [round.number])
     replayed: list[AggregatedPair] = []
     wanted = math.floor(settings.replay_share * len(own) + 0.5)
     if wanted and round.number > 1:
-        earlier = aggregate(
-            _train_comparisons(round.project_id, list(range(1, round.number))), settings
-        )
+        earlier = _train_pairs(round, settings, list(range(1, round.number)))
         rng = random.Random(settings.seed * 7919 + round.number)
         replayed = rng.sample(earlier, min(wanted, len(earlier)))
     return own + replayed, len(replayed)
