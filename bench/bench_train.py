@@ -8,13 +8,25 @@ excluded for both; the median resists other processes briefly sharing the CPU); 
 prompt + chosen and prompt + rejected of every trained pair. Peak memory is the peak RSS of each
 process by the end of training.
 
+With ``--ablation`` it instead measures each of our efficiency techniques: our trainer runs once
+with everything on, then once per variant with one technique changed (prompt sharing, chunked
+completion log-probs and length bucketing off; gradient checkpointing on; two micro-batches of
+half the batch per step), each in its own process, on pairs of mixed short and long completions.
+Every variant trains the same pairs for several epochs and its rates come from the median epoch
+(an epoch holds every pair once, so it is a fair unit of work even when bucketing makes batches
+uneven). The padding fraction counts pad slots among all token slots the model is fed; "train
+RSS" is the peak RSS from the end of the first optimizer step to the end of the run (model
+loading and the reference pass excluded).
+
     python bench/bench_train.py                 # tiny and demo model, full and LoRA
     python bench/bench_train.py --model demo --lora --pairs 16 --steps 4
+    python bench/bench_train.py --ablation      # tiny model full, demo model LoRA
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,8 +50,16 @@ _TEXT = (
 WORDS = _TEXT.split(" ")
 
 
-def make_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Deterministic conversational pairs, about 170 tokens per prompt + completion."""
+# completion lengths in words for --ablation: short, medium and long pairs, mixed
+VARIED_LENGTHS = ((4, 16), (40, 80), (130, 200))
+
+
+def make_rows(n: int, seed: int = 0, varied: bool = False) -> list[dict[str, Any]]:
+    """Deterministic conversational pairs, about 170 tokens per prompt + completion.
+
+    ``varied``: each pair is short, medium or long at random (both completions in the same word
+    range; prompts 10-60 words), so that batches of unsorted pairs carry a lot of padding.
+    """
     rng = random.Random(seed)
 
     def text(lo: int, hi: int) -> str:
@@ -47,14 +67,16 @@ def make_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
     rows = []
     for _ in range(n):
+        prompt_words = (10, 60) if varied else (30, 70)
+        completion_words = rng.choice(VARIED_LENGTHS) if varied else (40, 110)
         rows.append(
             {
                 "prompt": [
                     {"role": "system", "content": "You are a concise, careful assistant."},
-                    {"role": "user", "content": text(30, 70)},
+                    {"role": "user", "content": text(*prompt_words)},
                 ],
-                "chosen": [{"role": "assistant", "content": text(40, 110)}],
-                "rejected": [{"role": "assistant", "content": text(40, 110)}],
+                "chosen": [{"role": "assistant", "content": text(*completion_words)}],
+                "rejected": [{"role": "assistant", "content": text(*completion_words)}],
             }
         )
     return rows
@@ -182,6 +204,154 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     return summarise(timer.durations, trained, tokens, peak)
 
 
+def _vm_hwm() -> int | None:
+    """Peak RSS since the last `_reset_hwm` (Linux), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def run_ablation(spec: dict[str, Any]) -> dict[str, Any]:
+    """One ablation variant of our trainer: rates of the median epoch, padding, peaks."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.core import DPOConfig, train_dpo
+    from training.core.data import make_batches, pair_from_row, tokenize_pairs
+    from training.core.logprobs import build_batch
+    from training.core.trainer import _pad_id
+
+    torch.set_num_threads(spec["threads"])
+    pairs = [pair_from_row(r) for r in make_rows(spec["pairs"], varied=True)]
+    epochs = spec["epochs"]
+    config = DPOConfig(
+        lora=spec["lora"],
+        learning_rate=spec["lr"],
+        lora_learning_rate=spec["lr"],
+        batch_size=spec["batch_size"],
+        max_length=spec["max_length"],
+        max_prompt_length=spec["max_length"],
+        epochs=epochs,
+        heldout_fraction=0.0,
+        warmup_ratio=0.0,
+        device="cpu",
+        **spec["ours"],
+    )
+    # The batches the trainer will build (same tokenization, seeds and bucketing), for padding.
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    tokenized = tokenize_pairs(tokenizer, pairs, config.max_length, config.max_prompt_length)
+    real = slots = 0
+    for epoch in range(epochs):
+        for group in make_batches(
+            tokenized,
+            config.batch_size,
+            bucket=config.length_bucketing,
+            shuffle=True,
+            seed=config.seed + epoch,
+        ):
+            batch = build_batch(group, _pad_id(tokenizer), config.share_prompt)
+            real += batch.num_tokens
+            slots += batch.input_ids.numel()
+
+    before_reset: list[int] = []
+
+    def progress(step: int, total: int, loss: float, eta: float | None) -> None:
+        if step == 1:
+            before_reset.append(peak_rss())  # the reset below also resets ru_maxrss
+            _reset_hwm()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_dpo(pairs, spec["model_dir"], Path(tmp) / "v", config, progress=progress)
+        train_peak = _vm_hwm()
+    per_epoch = [0.0] * epochs
+    for h in result.history:
+        per_epoch[int(h["epoch"])] += h["seconds"]
+    median = statistics.median(per_epoch)
+    epoch_tokens = sum(p.pair_tokens for p in tokenized)
+    return {
+        "epochs": epochs,
+        "steps": result.steps,
+        "epoch_seconds": per_epoch,
+        "pairs_per_s": len(tokenized) / median,
+        "tokens_per_s": epoch_tokens / median,
+        "peak_rss": max([result.peak_memory_bytes, *before_reset]),
+        "train_rss": train_peak,
+        "padding": 1 - real / slots if slots else 0.0,
+    }
+
+
+ABLATIONS: list[tuple[str, dict[str, Any]]] = [
+    ("all on", {}),
+    ("share_prompt off", {"share_prompt": False}),
+    ("chunked_logprobs off", {"chunked_logprobs": False}),
+    ("length_bucketing off", {"length_bucketing": False}),
+    ("+ grad checkpointing", {"gradient_checkpointing": True}),
+    ("grad accum 2, half batch", {"grad_accum_steps": 2}),
+]
+
+
+def ablation(args: argparse.Namespace, cache: Path) -> None:
+    from training.core import resolve_demo_model
+
+    models = args.model or ["tiny", "demo"]
+    print(
+        f"ablation: batch size {args.batch_size}, max length {args.max_length}, float32, "
+        f"{args.threads} threads, mixed short/medium/long pairs, median of {args.epochs} epochs",
+        file=sys.stderr,
+    )
+    tables = []
+    for name in models:
+        model_dir = resolve_demo_model() if name == "demo" else tiny_model_dir(cache)
+        lora = args.lora if args.lora is not None else name == "demo"
+        steps = args.steps or (2 if name == "demo" else 4)
+        label = f"{name} {'LoRA' if lora else 'full'}"
+        results = []
+        for variant, overrides in ABLATIONS:
+            batch_size = args.batch_size
+            if overrides.get("grad_accum_steps"):
+                batch_size = max(1, args.batch_size // overrides["grad_accum_steps"])
+            spec = {
+                "model_dir": str(model_dir),
+                "lora": lora,
+                "pairs": args.pairs or steps * args.batch_size,
+                "batch_size": batch_size,
+                "max_length": args.max_length,
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "threads": args.threads,
+                "ours": overrides,
+            }
+            print(f"running {label}: {variant} ...", file=sys.stderr, flush=True)
+            results.append((variant, run_worker("ablation", spec)))
+        tables.append((label, spec["pairs"], results))
+    for label, n_pairs, results in tables:
+        header = (
+            f"{label + f' ({n_pairs} pairs)':<26} | {'pairs/s':>7} {'tok/s':>7} {'speed':>6} | "
+            f"{'peak RSS':>9} {'train RSS':>9} {'memory':>6} | {'padding':>7}"
+        )
+        print(header)
+        print("-" * len(header))
+        base = results[0][1]
+        for variant, r in results:
+            train = f"{r['train_rss'] / 2**20:>7.0f}MB" if r["train_rss"] else f"{'-':>9}"
+            print(
+                f"{variant:<26} | {r['pairs_per_s']:>7.3f} {r['tokens_per_s']:>7.1f} "
+                f"{r['pairs_per_s'] / base['pairs_per_s']:>5.2f}x | "
+                f"{r['peak_rss'] / 2**20:>7.0f}MB {train} "
+                f"{r['peak_rss'] / base['peak_rss']:>5.2f}x | {r['padding']:>6.1%}"
+            )
+        print()
+
+
 def summarise(durations: list[float], pairs: int, tokens: float, peak: int) -> dict[str, Any]:
     """Rates from the median step time: robust to other work briefly sharing the CPU."""
     median = statistics.median(durations)
@@ -253,15 +423,22 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None, help="pairs (default batch x steps)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=None, help="default: tiny 8, demo 4")
+    parser.add_argument("--steps", type=int, default=None, help="default: tiny 8, demo 3")
     parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="our trainer with each efficiency technique switched in turn (default models: "
+        "tiny full, demo LoRA; steps per epoch: tiny 4, demo 2)",
+    )
+    parser.add_argument("--epochs", type=int, default=3, help="--ablation: epochs per variant")
+    parser.add_argument("--worker", choices=("ours", "trl", "ablation"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        run = run_ours if args.worker == "ours" else run_trl
+        run = {"ours": run_ours, "trl": run_trl, "ablation": run_ablation}[args.worker]
         print(json.dumps(run(json.loads(args.spec))))
         return
 
@@ -270,6 +447,9 @@ def main() -> None:
 
     cache = model_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    if args.ablation:
+        ablation(args, cache)
+        return
     models = args.model or ["tiny", "demo"]
     modes = [args.lora] if args.lora is not None else [False, True]
     rows = []
@@ -280,7 +460,7 @@ def main() -> None:
     )
     for name in models:
         model_dir = resolve_demo_model() if name == "demo" else tiny_model_dir(cache)
-        steps = args.steps or (4 if name == "demo" else 8)
+        steps = args.steps or (3 if name == "demo" else 8)
         for lora in modes:
             spec = {
                 "model_dir": str(model_dir),
