@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.contrib import messages
@@ -207,59 +208,72 @@ def _int_or_none(raw: str | None) -> int | None:
         raise ServiceError(f"Not a number: {raw!r}") from None
 
 
-@login_required
-@require_POST
-def judge(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
-    post = request.POST
+def _judgment_input(post: Any) -> tuple[int, services.JudgmentInput]:
+    comparison_id = _int_or_none(post.get("comparison"))
+    if comparison_id is None:
+        raise ServiceError("The form lost its pair: reload the page.")
     try:
-        comparison_id = _int_or_none(post.get("comparison"))
-        if comparison_id is None:
-            raise ServiceError("The form lost its pair: reload the page.")
-        try:
-            client_id = uuid.UUID(post.get("client_id", ""))
-        except ValueError:
-            raise ServiceError("The form lost its id: reload the page.") from None
-        data = services.JudgmentInput(
-            choice=post.get("choice", ""),
-            client_id=client_id,
-            strength=_int_or_none(post.get("strength")),
-            rationale=post.get("rationale", ""),
-            duration_ms=_int_or_none(post.get("duration_ms")),
-        )
-        services.submit_judgment(request.user, comparison_id, data)
+        client_id = uuid.UUID(post.get("client_id", ""))
+    except ValueError:
+        raise ServiceError("The form lost its id: reload the page.") from None
+    return comparison_id, services.JudgmentInput(
+        choice=post.get("choice", ""),
+        client_id=client_id,
+        strength=_int_or_none(post.get("strength")),
+        rationale=post.get("rationale", ""),
+        duration_ms=_int_or_none(post.get("duration_ms")),
+    )
+
+
+def _queue_action(
+    request: HtmxHttpRequest, project: Project, action: Callable[[], Assignment | None]
+) -> HttpResponse:
+    """Run one queue action, then show what comes next.
+
+    ``action`` returns the assignment to show, or None for "the next one". An
+    error shows the pair the user holds with the message. Without htmx the
+    page redirects (post/redirect/get), so a reload never re-posts.
+    """
+    try:
+        shown = action()
     except ServiceError as exc:
         current = services.current_assignment(project, request.user)
         return _task_response(request, project, current, error=exc.message, status=exc.status_code)
     if not request.htmx:
         return redirect("annotate", project_id=project.pk)
+    if shown is not None:
+        return _task_response(request, project, shown, flash="Undone: judge this pair again.")
     return _task_response(request, project, services.next_assignment(project, request.user))
+
+
+@login_required
+@require_POST
+def judge(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+
+    def action() -> None:
+        comparison_id, data = _judgment_input(request.POST)
+        services.submit_judgment(request.user, comparison_id, data)
+
+    return _queue_action(request, project, action)
 
 
 @login_required
 @require_POST
 def skip(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
-    try:
+
+    def action() -> None:
         comparison_id = _int_or_none(request.POST.get("comparison"))
         services.skip(project, request.user, comparison_id or 0)
-    except ServiceError as exc:
-        current = services.current_assignment(project, request.user)
-        return _task_response(request, project, current, error=exc.message, status=exc.status_code)
-    if not request.htmx:
-        return redirect("annotate", project_id=project.pk)
-    return _task_response(request, project, services.next_assignment(project, request.user))
+
+    return _queue_action(request, project, action)
 
 
 @login_required
 @require_POST
 def undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
-    try:
-        assignment = services.undo_judgment(request.user, project=project)
-    except ServiceError as exc:
-        current = services.current_assignment(project, request.user)
-        return _task_response(request, project, current, error=exc.message, status=exc.status_code)
-    if not request.htmx:
-        return redirect("annotate", project_id=project.pk)
-    return _task_response(request, project, assignment, flash="Undone: judge this pair again.")
+    return _queue_action(
+        request, project, lambda: services.undo_judgment(request.user, project=project)
+    )
