@@ -64,7 +64,8 @@ class LoopSettings:
     # Promote only versions that pass the gate below; False promotes every trained version.
     gate: bool = True
     # The new version's held-out reward accuracy may trail the previous version's by at most
-    # this much (0 = it must be at least as good).
+    # this much beyond sampling noise (1.96 standard errors on the round's held-out pairs);
+    # 0 = it must be at least as good up to noise.
     gate_accuracy_tolerance: float = 0.0
     # Largest allowed fall of the held-out chosen log-prob, as a fraction of its magnitude
     # (0.5: from -40 to below -60 nats is a collapse).

@@ -17,8 +17,11 @@ DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "annotate" / "demo" / "prom
 # Small enough for two CPU cores: short completions, a LoRA adapter, a few epochs.
 DEMO_LOOP = {
     "prompts_per_round": 24,
-    "k": 2,
-    "max_new_tokens": 40,
+    # Four samples give a prompt's pairs a better chance that one reply ends on
+    # its own, which is what the "shorter" rule can teach.
+    "k": 4,
+    "pairs_per_prompt": 2,
+    "max_new_tokens": 48,
     "temperature": 0.9,
     "eval_share": 0.0,
     "eval_holdout": 0.0,
@@ -37,14 +40,12 @@ DEMO_LOOP = {
 @pytest.mark.slow
 @pytest.mark.demo_model
 def test_it_makes_the_demo_model_prefer_shorter_answers(db: Any, var_dir: Path) -> None:
-    from training.core import ModelLoadError, resolve_demo_model
+    from training.core import resolve_demo_model
 
-    try:
-        resolve_demo_model()
-    except ModelLoadError as exc:
-        pytest.skip(str(exc))
+    resolve_demo_model()
     project = ProjectFactory(name="Demo loop", base_model="demo", loop_settings=DEMO_LOOP)
     rows = [json.loads(line) for line in DEMO_PROMPTS.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if "prompt" in row]
     for i, row in enumerate(rows[:58]):
         Prompt.objects.create(
             project=project,

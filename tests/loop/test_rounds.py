@@ -164,3 +164,21 @@ def test_it_rolls_back_to_an_older_version(loop_project: Any) -> None:
     assert services.serving_version(loop_project) == base
     assert ModelVersion.objects.get(number=1, project=loop_project).state == "retired"
     assert not services.promote(base)
+
+
+def test_it_does_not_reject_a_drop_within_sampling_noise() -> None:
+    from training.loop_settings import LoopSettings
+    from training.services.rounds import gate_check
+
+    version = ModelVersion(
+        metrics={
+            "num_heldout_pairs": 7,
+            "heldout_before": {"reward_accuracy": 0.71, "chosen_logp": -40.0},
+            "heldout_after": {"reward_accuracy": 0.43, "chosen_logp": -41.0},
+        }
+    )
+    assert gate_check(version, LoopSettings())["passed"] is True
+    version.metrics["num_heldout_pairs"] = 400
+    result = gate_check(version, LoopSettings())
+    assert result["passed"] is False
+    assert "fell from 0.71 to 0.43" in result["reasons"][0]
