@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,25 +118,28 @@ def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, weight=float(weight))
 
 
-def read_pairs(path: str | Path) -> list[PreferencePair]:
-    """Read preference pairs from a JSONL file (blank lines skipped)."""
-    path = Path(path)
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """Yield ("<path>, line n", parsed row) for each non-blank line, reading as it goes."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}, line {number}"
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text") from exc
-    pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
-        pairs.append(pair_from_row(row, where))
+
+
+def read_pairs(path: str | Path) -> list[PreferencePair]:
+    """Read preference pairs from a JSONL file (blank lines skipped)."""
+    path = Path(path)
+    pairs = [pair_from_row(row, where) for where, row in _jsonl_rows(path)]
     if not pairs:
         raise DataError(f"{path}: no preference pairs")
     return pairs
@@ -146,19 +149,8 @@ def read_prompts(path: str | Path) -> list[list[Message]]:
     """Read prompts from JSONL: each row a message list, or an object with a ``prompt`` (or
     ``messages``) field holding a message list or a string (taken as one user message)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     prompts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
+    for where, row in _jsonl_rows(path):
         if isinstance(row, dict):
             key = "prompt" if "prompt" in row else "messages" if "messages" in row else None
             if key is None:
