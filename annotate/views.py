@@ -173,10 +173,12 @@ def _task_response(
         "error": error,
         "flash": flash,
         "strengths": Judgment.Strength.choices,
-        "instructions_html": render_markdown(project.instructions),
     }
-    template = "annotate/annotate.html#task" if request.htmx else "annotate/annotate.html"
-    return render(request, template, context, status=status)
+    if request.htmx:
+        # Only the task swaps in; the instructions around it are already on the page.
+        return render(request, "annotate/annotate.html#task", context, status=status)
+    context["instructions_html"] = render_markdown(project.instructions)
+    return render(request, "annotate/annotate.html", context, status=status)
 
 
 def _task_view(assignment: Assignment) -> dict[str, Any]:

@@ -484,18 +484,39 @@ def begin_training(round: Round, *, dispatch: bool = True) -> TrainingRun:
             raise InvalidInput(
                 f"Round {locked.number} has no judged pair with a majority yet: nothing to train."
             )
-        run = TrainingRun.objects.create(
-            round=locked,
+        run = _open_training_run(
+            locked,
+            ls,
             attempt=1,
             version_number=_next_version_number(locked.project),
-            config=dpo_config_dict(ls),
             num_pairs=len(pairs),
+            dispatch=dispatch,
         )
-        locked.state = Round.State.TRAINING
-        locked.error = ""
-        locked.save(update_fields=["state", "error", "updated_at"])
-        if dispatch:
-            _dispatch_training(run.pk)
+    return run
+
+
+def _open_training_run(
+    locked: Round,
+    ls: LoopSettings,
+    *,
+    attempt: int,
+    version_number: int,
+    num_pairs: int,
+    dispatch: bool,
+) -> TrainingRun:
+    """Record a training attempt, move the (locked) round to training, queue the task."""
+    run = TrainingRun.objects.create(
+        round=locked,
+        attempt=attempt,
+        version_number=version_number,
+        config=dpo_config_dict(ls),
+        num_pairs=num_pairs,
+    )
+    locked.state = Round.State.TRAINING
+    locked.error = ""
+    locked.save(update_fields=["state", "error", "updated_at"])
+    if dispatch:
+        _dispatch_training(run.pk)
     return run
 
 
@@ -531,18 +552,14 @@ def retry(round: Round, *, dispatch: bool = True) -> Round:
             return locked
         ls = LoopSettings.from_dict(locked.settings)
         pairs, _ = round_pairs(locked, ls)
-        new_run = TrainingRun.objects.create(
-            round=locked,
+        _open_training_run(
+            locked,
+            ls,
             attempt=run.attempt + 1,
             version_number=run.version_number,
-            config=dpo_config_dict(ls),
             num_pairs=len(pairs),
+            dispatch=dispatch,
         )
-        locked.state = Round.State.TRAINING
-        locked.error = ""
-        locked.save(update_fields=["state", "error", "updated_at"])
-        if dispatch:
-            _dispatch_training(new_run.pk)
     return locked
 
 
