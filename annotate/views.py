@@ -9,13 +9,14 @@ from typing import Any, cast
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from . import services
-from .errors import NotAllowed, NotFound, ServiceError
+from .access import project_for
+from .errors import ServiceError
 from .forms import ImportForm, MemberForm, ProjectForm
 from .importing import import_jsonl
 from .markdown import render_markdown
@@ -24,15 +25,6 @@ from .models import Assignment, Judgment, Membership, Project
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
-
-
-def _project(request: HttpRequest, project_id: int, *, lead: bool = False) -> Project:
-    try:
-        return services.get_project(request.user, project_id, lead=lead)
-    except NotFound:
-        raise Http404("No such project.") from None
-    except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from None
 
 
 @login_required
@@ -54,7 +46,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def project_new(request: HttpRequest) -> HttpResponse:
     if not services.can_create_projects(request.user):
-        return render(request, "annotate/forbidden.html", status=403)
+        raise PermissionDenied("Your account cannot create projects. Ask an administrator.")
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = services.create_project(request.user, **form.cleaned_data)
@@ -68,7 +60,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
     role = project.role_of(request.user)
     context: dict[str, Any] = {
         "project": project,
@@ -91,7 +83,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, lead=True)
+    project = project_for(request, project_id, lead=True)
     form = ProjectForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
@@ -103,7 +95,7 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, lead=True)
+    project = project_for(request, project_id, lead=True)
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
@@ -122,7 +114,7 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, lead=True)
+    project = project_for(request, project_id, lead=True)
     form = ImportForm(request.POST, request.FILES)
     if not form.is_valid():
         for error in form.non_field_errors() + [e for errs in form.errors.values() for e in errs]:
@@ -142,7 +134,7 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def instructions(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
     return render(
         request,
         "annotate/instructions.html",
@@ -197,7 +189,7 @@ def _task_view(assignment: Assignment) -> dict[str, Any]:
 @login_required
 @require_GET
 def annotate(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
     return _task_response(request, project, services.next_assignment(project, request.user))
 
 
@@ -251,7 +243,7 @@ def _queue_action(
 @login_required
 @require_POST
 def judge(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
 
     def action() -> None:
         comparison_id, data = _judgment_input(request.POST)
@@ -263,7 +255,7 @@ def judge(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def skip(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
 
     def action() -> None:
         comparison_id = _int_or_none(request.POST.get("comparison"))
@@ -275,7 +267,7 @@ def skip(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id)
+    project = project_for(request, project_id)
     return _queue_action(
         request, project, lambda: services.undo_judgment(request.user, project=project)
     )

@@ -11,7 +11,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import services
+from .access import project_for
 from .api.datasets import export_response
 from .datasets import jobs
 from .datasets.formats import ImportOptions
@@ -20,13 +20,6 @@ from .datasets.imports import import_file
 from .datasets.pairs import PairOptions
 from .errors import NotFound, ServiceError
 from .models import DatasetJob, Project
-
-
-def _lead_project(request: HttpRequest, project_id: int) -> Project:
-    try:
-        return services.get_project(request.user, project_id, lead=True)
-    except NotFound:
-        raise Http404("No such project.") from None
 
 
 def _page(
@@ -53,20 +46,14 @@ def _page(
 @login_required
 @require_GET
 def datasets(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except ServiceError:
-        return render(request, "annotate/forbidden.html", status=403)
+    project = project_for(request, project_id, lead=True)
     return _page(request, project)
 
 
 @login_required
 @require_POST
 def dataset_import(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except ServiceError:
-        return render(request, "annotate/forbidden.html", status=403)
+    project = project_for(request, project_id, lead=True)
     form = DatasetImportForm(request.POST, request.FILES)
     if not form.is_valid():
         for errors in form.errors.values():
@@ -103,10 +90,7 @@ def dataset_import(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def dataset_export(request: HttpRequest, project_id: int) -> HttpResponseBase:
     """GET streams the export named by the query; POST does the same, or starts a job."""
-    try:
-        project = _lead_project(request, project_id)
-    except ServiceError:
-        return render(request, "annotate/forbidden.html", status=403)
+    project = project_for(request, project_id, lead=True)
     data = request.POST if request.method == "POST" else request.GET
     form = DatasetExportForm(data)
     if not form.is_valid():
@@ -129,13 +113,11 @@ def dataset_export(request: HttpRequest, project_id: int) -> HttpResponseBase:
 @login_required
 @require_GET
 def dataset_job(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    project = project_for(request, project_id, lead=True)
     try:
-        project = _lead_project(request, project_id)
         job = jobs.get_job(project, job_id)
     except NotFound:
         raise Http404("No such job.") from None
-    except ServiceError:
-        return render(request, "annotate/forbidden.html", status=403)
     done, total = jobs.job_progress(job)
     context = {
         "project": project,
@@ -153,8 +135,8 @@ def dataset_job(request: HttpRequest, project_id: int, job_id: int) -> HttpRespo
 @login_required
 @require_GET
 def dataset_job_download(request: HttpRequest, project_id: int, job_id: int) -> FileResponse:
+    project = project_for(request, project_id, lead=True)
     try:
-        project = _lead_project(request, project_id)
         job = jobs.get_job(project, job_id)
         path = jobs.result_file(job)
     except ServiceError:

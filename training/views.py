@@ -17,29 +17,17 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotate import services as annotate_services
-from annotate.errors import NotAllowed, NotFound, ServiceError
+from annotate.access import project_for
+from annotate.errors import ServiceError
 from annotate.models import Project
 
 from . import services
 from .loop_settings import LoopSettings, validate_base_model
 from .models import ModelVersion, Round, TrainingRun
-
-
-def _lead_project(request: HttpRequest, project_id: int) -> Project:
-    try:
-        return annotate_services.get_project(request.user, project_id, lead=True)
-    except NotFound:
-        raise Http404("No such project.") from None
-
-
-def _forbidden(request: HttpRequest) -> HttpResponse:
-    return render(request, "annotate/forbidden.html", status=403)
-
 
 # --- Plots ---------------------------------------------------------------------------------
 
@@ -216,10 +204,7 @@ def _status_context(project: Project) -> dict[str, Any]:
 @login_required
 @require_GET
 def loop(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except NotAllowed:
-        return _forbidden(request)
+    project = project_for(request, project_id, lead=True)
     context = _status_context(project)
     ls = services.loop_settings(project)
     context.update(
@@ -238,10 +223,7 @@ def loop(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def loop_status(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except NotAllowed:
-        return _forbidden(request)
+    project = project_for(request, project_id, lead=True)
     context = _status_context(project)
     if not getattr(request, "htmx", False):
         return redirect("loop", project_id=project.pk)
@@ -249,11 +231,9 @@ def loop_status(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _act(request: HttpRequest, project_id: int, action: Any, done: str) -> HttpResponse:
+    project = project_for(request, project_id, lead=True)
     try:
-        project = _lead_project(request, project_id)
         action(project)
-    except NotAllowed:
-        return _forbidden(request)
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
@@ -303,10 +283,7 @@ def version_promote(request: HttpRequest, project_id: int, version_id: int) -> H
 @login_required
 @require_POST
 def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except NotAllowed:
-        return _forbidden(request)
+    project = project_for(request, project_id, lead=True)
     base_model = request.POST.get("base_model", project.base_model).strip()
     try:
         data = json.loads(request.POST.get("loop_settings") or "{}")
@@ -352,10 +329,7 @@ def _ask_server(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
 
 @login_required
 def playground(request: HttpRequest, project_id: int) -> HttpResponse:
-    try:
-        project = _lead_project(request, project_id)
-    except NotAllowed:
-        return _forbidden(request)
+    project = project_for(request, project_id, lead=True)
     versions = list(ModelVersion.objects.filter(project=project).order_by("-number"))
     labels = {str(v.number): v for v in versions}
     serving = services.serving_version(project)
