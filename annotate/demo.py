@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import transaction
 
+from .extensions import clean_contributed, write_contributed
 from .importing import ImportReport, import_jsonl
 from .models import Membership, Project
 
@@ -81,11 +82,16 @@ def seed_demo() -> tuple[Project, ImportReport | None]:
             "show_strength": True,
             "rationale": Project.Rationale.OPTIONAL,
             "license": "CC-BY-4.0",
-            "base_model": "demo",
-            "loop_settings": DEMO_LOOP_SETTINGS,
             "created_by": lead,
         },
     )
+    if created:
+        # The loop's fields belong to the training app; they are set through the same
+        # extension point the project API uses.
+        write_contributed(
+            project,
+            clean_contributed({"base_model": "demo", "loop_settings": DEMO_LOOP_SETTINGS}),
+        )
     for demo in DEMO_USERS:
         Membership.objects.get_or_create(
             project=project, user=users[demo.username], defaults={"role": demo.role}

@@ -57,11 +57,6 @@ class Project(models.Model):
     )
     rationale = models.CharField(max_length=10, choices=Rationale.choices, default=Rationale.OFF)
     license = models.CharField(max_length=100, blank=True)
-    # What the project's policy starts from: a local directory, a GGUF file, a
-    # hub id, or "demo" (the bundled model). The annotation app only stores it.
-    base_model = models.CharField(max_length=500, default="demo", blank=True)
-    # Round settings for the online-DPO loop, validated by the training app.
-    loop_settings = models.JSONField(default=dict, blank=True)
     # Salt for the pseudonymous annotator ids written into exports.
     export_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_by = models.ForeignKey(

@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
+from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
 
 User = AbstractBaseUser | AnonymousUser
@@ -70,11 +71,20 @@ def can_create_projects(user: Any) -> bool:
 
 @transaction.atomic
 def create_project(user: Any, **fields: Any) -> Project:
+    """A new project led by ``user``; ``fields`` may include fields other apps contribute.
+
+    Raises:
+        NotAllowed: the user may not create projects.
+        django.core.exceptions.ValidationError: a field is invalid (nothing is written).
+    """
     if not can_create_projects(user):
         raise NotAllowed("You are not allowed to create projects.")
-    project = Project(created_by=user, **fields)
+    own, contributed = split_contributed(fields)
+    project = Project(created_by=user, **own)
     project.full_clean(exclude=["slug"])
+    cleaned = clean_contributed(contributed)
     project.save()
+    write_contributed(project, cleaned)
     Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
     return project
 
@@ -330,6 +340,7 @@ def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgmen
     assignment.status = Assignment.Status.DONE
     assignment.save(update_fields=["status"])
     Comparison.objects.filter(pk=comparison.pk).update(judgment_count=F("judgment_count") + 1)
+    judgment_recorded.send(sender=Judgment, judgment=judgment)
     return judgment, True
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import factory
 from django.contrib.auth import get_user_model
 
+from annotate.extensions import clean_contributed, split_contributed, write_contributed
 from annotate.models import Comparison, Completion, Membership, Project, Prompt
 
 
@@ -30,6 +33,15 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Project {n}")
     instructions = "Pick the **better** reply."
     overlap = 1
+
+    @classmethod
+    def _create(cls, model_class: type[Project], *args: Any, **kwargs: Any) -> Project:
+        # base_model and loop_settings are contributed by the training app: they are stored
+        # through annotate.extensions, like the API does, not as columns of the project.
+        own, contributed = split_contributed(kwargs)
+        project = super()._create(model_class, *args, **own)
+        write_contributed(project, clean_contributed(contributed))
+        return project
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models import Field
 
 
 class TrainingConfig(AppConfig):
@@ -14,24 +12,42 @@ class TrainingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_save
+        from annotate.extensions import ProjectField, judgment_recorded, register_project_field
+        from annotate.models import Judgment
 
-        from annotate.models import Judgment, Project
+        from .loop_settings import clean_base_model, clean_loop_settings
+        from .models import ProjectLoop
+        from .services import on_judgment_recorded
 
-        from .loop_settings import validate_base_model, validate_loop_settings
-        from .services import on_judgment_saved
+        def write_base_model(project: Any, value: str) -> None:
+            ProjectLoop.store(project, base_model=value)
 
-        # The annotation app stores these two fields without knowing their schema; the
-        # validators make the API's PATCH and model forms reject bad values with a field error.
-        validators: list[tuple[str, Callable[[Any], Any]]] = [
-            ("loop_settings", validate_loop_settings),
-            ("base_model", validate_base_model),
-        ]
-        for name, validator in validators:
-            field = Project._meta.get_field(name)
-            assert isinstance(field, Field)
-            if validator not in field.validators:
-                field.validators.append(validator)
-        post_save.connect(
-            on_judgment_saved, sender=Judgment, dispatch_uid="training-judgment-saved"
+        def write_settings(project: Any, value: dict[str, Any]) -> None:
+            ProjectLoop.store(project, settings=value)
+
+        register_project_field(
+            ProjectField(
+                name="base_model",
+                read=lambda project: ProjectLoop.of(project).base_model,
+                clean=clean_base_model,
+                write=write_base_model,
+                schema={"type": "string", "maxLength": 500},
+                help_text=(
+                    'What the policy starts from: "demo", a model directory, a .gguf file '
+                    "or a hub id."
+                ),
+            )
+        )
+        register_project_field(
+            ProjectField(
+                name="loop_settings",
+                read=lambda project: ProjectLoop.of(project).settings,
+                clean=clean_loop_settings,
+                write=write_settings,
+                schema={"type": "object", "additionalProperties": True},
+                help_text="Round settings of the online-DPO loop; keys left out take defaults.",
+            )
+        )
+        judgment_recorded.connect(
+            on_judgment_recorded, sender=Judgment, dispatch_uid="training-judgment-recorded"
         )

@@ -1,6 +1,6 @@
 """A project's round settings for the online-DPO loop, and their validation.
 
-Stored as JSON in ``Project.loop_settings``; missing keys take the defaults below. This module
+Stored as JSON in ``ProjectLoop.settings``; missing keys take the defaults below. This module
 must stay light (no torch, no training core package import), because the web process validates
 settings on every PATCH of a project.
 """
@@ -171,6 +171,21 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
     if "dpo" in out:
         out["dpo"] = validate_dpo(out["dpo"])
     return out
+
+
+def clean_loop_settings(data: Any) -> dict[str, Any]:
+    """Loop settings as a lead wrote them, once they validate (stored as given)."""
+    validate_loop_settings(data)
+    return dict(data)
+
+
+def clean_base_model(spec: Any) -> str:
+    """A base model spec once it validates; see :func:`validate_base_model`."""
+    if isinstance(spec, str) and len(spec) > 500:
+        raise ValidationError("base_model: must be at most 500 characters")
+    validate_base_model(spec)
+    text: str = spec
+    return text
 
 
 def validate_base_model(spec: Any) -> None:

@@ -18,6 +18,38 @@ from django.utils import timezone
 from annotate.models import Project
 
 
+class ProjectLoop(models.Model):
+    """A project's loop configuration: what its policy starts from and how rounds run.
+
+    Owned by the training app, one row per project; the annotation app exposes both fields on
+    the project's API through ``annotate.extensions`` (registered in ``TrainingConfig.ready``).
+    A project without a row has the defaults: reading never writes.
+    """
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, primary_key=True, related_name="loop"
+    )
+    # What the project's policy starts from: a local directory, a GGUF file, a hub id, or
+    # "demo" (the bundled model).
+    base_model = models.CharField(max_length=500, default="demo", blank=True)
+    # Round settings as the lead wrote them; keys left out take LoopSettings' defaults.
+    settings = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"loop of {self.project}"
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectLoop:
+        """The project's row, or an unsaved one holding the defaults."""
+        return cls.objects.filter(project=project).first() or cls(project=project)
+
+    @classmethod
+    def store(cls, project: Project, **values: Any) -> ProjectLoop:
+        """Write ``base_model`` and/or ``settings``; the caller owns the transaction."""
+        row, _ = cls.objects.update_or_create(project=project, defaults=values)
+        return row
+
+
 class ModelVersion(models.Model):
     """One policy of a project: v0 is the base model, v(n+1) is trained by DPO from v(n)."""
 

@@ -27,7 +27,7 @@ from annotate.models import Project
 
 from . import services
 from .loop_settings import LoopSettings, validate_base_model
-from .models import ModelVersion, Round, TrainingRun
+from .models import ModelVersion, ProjectLoop, Round, TrainingRun
 
 # --- Plots ---------------------------------------------------------------------------------
 
@@ -207,12 +207,14 @@ def loop(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
     context = _status_context(project)
     ls = services.loop_settings(project)
+    loop_row = ProjectLoop.of(project)
     context.update(
         rounds=Round.objects.filter(project=project)
         .select_related("policy", "new_version")
         .order_by("-number"),
         versions=ModelVersion.objects.filter(project=project).order_by("-number"),
-        settings_json=json.dumps(project.loop_settings or {}, indent=2),
+        base_model=loop_row.base_model,
+        settings_json=json.dumps(loop_row.settings or {}, indent=2),
         defaults_json=json.dumps(LoopSettings().to_dict(), indent=2),
         trigger=ls.trigger,
         serve_port=settings.PREFLOOP_SERVE_PORT,
@@ -284,7 +286,7 @@ def version_promote(request: HttpRequest, project_id: int, version_id: int) -> H
 @require_POST
 def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
-    base_model = request.POST.get("base_model", project.base_model).strip()
+    base_model = request.POST.get("base_model", ProjectLoop.of(project).base_model).strip()
     try:
         data = json.loads(request.POST.get("loop_settings") or "{}")
         validate_base_model(base_model)
@@ -295,9 +297,7 @@ def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, "; ".join(exc.messages))
     else:
         with transaction.atomic():
-            project.base_model = base_model
-            project.loop_settings = data
-            project.save(update_fields=["base_model", "loop_settings"])
+            ProjectLoop.store(project, base_model=base_model, settings=data)
         messages.success(request, "Loop settings saved; they apply from the next round.")
     return redirect("loop", project_id=project.pk)
 

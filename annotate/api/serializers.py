@@ -2,10 +2,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import set_override
 from rest_framework import serializers
 
+from annotate.extensions import (
+    ProjectField,
+    project_fields,
+    split_contributed,
+    write_contributed,
+)
 from annotate.models import Judgment, Membership, Project
 from annotate.services import SHOWN_CHOICES
+
+
+class ContributedField(serializers.Field):
+    """A project field that another app owns (see ``annotate.extensions``).
+
+    It reads the whole project (``source="*"``) and hands its owner the raw value to clean;
+    the cleaned value lands in ``validated_data`` under the field's name.
+    """
+
+    def __init__(self, spec: ProjectField) -> None:
+        self.spec = spec
+        super().__init__(source="*", required=False, help_text=spec.help_text or None)
+        set_override(self, "field", dict(spec.schema))
+
+    def to_representation(self, value: Project) -> Any:
+        return self.spec.read(value)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        try:
+            return {self.spec.name: self.spec.clean(data)}
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -24,12 +54,22 @@ class ProjectSerializer(serializers.ModelSerializer):
             "lease_seconds",
             "undo_seconds",
             "license",
-            "base_model",
-            "loop_settings",
             "created_at",
             "role",
         ]
         read_only_fields = ["id", "slug", "created_at", "role"]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for spec in project_fields():
+            fields[spec.name] = ContributedField(spec)
+        return fields
+
+    def update(self, instance: Project, validated_data: dict[str, Any]) -> Project:
+        own, contributed = split_contributed(validated_data)
+        project = super().update(instance, own)
+        write_contributed(project, contributed)
+        return project
 
     def get_role(self, project: Project) -> str | None:
         request = self.context.get("request")

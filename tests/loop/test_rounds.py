@@ -9,7 +9,7 @@ import pytest
 from annotate.errors import Conflict
 from annotate.models import Comparison, Completion, Judgment
 from training import services
-from training.models import ModelVersion, Round, TrainingRun
+from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 
 
 def _run_round(project: Any, rule: str = "shorter") -> Round:
@@ -102,8 +102,9 @@ def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
 ) -> None:
     import training.core
 
-    loop_project.loop_settings = {**loop_project.loop_settings, "gate": True}
-    loop_project.save()
+    ProjectLoop.store(
+        loop_project, settings={**ProjectLoop.of(loop_project).settings, "gate": True}
+    )
     real_train = training.core.train_dpo
 
     def worse(*args: Any, **kwargs: Any) -> Any:

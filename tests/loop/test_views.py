@@ -10,7 +10,7 @@ from annotate.models import Membership, Project
 from tests.conftest import api_for
 from tests.factories import MembershipFactory, UserFactory
 from training import services
-from training.models import Round
+from training.models import ProjectLoop, Round
 
 from .test_rounds import _run_round
 
@@ -84,20 +84,17 @@ def test_it_validates_loop_settings_on_patch(loop_project: Project) -> None:
         url, {"loop_settings": {"k": 3, "trigger": "manual"}, "base_model": "demo"}, format="json"
     )
     assert good.status_code == 200, good.json()
-    loop_project.refresh_from_db()
-    assert loop_project.loop_settings == {"k": 3, "trigger": "manual"}
-    assert loop_project.base_model == "demo"
+    assert ProjectLoop.of(loop_project).settings == {"k": 3, "trigger": "manual"}
+    assert ProjectLoop.of(loop_project).base_model == "demo"
 
 
 def test_it_saves_settings_from_the_page(loop_project: Project) -> None:
     client = _client(_lead(loop_project))
     url = f"/projects/{loop_project.pk}/loop/settings/"
     client.post(url, {"base_model": "demo", "loop_settings": '{"trigger": "sometimes"}'})
-    loop_project.refresh_from_db()
-    assert loop_project.base_model != "demo"
+    assert ProjectLoop.of(loop_project).base_model != "demo"
     client.post(url, {"base_model": "demo", "loop_settings": '{"trigger": "manual"}'})
-    loop_project.refresh_from_db()
-    assert loop_project.loop_settings == {"trigger": "manual"}
+    assert ProjectLoop.of(loop_project).settings == {"trigger": "manual"}
 
 
 def test_it_lists_rounds_through_the_api(loop_project: Project) -> None:

@@ -23,7 +23,7 @@ from django.db import connection
 
 from annotate.models import Comparison, Judgment, Project
 from training import services
-from training.models import ModelVersion, Round, TrainingRun
+from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 
 from .conftest import make_loop_project
 
@@ -141,10 +141,9 @@ def test_it_survives_a_worker_killed_during_training(
     worker: Worker, worker_project: Project
 ) -> None:
     # many epochs, so that training is still running when the worker is killed
-    slow = {**worker_project.loop_settings, "auto_next_round": False}
+    slow = {**ProjectLoop.of(worker_project).settings, "auto_next_round": False}
     slow["dpo"] = {**slow["dpo"], "epochs": 400}
-    worker_project.loop_settings = slow
-    worker_project.save(update_fields=["loop_settings"])
+    ProjectLoop.store(worker_project, settings=slow)
     worker.start()
     round = services.start_round(worker_project)
     _wait("sampling", lambda: _state(round.pk) == Round.State.COLLECTING, worker)

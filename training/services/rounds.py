@@ -31,7 +31,7 @@ from annotate.errors import Conflict, InvalidInput, NotFound
 from annotate.models import Comparison, Completion, Judgment, Project, Prompt
 
 from ..loop_settings import LoopSettings
-from ..models import ModelVersion, Round, TrainingRun
+from ..models import ModelVersion, ProjectLoop, Round, TrainingRun
 from .pairs import round_pairs
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,12 @@ def without_auto_dispatch() -> Iterator[None]:
 
 
 def loop_settings(project: Project) -> LoopSettings:
-    return LoopSettings.from_dict(project.loop_settings)
+    return LoopSettings.from_dict(ProjectLoop.of(project).settings)
+
+
+def base_model_of(project: Project) -> str:
+    """The spec the project's base version loads ("demo" when none is set)."""
+    return ProjectLoop.of(project).base_model or "demo"
 
 
 def dpo_config_dict(ls: LoopSettings) -> dict[str, Any]:
@@ -80,7 +85,7 @@ def base_version(project: Project) -> ModelVersion:
             return ModelVersion.objects.create(
                 project=project,
                 number=0,
-                spec=project.base_model or "demo",
+                spec=base_model_of(project),
                 state=ModelVersion.State.SERVING,
                 promoted_at=timezone.now(),
             )
@@ -150,9 +155,9 @@ def start_round(project: Project, *, dispatch: bool = True) -> Round:
         ls = loop_settings(project)
         base = base_version(project)
         rounds = Round.objects.filter(project=project)
-        if not rounds.exists() and base.spec != (project.base_model or "demo"):
+        if not rounds.exists() and base.spec != (base_model_of(project)):
             # the base may change until the first round uses it
-            base.spec = project.base_model or "demo"
+            base.spec = base_model_of(project)
             base.save(update_fields=["spec"])
         policy = serving_version(project)
         number = (rounds.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -431,11 +436,12 @@ def check_triggers() -> int:
     return sum(check_trigger(round_id) for round_id in list(ids))
 
 
-def on_judgment_saved(sender: Any, instance: Judgment, created: bool, **kwargs: Any) -> None:
-    """After a judgment commits, see whether its round's trigger fired."""
-    if not created or not _auto_dispatch.get():
+def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
+    """Receiver of ``annotate.extensions.judgment_recorded``: after the judgment commits, see
+    whether its round's trigger fired."""
+    if not _auto_dispatch.get():
         return
-    comparison_id = instance.comparison_id
+    comparison_id = judgment.comparison_id
 
     def check() -> None:
         row = Comparison.objects.filter(pk=comparison_id).values_list("round", "project_id").first()
