@@ -20,6 +20,7 @@ setup-test:
 lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo
 
 typecheck: setup-test
 	$(VENV)/bin/mypy annotate training
