@@ -7,8 +7,6 @@ status partial while a round is open; the plots come from ``training.plots``.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +26,7 @@ from . import services
 from .loop_settings import LoopSettings, validate_base_model
 from .models import ModelVersion, Round
 from .plots import loop_plots
+from .serving_client import ask_model_server
 
 # --- Pages ---------------------------------------------------------------------------------
 
@@ -151,31 +150,6 @@ def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     return redirect("loop", project_id=project.pk)
 
 
-def _ask_server(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
-    """One chat completion from the `serve_model` process (the web process loads no model)."""
-    body = json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0.7,
-            "seed": 0,
-        }
-    ).encode()
-    url = f"http://127.0.0.1:{settings.PREFLOOP_SERVE_PORT}/v1/chat/completions"
-    request = urllib.request.Request(  # noqa: S310 - a fixed local http URL
-        url, data=body, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
-            data = json.loads(response.read())
-        return {"text": data["choices"][0]["message"]["content"], "error": None}
-    except urllib.error.HTTPError as exc:
-        return {"text": "", "error": f"{exc.code}: {exc.read().decode(errors='replace')[:300]}"}
-    except (OSError, ValueError, KeyError) as exc:
-        return {"text": "", "error": f"the model server is not reachable at {url}: {exc}"}
-
-
 @login_required
 def playground(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
@@ -195,7 +169,10 @@ def playground(request: HttpRequest, project_id: int) -> HttpResponse:
             except ValueError:
                 max_tokens = 128
             results = [
-                {"version": labels[n], **_ask_server(f"{project.slug}:v{n}", prompt, max_tokens)}
+                {
+                    "version": labels[n],
+                    **ask_model_server(f"{project.slug}:v{n}", prompt, max_tokens),
+                }
                 for n in (left, right)
             ]
     context = {
