@@ -12,8 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -23,9 +21,10 @@ from annotate.errors import ServiceError
 from annotate.models import Project
 
 from . import services
-from .loop_settings import LoopSettings, validate_base_model
+from .loop_settings import LoopSettings
 from .models import ModelVersion, Round
 from .plots import loop_plots
+from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 
 # --- Pages ---------------------------------------------------------------------------------
@@ -132,20 +131,15 @@ def version_promote(request: HttpRequest, project_id: int, version_id: int) -> H
 @require_POST
 def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
-    base_model = request.POST.get("base_model", project.base_model).strip()
     try:
-        data = json.loads(request.POST.get("loop_settings") or "{}")
-        validate_base_model(base_model)
-        LoopSettings.from_dict(data)
-    except json.JSONDecodeError as exc:
-        messages.error(request, f"Loop settings are not valid JSON: {exc}")
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+        update_loop_settings(
+            project,
+            base_model=request.POST.get("base_model", project.base_model),
+            loop_settings=request.POST.get("loop_settings") or "{}",
+        )
+    except ServiceError as exc:
+        messages.error(request, exc.message)
     else:
-        with transaction.atomic():
-            project.base_model = base_model
-            project.loop_settings = data
-            project.save(update_fields=["base_model", "loop_settings"])
         messages.success(request, "Loop settings saved; they apply from the next round.")
     return redirect("loop", project_id=project.pk)
 
