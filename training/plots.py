@@ -127,13 +127,15 @@ def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str,
         ),
     ]
     win_points, bars = [], []
-    for round in Round.objects.filter(project=project).select_related("policy").order_by("number"):
-        parent_id = round.policy.parent_id
-        rate = services.eval_win_rates(round).get(parent_id) if parent_id else None
+    for loop_round in (
+        Round.objects.filter(project=project).select_related("policy").order_by("number")
+    ):
+        parent_id = loop_round.policy.parent_id
+        rate = services.eval_win_rates(loop_round).get(parent_id) if parent_id else None
         if rate is not None and rate.rate is not None:
             low, high = rate.interval() or (rate.rate, rate.rate)
-            win_points.append((round.policy.number, rate.rate))
-            bars.append({"x": round.policy.number, "y": rate.rate, "low": low, "high": high})
+            win_points.append((loop_round.policy.number, rate.rate))
+            bars.append({"x": loop_round.policy.number, "y": rate.rate, "low": low, "high": high})
     plots.append(
         Plot(
             "Human win rate of v(n) over v(n-1), 95% interval",

@@ -31,19 +31,19 @@ from .serving_client import ask_model_server
 
 
 def _status_context(project: Project) -> dict[str, Any]:
-    round = services.current_round(project)
-    run = round.latest_run() if round is not None else None
+    loop_round = services.current_round(project)
+    run = loop_round.latest_run() if loop_round is not None else None
     collecting = None
-    if round is not None and round.state == Round.State.COLLECTING:
-        collecting = services.collecting_progress(round)
+    if loop_round is not None and loop_round.state == Round.State.COLLECTING:
+        collecting = services.collecting_progress(loop_round)
     return {
         "project": project,
-        "round": round,
+        "round": loop_round,
         "run": run,
         "run_lost": run is not None and run.is_lost(),
         "collecting": collecting,
         "serving": services.serving_version(project),
-        "polling": round is not None and round.is_open,
+        "polling": loop_round is not None and loop_round.is_open,
         "plots": loop_plots(project, run),
     }
 
