@@ -1,14 +1,20 @@
 """SVG line plots of the loop's history and the live training run, drawn from stored numbers.
 
-Each plot is scaled into a fixed box here, so the template only places points and labels.
+Each plot is scaled into a fixed box here, so the template only places points and labels. The
+loop page polls its status every two seconds while a round is open; ``cached_loop_plots`` draws
+the plots again only when a number they are drawn from may have changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from annotate.models import Project
+from django.core.cache import cache
+from django.db.models import Count, Max
+
+from annotate.models import Comparison, Judgment, Project
 
 from . import services
 from .models import ModelVersion, Round, TrainingRun
@@ -162,3 +168,50 @@ def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str,
             ),
         )
     return [p.scaled() for p in plots]
+
+
+# Keys name the state a value was drawn from, so a changed state never reads an old entry;
+# the timeout only bounds how long entries nobody asks for stay.
+_CACHE_SECONDS = 600
+
+
+def _plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun | None) -> str:
+    """A key that changes whenever anything ``loop_plots`` reads may have changed.
+
+    Versions' metrics are written when they are created, the live run's losses with its step,
+    and the win rates move with the judgments on eval comparisons (an undo deletes one, hence
+    the count beside the newest id). Row ids are reused when a database is recreated, so the
+    project's creation time is part of the key too.
+    """
+    versions = ModelVersion.objects.filter(project=project, number__gt=0).aggregate(
+        n=Count("pk"), newest=Max("pk")
+    )
+    judged = Judgment.objects.filter(
+        project=project, comparison__kind=Comparison.Kind.EVAL
+    ).aggregate(n=Count("pk"), newest=Max("pk"))
+    state = (
+        project.pk,
+        project.created_at.isoformat(),
+        (loop_round.pk, loop_round.state) if loop_round is not None else None,
+        (live_run.pk, live_run.state, live_run.step, len(live_run.losses))
+        if live_run is not None
+        else None,
+        (versions["n"], versions["newest"]),
+        (judged["n"], judged["newest"]),
+    )
+    return "loop-plots:" + hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def cached_loop_plots(
+    project: Project, loop_round: Round | None, live_run: TrainingRun | None
+) -> list[dict[str, Any]]:
+    """``loop_plots``, drawn again only when the project's loop state has changed.
+
+    ``loop_round`` is the project's latest round and ``live_run`` its latest training run.
+    """
+    key = _plots_key(project, loop_round, live_run)
+    plots: list[dict[str, Any]] | None = cache.get(key)
+    if plots is None:
+        plots = loop_plots(project, live_run)
+        cache.set(key, plots, _CACHE_SECONDS)
+    return plots

@@ -23,7 +23,7 @@ from annotate.models import Project
 from . import services
 from .loop_settings import LoopSettings
 from .models import ModelVersion, Round
-from .plots import loop_plots
+from .plots import cached_loop_plots
 from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 
@@ -44,7 +44,7 @@ def _status_context(project: Project) -> dict[str, Any]:
         "collecting": collecting,
         "serving": services.serving_version(project),
         "polling": loop_round is not None and loop_round.is_open,
-        "plots": loop_plots(project, run),
+        "plots": cached_loop_plots(project, loop_round, run),
     }
 
 
