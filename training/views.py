@@ -27,8 +27,6 @@ from .plots import cached_loop_plots
 from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 
-# --- Pages ---------------------------------------------------------------------------------
-
 
 def _status_context(project: Project) -> dict[str, Any]:
     loop_round = services.current_round(project)
