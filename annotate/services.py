@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Least
@@ -87,6 +88,72 @@ def create_project(user: Any, **fields: Any) -> Project:
     write_contributed(project, cleaned)
     Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
     return project
+
+
+# What a lead may change on a project; the slug, salt and authorship stay as created.
+_EDITABLE_PROJECT_FIELDS = frozenset(
+    {
+        "name",
+        "instructions",
+        "overlap",
+        "show_strength",
+        "rationale",
+        "lease_seconds",
+        "undo_seconds",
+        "license",
+    }
+)
+
+
+@transaction.atomic
+def update_project(user: Any, project: Project, changes: dict[str, Any]) -> Project:
+    """Apply a lead's changes to the project's settings and save them.
+
+    ``changes`` maps field names to values, as a form's or serializer's validated data; the
+    model's validators check them again here, and fields other apps contribute
+    (``annotate.extensions``) are cleaned and stored by their owners in the same transaction.
+
+    Raises:
+        NotFound: the user is not a member.
+        NotAllowed: the user is a member but not a lead.
+        InvalidInput: a field cannot be changed or a value is wrong (the message names the
+            field); nothing is saved then and ``project`` keeps its values.
+    """
+    role = project.role_of(user)
+    if role is None:
+        raise NotFound("No such project.")
+    if role != Membership.Role.LEAD:
+        raise NotAllowed("Only the project's leads can do this.")
+    changes, contributed = split_contributed(changes)
+    fixed = sorted(set(changes) - _EDITABLE_PROJECT_FIELDS)
+    if fixed:
+        raise InvalidInput(f"These project fields cannot be changed: {', '.join(fixed)}.")
+    before = {name: getattr(project, name) for name in changes}
+    for name, value in changes.items():
+        setattr(project, name, value)
+    try:
+        project.full_clean(
+            exclude=[f.name for f in Project._meta.fields if f.name not in changes],
+            validate_unique=False,
+        )
+    except ValidationError as exc:
+        for name, value in before.items():
+            setattr(project, name, value)
+        raise InvalidInput(_field_messages(exc)) from None
+    try:
+        cleaned = clean_contributed(contributed)
+    except ValidationError as exc:
+        for name, value in before.items():
+            setattr(project, name, value)
+        raise InvalidInput(_field_messages(exc)) from None
+    if changes:
+        project.save(update_fields=list(changes))
+    write_contributed(project, cleaned)
+    return project
+
+
+def _field_messages(exc: ValidationError) -> str:
+    return "; ".join(f"{name}: {m}" for name, msgs in exc.message_dict.items() for m in msgs)
 
 
 @transaction.atomic

@@ -86,9 +86,13 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
     form = ProjectForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
-        form.save()
-        messages.success(request, "Settings saved.")
-        return redirect("project", project_id=project.pk)
+        try:
+            services.update_project(request.user, project, form.cleaned_data)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("project", project_id=project.pk)
     return render(request, "annotate/project_form.html", {"form": form, "project": project})
 
 

@@ -6,12 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import set_override
 from rest_framework import serializers
 
-from annotate.extensions import (
-    ProjectField,
-    project_fields,
-    split_contributed,
-    write_contributed,
-)
+from annotate.extensions import ProjectField, project_fields
 from annotate.models import Judgment, Membership, Project
 from annotate.services import SHOWN_CHOICES
 
@@ -64,12 +59,6 @@ class ProjectSerializer(serializers.ModelSerializer):
         for spec in project_fields():
             fields[spec.name] = ContributedField(spec)
         return fields
-
-    def update(self, instance: Project, validated_data: dict[str, Any]) -> Project:
-        own, contributed = split_contributed(validated_data)
-        project = super().update(instance, own)
-        write_contributed(project, contributed)
-        return project
 
     def get_role(self, project: Project) -> str | None:
         request = self.context.get("request")

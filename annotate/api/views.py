@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view
@@ -49,8 +48,7 @@ def project_detail(request: Request, project_id: int) -> Response:
             project, data=request.data, partial=True, context={"request": request}
         )
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            serializer.save()
+        services.update_project(request.user, project, dict(serializer.validated_data))
         project.refresh_from_db()
     return Response(ProjectSerializer(project, context={"request": request}).data)
 

@@ -262,6 +262,43 @@ def test_it_makes_the_creator_lead(team):
         services.create_project(team.alice, name="Nope")
 
 
+def test_it_lets_a_lead_update_a_project(team):
+    services.update_project(team.lead, team.project, {"name": "Renamed", "overlap": 2})
+    team.project.refresh_from_db()
+    assert (team.project.name, team.project.overlap) == ("Renamed", 2)
+    assert team.project.slug == "team-project"
+
+
+def test_it_keeps_project_updates_from_annotators_and_outsiders(team):
+    with pytest.raises(NotAllowed):
+        services.update_project(team.alice, team.project, {"overlap": 2})
+    with pytest.raises(NotFound):
+        services.update_project(team.outsider, team.project, {"overlap": 2})
+    team.project.refresh_from_db()
+    assert team.project.overlap == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"name": "Renamed", "overlap": 0}, "overlap"),
+        ({"name": "Renamed", "lease_seconds": 1}, "lease_seconds"),
+        ({"name": "Renamed", "rationale": "sometimes"}, "rationale"),
+        ({"name": "Renamed", "slug": "mine"}, "slug"),
+    ],
+)
+def test_it_rejects_an_invalid_project_update_and_saves_nothing(team, changes, named):
+    with pytest.raises(InvalidInput, match=named):
+        services.update_project(team.lead, team.project, changes)
+    assert team.project.name == "Team project"
+    team.project.refresh_from_db()
+    assert (team.project.name, team.project.overlap, team.project.slug) == (
+        "Team project",
+        1,
+        "team-project",
+    )
+
+
 def test_it_adds_and_changes_members(team):
     membership = services.add_member(team.project, "mallory", "annotator")
     assert membership.role == "annotator"

@@ -48,9 +48,7 @@ def test_it_creates_a_project_with_its_loop_fields(team: Team) -> None:
 def test_it_writes_nothing_when_a_loop_field_is_invalid(team: Team) -> None:
     api = api_for(team.lead)
     before = Project.objects.count()
-    r = api.post(
-        "/api/projects/", {"name": "Bad", "loop_settings": {"k": 1}}, format="json"
-    )
+    r = api.post("/api/projects/", {"name": "Bad", "loop_settings": {"k": 1}}, format="json")
     assert r.status_code == 400 and "loop_settings" in r.json()
     assert Project.objects.count() == before
     url = f"/api/projects/{team.project.pk}/"

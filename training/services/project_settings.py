@@ -1,0 +1,39 @@
+"""The lead's changes to a project's base model and loop settings, from the loop page."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotate.errors import InvalidInput
+from annotate.models import Project
+from training.loop_settings import clean_base_model, validate_loop_settings
+from training.models import ProjectLoop
+
+
+def update_loop_settings(
+    project: Project, *, base_model: str, loop_settings: str | dict[str, Any]
+) -> Project:
+    """Check and store the project's base model and loop settings; they apply from the next round.
+
+    ``loop_settings`` is the JSON object as a lead typed it, or already decoded.
+
+    Raises:
+        InvalidInput: the text is not JSON, or a value is wrong; the message names the field.
+            Nothing is written then.
+    """
+    base_model = base_model.strip()
+    try:
+        data = json.loads(loop_settings) if isinstance(loop_settings, str) else loop_settings
+        clean_base_model(base_model)
+        validate_loop_settings(data)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"Loop settings are not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(exc.messages)) from None
+    with transaction.atomic():
+        ProjectLoop.store(project, base_model=base_model, settings=data)
+    return project
