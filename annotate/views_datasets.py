@@ -17,7 +17,7 @@ from .datasets import jobs
 from .datasets.formats import ImportOptions
 from .datasets.forms import DatasetExportForm, DatasetImportForm
 from .datasets.imports import import_file
-from .datasets.pairs import PairOptions
+from .datasets.labels import PairOptions
 from .errors import NotFound, ServiceError
 from .models import DatasetJob, Project
 

@@ -24,7 +24,7 @@ from annotate import services
 from annotate.datasets import exporters, jobs
 from annotate.datasets.formats import IMPORT_FORMATS, ImportOptions
 from annotate.datasets.imports import check_size, import_file
-from annotate.datasets.pairs import AGGREGATIONS, WEIGHTS, PairOptions
+from annotate.datasets.labels import AGGREGATIONS, WEIGHTS, PairOptions
 from annotate.errors import InvalidInput
 from annotate.models import DatasetJob, Project
 

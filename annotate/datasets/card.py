@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotate.models import Comparison, Completion, Judgment, Project
 
-from .pairs import PairOptions
+from .labels import PairOptions
 
 if TYPE_CHECKING:
     from .exporters import ExportStats

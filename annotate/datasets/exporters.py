@@ -30,7 +30,7 @@ from annotate.errors import InvalidInput
 from annotate.models import Assignment, Judgment, Project
 
 from .formats import hh_transcript
-from .pairs import PairOptions, preference_pairs, selected_comparisons
+from .labels import PairOptions, preference_pairs, selected_comparisons
 
 EXPORT_FORMATS = ("trl", "trl-plain", "parquet", "csv", "judgments")
 # "file": the data file alone; "zip": the data file and README.md (the card);

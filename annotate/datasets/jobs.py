@@ -28,7 +28,7 @@ from annotate.models import DatasetJob, Project
 from .exporters import check_format, estimated_total, export_filename, write_export, zip_directory
 from .formats import IMPORT_FORMATS, ImportOptions
 from .imports import check_size, import_file
-from .pairs import PairOptions
+from .labels import PairOptions
 from .readers import file_type
 
 log = logging.getLogger(__name__)

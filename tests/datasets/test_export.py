@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotate.datasets.exporters import pseudonym, stream_export, write_export
-from annotate.datasets.pairs import PairOptions, preference_pairs
+from annotate.datasets.labels import PairOptions, preference_pairs
 from annotate.errors import InvalidInput
 from annotate.models import Comparison
 

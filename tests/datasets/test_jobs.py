@@ -10,7 +10,7 @@ from django.conf import settings
 
 from annotate.datasets import jobs
 from annotate.datasets.formats import ImportOptions
-from annotate.datasets.pairs import PairOptions
+from annotate.datasets.labels import PairOptions
 from annotate.models import DatasetJob, Prompt
 
 from ..factories import ProjectFactory

@@ -16,7 +16,7 @@ from annotate.datasets.exporters import (
     stream_export,
     write_export,
 )
-from annotate.datasets.pairs import AGGREGATIONS, WEIGHTS, PairOptions
+from annotate.datasets.labels import AGGREGATIONS, WEIGHTS, PairOptions
 from annotate.errors import ServiceError
 
 from .import_data import find_project
