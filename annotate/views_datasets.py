@@ -12,8 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .access import project_for
-from .api.datasets import export_response
 from .datasets import jobs
+from .datasets.downloads import export_response
 from .datasets.formats import ImportOptions
 from .datasets.forms import DatasetExportForm, DatasetImportForm
 from .datasets.imports import import_file

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +19,7 @@ from rest_framework.response import Response
 
 from annotate import services
 from annotate.datasets import exporters, jobs
+from annotate.datasets.downloads import export_response
 from annotate.datasets.formats import IMPORT_FORMATS, ImportOptions
 from annotate.datasets.imports import check_size, import_file
 from annotate.datasets.labels import AGGREGATIONS, WEIGHTS, PairOptions
@@ -138,35 +136,6 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("weight", str, enum=list(WEIGHTS)),
     OpenApiParameter("background", bool, description="run as a job and answer 202"),
 ]
-
-
-def export_response(
-    project: Project, fmt: str, options: PairOptions, bundle: str
-) -> HttpResponseBase:
-    """A streamed JSONL/CSV download, or a spooled Parquet/zip one; shared with the UI."""
-    exporters.check_format(fmt, bundle)
-    filename = exporters.export_filename(project, fmt, bundle)
-    if bundle == "file" and fmt in exporters.STREAMED:
-        content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        response = StreamingHttpResponse(
-            exporters.stream_export(project, fmt, options),
-            content_type=f"{content_type}; charset=utf-8",
-        )
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it when sent
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / filename
-        if bundle == "hf":
-            directory = Path(tmp) / filename.removesuffix(".zip")
-            exporters.write_export(project, fmt, options, directory, bundle="hf")
-            exporters.zip_directory(directory, target)
-        else:
-            exporters.write_export(project, fmt, options, target, bundle=bundle)
-        with target.open("rb") as fh:
-            shutil.copyfileobj(fh, spool, length=1 << 20)
-    spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=filename)
 
 
 @extend_schema(
