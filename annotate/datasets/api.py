@@ -18,13 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate import services
-from annotate.datasets import exporters, jobs
-from annotate.datasets.downloads import export_response
-from annotate.datasets.formats import IMPORT_FORMATS, ImportOptions
-from annotate.datasets.imports import check_size, import_file
-from annotate.datasets.labels import AGGREGATIONS, WEIGHTS, PairOptions
 from annotate.errors import InvalidInput
 from annotate.models import DatasetJob, Project
+
+from . import exporters, jobs
+from .card import dataset_card
+from .downloads import export_response
+from .formats import IMPORT_FORMATS, ImportOptions
+from .imports import check_size, import_file
+from .labels import AGGREGATIONS, WEIGHTS, PairOptions
 
 
 class _IgnoreFormatParameter(DefaultContentNegotiation):
@@ -150,8 +152,6 @@ def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
     bundle = params.get("bundle") or "file"
     options = PairOptions.from_dict(params.dict())
     if fmt == "card":
-        from annotate.datasets.card import dataset_card
-
         card = dataset_card(project, params.get("card_format") or "trl", options)
         response = StreamingHttpResponse(
             [card.encode("utf-8")], content_type="text/markdown; charset=utf-8"
