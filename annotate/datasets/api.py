@@ -22,7 +22,6 @@ from annotate.errors import InvalidInput
 from annotate.models import DatasetJob, Project
 
 from . import exporters, jobs
-from .card import dataset_card
 from .downloads import export_response
 from .formats import IMPORT_FORMATS, ImportOptions
 from .imports import check_size, import_file
@@ -152,7 +151,7 @@ def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
     bundle = params.get("bundle") or "file"
     options = PairOptions.from_dict(params.dict())
     if fmt == "card":
-        card = dataset_card(project, params.get("card_format") or "trl", options)
+        card = exporters.export_card(project, params.get("card_format") or "trl", options)
         response = StreamingHttpResponse(
             [card.encode("utf-8")], content_type="text/markdown; charset=utf-8"
         )

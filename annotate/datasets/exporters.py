@@ -16,9 +16,7 @@ import json
 import shutil
 import tempfile
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +27,7 @@ from django.db.models import OuterRef, Subquery
 from annotate.errors import InvalidInput
 from annotate.models import Assignment, Judgment, Project
 
+from .card import ExportStats, dataset_card
 from .formats import hh_transcript
 from .labels import PairOptions, preference_pairs, selected_comparisons
 
@@ -105,37 +104,6 @@ SCHEMAS = {
     ),
 }
 SCHEMAS["parquet"] = SCHEMAS["trl"]
-
-
-@dataclass
-class ExportStats:
-    """What an export wrote, for the dataset card and the job report."""
-
-    rows: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    agreement_sum: float = 0.0
-    multi_vote: int = 0
-    annotators: set[str] = field(default_factory=set)
-
-    def add_pair(self, pair: dict[str, Any]) -> None:
-        self.rows += 1
-        self.labels[pair["label"]] += 1
-        if pair["votes_total"] > 1:
-            self.multi_vote += 1
-            self.agreement_sum += pair["agreement"]
-
-    @property
-    def mean_agreement(self) -> float | None:
-        return self.agreement_sum / self.multi_vote if self.multi_vote else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "labels": dict(self.labels),
-            "mean_agreement": self.mean_agreement,
-            "pairs_with_several_votes": self.multi_vote,
-            "annotators": len(self.annotators),
-        }
 
 
 def check_format(fmt: str, bundle: str = "file") -> None:
@@ -275,6 +243,14 @@ def export_rows(
     for pair in preference_pairs(project, options):
         stats.add_pair(pair)
         yield _pair_row(fmt, pair)
+
+
+def export_card(project: Project, fmt: str, options: PairOptions) -> str:
+    """The card of an export that is not written: the selection runs once to count."""
+    stats = ExportStats()
+    for _ in export_rows(project, fmt, options, stats):
+        pass
+    return dataset_card(project, fmt, options, stats)
 
 
 def estimated_total(project: Project, fmt: str, options: PairOptions) -> int:
@@ -419,8 +395,6 @@ def write_hf_directory(
     on_progress: Progress | None = None,
 ) -> ExportStats:
     """A directory that ``datasets.load_from_disk`` opens (the layout ``save_to_disk`` writes)."""
-    from .card import dataset_card
-
     directory.mkdir(parents=True, exist_ok=True)
     stats = ExportStats()
     schema = SCHEMAS[fmt]
@@ -457,8 +431,6 @@ def write_export(
     on_progress: Progress | None = None,
 ) -> ExportStats:
     """Write an export to ``target``: a file, a zip, or (bundle "hf") a directory."""
-    from .card import dataset_card
-
     check_format(fmt, bundle)
     if bundle == "hf":
         return write_hf_directory(project, fmt, options, target, on_progress)
