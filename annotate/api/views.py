@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate import services
-from annotate.errors import InvalidInput, NotFound
-from annotate.importing import import_records
+from annotate.datasets.imports import import_records
+from annotate.errors import NotFound
 from annotate.models import Judgment
 
 from .serializers import (
@@ -69,8 +69,6 @@ def project_members(request: Request, project_id: int) -> Response:
 
 def _import(request: Request, project_id: int, kind: str) -> Response:
     project = services.get_project(request.user, project_id, lead=True)
-    if not isinstance(request.data, list):
-        raise InvalidInput("Send a JSON list of objects.")
     report = import_records(project, kind, request.data)
     return Response(report.as_dict(), status=201)
 

@@ -251,6 +251,18 @@ def read_json_list(stream: IO[bytes]) -> Rows:
         yield number, obj
 
 
+def read_records(records: Any) -> Rows:
+    """The objects of a JSON list that is already parsed (an API request's body)."""
+    if not isinstance(records, list):
+        raise InvalidInput("Send a JSON list of objects.")
+    if not records:
+        raise InvalidInput("The list is empty.")
+    for number, item in enumerate(records, start=1):
+        if not isinstance(item, dict):
+            raise RowError(number, "each item must be a JSON object", unit="item")
+        yield number, item
+
+
 def read_rows(stream: IO[bytes], kind: str) -> Rows:
     """The rows of a file of type ``kind`` (see FILE_TYPES)."""
     if kind == "jsonl":
