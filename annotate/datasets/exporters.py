@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 from django.db.models import OuterRef, Subquery
 
 from annotate.errors import InvalidInput
-from annotate.models import Assignment, Judgment, Project
+from annotate.models import Assignment, Project
 
 from .card import ExportStats, dataset_card
 from .formats import hh_transcript
-from .labels import PairOptions, preference_pairs, selected_comparisons
+from .labels import PairOptions, preference_pairs, selected_comparisons, selected_judgments
 
 EXPORT_FORMATS = ("trl", "trl-plain", "parquet", "csv", "judgments")
 # "file": the data file alone; "zip": the data file and README.md (the card);
@@ -164,13 +164,7 @@ def _pair_row(fmt: str, pair: dict[str, Any]) -> dict[str, Any]:
 def judgment_rows(
     project: Project, options: PairOptions, stats: ExportStats
 ) -> Iterator[dict[str, Any]]:
-    qs = Judgment.objects.filter(project=project)
-    if options.rounds:
-        qs = qs.filter(comparison__round__in=options.rounds)
-    if options.splits:
-        qs = qs.filter(comparison__prompt__split__in=options.splits)
-    if options.kinds:
-        qs = qs.filter(comparison__kind__in=options.kinds)
+    qs = selected_judgments(project, options)
     shown_at = Assignment.objects.filter(
         comparison=OuterRef("comparison_id"), annotator=OuterRef("annotator_id")
     ).values("leased_at")[:1]
@@ -256,12 +250,7 @@ def export_card(project: Project, fmt: str, options: PairOptions) -> str:
 def estimated_total(project: Project, fmt: str, options: PairOptions) -> int:
     """An upper bound on the rows an export writes, for progress bars."""
     if fmt == "judgments":
-        qs = Judgment.objects.filter(project=project)
-        if options.rounds:
-            qs = qs.filter(comparison__round__in=options.rounds)
-        if options.kinds:
-            qs = qs.filter(comparison__kind__in=options.kinds)
-        return qs.count()
+        return selected_judgments(project, options).count()
     return selected_comparisons(project, options).values("pk").count()
 
 
