@@ -177,8 +177,7 @@ def _task_response(
 
 def _task_view(assignment: Assignment) -> dict[str, Any]:
     comparison = assignment.comparison
-    a, b = comparison.completion_a, comparison.completion_b
-    left, right = (a, b) if assignment.left_is_a else (b, a)
+    left, right = assignment.shown_completions()
     return {
         "comparison_id": comparison.pk,
         "messages": comparison.prompt.messages,

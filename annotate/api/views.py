@@ -105,8 +105,7 @@ def next_task(request: Request, project_id: int) -> Response:
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     comparison = assignment.comparison
-    a, b = comparison.completion_a, comparison.completion_b
-    left, right = (a, b) if assignment.left_is_a else (b, a)
+    left, right = assignment.shown_completions()
     data: dict[str, Any] = {
         "comparison": comparison.pk,
         "messages": comparison.prompt.messages,

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from django.db.models import OuterRef, Subquery
 
 from annotate.errors import InvalidInput
-from annotate.models import Assignment, Project
+from annotate.models import Assignment, Project, choice_as_shown
 
 from .card import ExportStats, dataset_card
 from .formats import hh_transcript
@@ -199,11 +199,6 @@ def judgment_rows(
         if key not in names:
             names[key] = pseudonym(project, key)
             stats.annotators.add(key)
-        choice = j["choice"]
-        if choice in ("a", "b"):
-            shown = "left" if (choice == "a") == j["left_is_a"] else "right"
-        else:
-            shown = choice
         stats.rows += 1
         shown_at_value = j["shown_at"]
         yield {
@@ -214,11 +209,11 @@ def judgment_rows(
             "kind": j["comparison__kind"],
             "annotator": names[key],
             "source": j["source"],
-            "choice": choice,
+            "choice": j["choice"],
             "strength": j["strength"],
             "rationale": j["rationale"],
             "left_is_a": j["left_is_a"],
-            "shown_choice": shown,
+            "shown_choice": choice_as_shown(j["choice"], j["left_is_a"]),
             "duration_ms": j["duration_ms"],
             "shown_at": shown_at_value.isoformat() if shown_at_value else None,
             "created_at": j["created_at"].isoformat(),
