@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.conf import settings
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -41,10 +40,6 @@ class _IgnoreFormatParameter(DefaultContentNegotiation):
 def _dataset_view(func: Callable[..., Any]) -> Callable[..., Any]:
     func.content_negotiation_class = _IgnoreFormatParameter  # type: ignore[attr-defined]
     return func
-
-
-def _inline_limit() -> int:
-    return settings.PREFLOOP_IMPORT_INLINE_BYTES
 
 
 def _flag(value: Any) -> bool:
@@ -114,7 +109,7 @@ def dataset_import(request: Request, project_id: int) -> Response:
     check_size(upload.size)
     options = ImportOptions.from_dict(form)
     name = upload.name or "upload"
-    if _flag(form.get("background", "")) or (upload.size or 0) > _inline_limit():
+    if jobs.import_in_background(upload.size, asked=_flag(form.get("background", ""))):
         job = jobs.start_import_job(
             project, request.user, fmt, upload, name, options, size=upload.size
         )

@@ -23,6 +23,15 @@ from .readers import file_type
 from .runner import live_progress
 
 
+def import_in_background(size: int | None, *, asked: bool = False) -> bool:
+    """Whether an import runs as a job rather than in the request.
+
+    It does when asked, or when the file is over PREFLOOP_IMPORT_INLINE_BYTES, so that no
+    request waits on a big file.
+    """
+    return asked or (size or 0) > settings.PREFLOOP_IMPORT_INLINE_BYTES
+
+
 def job_progress(job: DatasetJob) -> tuple[int, int | None]:
     """(done, total) of a job: live while it runs, final once it is finished."""
     if job.status == DatasetJob.Status.RUNNING:

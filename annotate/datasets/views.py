@@ -65,8 +65,7 @@ def dataset_import(request: HttpRequest, project_id: int) -> HttpResponse:
     upload = data["file"]
     try:
         options = ImportOptions.from_dict(data)
-        inline_limit = settings.PREFLOOP_IMPORT_INLINE_BYTES
-        if upload.size > inline_limit:
+        if jobs.import_in_background(upload.size):
             job = jobs.start_import_job(
                 project,
                 request.user,
