@@ -13,6 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from annotate.errors import InvalidInput
 
 from .errors import RowError
@@ -166,9 +169,6 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
 
 
 def read_parquet(source: IO[bytes]) -> Rows:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(source)
     except (pa.ArrowInvalid, OSError) as exc:
