@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import transaction
 
+from .datasets.imports import ImportReport, import_file
 from .extensions import clean_contributed, write_contributed
-from .importing import ImportReport, import_jsonl
 from .models import Membership, Project
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -99,8 +99,8 @@ def seed_demo() -> tuple[Project, ImportReport | None]:
     if not created:
         return project, None
     with (DEMO_DIR / "prompts.jsonl").open("rb") as fh:
-        report = import_jsonl(project, "prompts", fh)
+        report = import_file(project, "prompts", fh, "prompts.jsonl")
     with (DEMO_DIR / "pairs.jsonl").open("rb") as fh:
-        pairs = import_jsonl(project, "pairs", fh)
+        pairs = import_file(project, "pairs", fh, "pairs.jsonl")
     report.comparisons_added = pairs.comparisons_added
     return project, report

@@ -235,6 +235,11 @@ class Assignment(models.Model):
         now = now or timezone.now()
         return self.status == self.Status.ACTIVE and self.lease_expires > now
 
+    def shown_completions(self) -> tuple[Completion, Completion]:
+        """The comparison's completions in the order the annotator sees them: (left, right)."""
+        a, b = self.comparison.completion_a, self.comparison.completion_b
+        return (a, b) if self.left_is_a else (b, a)
+
 
 class Judgment(models.Model):
     class Choice(models.TextChoices):
@@ -289,11 +294,14 @@ class Judgment(models.Model):
     @property
     def shown_choice(self) -> str:
         """The choice as the annotator saw it: left, right, tie or both_bad."""
-        if self.choice == self.Choice.A:
-            return "left" if self.left_is_a else "right"
-        if self.choice == self.Choice.B:
-            return "right" if self.left_is_a else "left"
-        return str(self.choice)
+        return choice_as_shown(self.choice, self.left_is_a)
+
+
+def choice_as_shown(choice: str, left_is_a: bool) -> str:
+    """A stored choice as the annotator saw it: "a" or "b" becomes "left" or "right"."""
+    if choice in (Judgment.Choice.A, Judgment.Choice.B):
+        return "left" if (choice == Judgment.Choice.A) == left_is_a else "right"
+    return str(choice)
 
 
 class DatasetJob(models.Model):

@@ -14,11 +14,3 @@ def release_expired_leases() -> int:
 def ping(value: str) -> str:
     """Round-trips a value through the broker; used to check a worker is alive."""
     return f"pong:{value}"
-
-
-@shared_task
-def run_dataset_job(job_id: int) -> str:
-    """Run a background import or export (a DatasetJob) and return its final status."""
-    from .datasets.jobs import run_job
-
-    return str(run_job(job_id).status)

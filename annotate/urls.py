@@ -4,7 +4,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import include, path
 
-from . import views, views_datasets
+from . import views
+from .datasets import views as dataset_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -43,25 +44,25 @@ def handler500(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns += [
-    path("projects/<int:project_id>/datasets/", views_datasets.datasets, name="datasets"),
+    path("projects/<int:project_id>/datasets/", dataset_views.datasets, name="datasets"),
     path(
         "projects/<int:project_id>/datasets/import/",
-        views_datasets.dataset_import,
+        dataset_views.dataset_import,
         name="datasets-import",
     ),
     path(
         "projects/<int:project_id>/datasets/export/",
-        views_datasets.dataset_export,
+        dataset_views.dataset_export,
         name="datasets-export",
     ),
     path(
         "projects/<int:project_id>/datasets/jobs/<int:job_id>/",
-        views_datasets.dataset_job,
+        dataset_views.dataset_job,
         name="dataset-job",
     ),
     path(
         "projects/<int:project_id>/datasets/jobs/<int:job_id>/download/",
-        views_datasets.dataset_job_download,
+        dataset_views.dataset_job_download,
         name="dataset-job-download",
     ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -16,9 +17,9 @@ from django_htmx.middleware import HtmxDetails
 
 from . import services
 from .access import project_for
+from .datasets.imports import import_file
 from .errors import ServiceError
 from .forms import ImportForm, MemberForm, ProjectForm
-from .importing import import_jsonl
 from .markdown import render_markdown
 from .models import Assignment, Judgment, Membership, Project
 
@@ -125,9 +126,10 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
             messages.error(request, str(error))
         return redirect("datasets", project_id=project.pk)
     upload = form.cleaned_data.get("file")
-    stream: Any = upload if upload else form.cleaned_data["text"].splitlines()
+    stream: Any = upload or io.BytesIO(form.cleaned_data["text"].encode("utf-8"))
     try:
-        report = import_jsonl(project, form.cleaned_data["kind"], stream)
+        # The form takes JSONL, whatever an uploaded file is called.
+        report = import_file(project, form.cleaned_data["kind"], stream, "lines.jsonl")
     except ServiceError as exc:
         messages.error(request, f"Nothing was imported: {exc.message}")
     else:
@@ -179,8 +181,7 @@ def _task_response(
 
 def _task_view(assignment: Assignment) -> dict[str, Any]:
     comparison = assignment.comparison
-    a, b = comparison.completion_a, comparison.completion_b
-    left, right = (a, b) if assignment.left_is_a else (b, a)
+    left, right = assignment.shown_completions()
     return {
         "comparison_id": comparison.pk,
         "messages": comparison.prompt.messages,

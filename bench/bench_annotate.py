@@ -41,7 +41,7 @@ import json
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from annotate.models import Project, Membership
-from annotate.importing import import_records
+from annotate.datasets.imports import import_records
 User = get_user_model()
 project = Project.objects.create(name="bench", overlap={args.overlap}, lease_seconds=600)
 tokens = []

@@ -122,7 +122,7 @@ def build(db: Path, judgments: int) -> None:
 def child(db: Path, variant: str, out: Path) -> None:
     setup_django(db)
     from annotate.datasets.exporters import export_rows, write_export
-    from annotate.datasets.pairs import PairOptions
+    from annotate.datasets.labels import PairOptions
     from annotate.models import Project
 
     project = Project.objects.get(name="Bench")

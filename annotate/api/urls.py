@@ -2,6 +2,8 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotate.datasets import api as dataset_views
+
 from . import views
 
 urlpatterns = [
@@ -23,8 +25,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
-
-from . import datasets as dataset_views  # noqa: E402
 
 urlpatterns += [
     path(

@@ -11,8 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate import services
-from annotate.errors import InvalidInput, NotFound
-from annotate.importing import import_records
+from annotate.datasets.imports import import_records
+from annotate.errors import NotFound
 from annotate.models import Judgment
 
 from .serializers import (
@@ -67,8 +67,6 @@ def project_members(request: Request, project_id: int) -> Response:
 
 def _import(request: Request, project_id: int, kind: str) -> Response:
     project = services.get_project(request.user, project_id, lead=True)
-    if not isinstance(request.data, list):
-        raise InvalidInput("Send a JSON list of objects.")
     report = import_records(project, kind, request.data)
     return Response(report.as_dict(), status=201)
 
@@ -105,8 +103,7 @@ def next_task(request: Request, project_id: int) -> Response:
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     comparison = assignment.comparison
-    a, b = comparison.completion_a, comparison.completion_b
-    left, right = (a, b) if assignment.left_is_a else (b, a)
+    left, right = assignment.shown_completions()
     data: dict[str, Any] = {
         "comparison": comparison.pk,
         "messages": comparison.prompt.messages,

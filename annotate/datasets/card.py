@@ -1,18 +1,17 @@
-"""The dataset card (README.md) that goes with an export."""
+"""The dataset card (README.md) that goes with an export, and the counts it reports."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotate.models import Comparison, Completion, Judgment, Project
 
-from .pairs import PairOptions
-
-if TYPE_CHECKING:
-    from .exporters import ExportStats
+from .labels import PairOptions
 
 _CONVERSATIONAL = (
     "`prompt`, `chosen`, `rejected` as lists of chat messages (TRL's conversational format)"
@@ -26,24 +25,46 @@ _COLUMNS = {
 }
 
 
+@dataclass
+class ExportStats:
+    """What an export wrote, for the dataset card and the job report."""
+
+    rows: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    agreement_sum: float = 0.0
+    multi_vote: int = 0
+    annotators: set[str] = field(default_factory=set)
+
+    def add_pair(self, pair: dict[str, Any]) -> None:
+        self.rows += 1
+        self.labels[pair["label"]] += 1
+        if pair["votes_total"] > 1:
+            self.multi_vote += 1
+            self.agreement_sum += pair["agreement"]
+
+    @property
+    def mean_agreement(self) -> float | None:
+        return self.agreement_sum / self.multi_vote if self.multi_vote else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "labels": dict(self.labels),
+            "mean_agreement": self.mean_agreement,
+            "pairs_with_several_votes": self.multi_vote,
+            "annotators": len(self.annotators),
+        }
+
+
 def _yaml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def dataset_card(
-    project: Project, fmt: str, options: PairOptions, stats: ExportStats | None = None
-) -> str:
+def dataset_card(project: Project, fmt: str, options: PairOptions, stats: ExportStats) -> str:
     """Markdown describing an export: the project, what annotators saw, counts and options.
 
-    ``stats`` are the numbers of the export it goes with; without them the card runs the
-    selection once to count.
+    ``stats`` are the numbers of the export it goes with.
     """
-    if stats is None:
-        from .exporters import ExportStats, export_rows
-
-        stats = ExportStats()
-        for _ in export_rows(project, fmt, options, stats):
-            pass
     judgments = Judgment.objects.filter(project=project)
     by_source = dict(
         judgments.order_by()

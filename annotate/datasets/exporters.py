@@ -16,9 +16,7 @@ import json
 import shutil
 import tempfile
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,10 +25,11 @@ import pyarrow.parquet as pq
 from django.db.models import OuterRef, Subquery
 
 from annotate.errors import InvalidInput
-from annotate.models import Assignment, Judgment, Project
+from annotate.models import Assignment, Project, choice_as_shown
 
+from .card import ExportStats, dataset_card
 from .formats import hh_transcript
-from .pairs import PairOptions, preference_pairs, selected_comparisons
+from .labels import PairOptions, preference_pairs, selected_comparisons, selected_judgments
 
 EXPORT_FORMATS = ("trl", "trl-plain", "parquet", "csv", "judgments")
 # "file": the data file alone; "zip": the data file and README.md (the card);
@@ -107,37 +106,6 @@ SCHEMAS = {
 SCHEMAS["parquet"] = SCHEMAS["trl"]
 
 
-@dataclass
-class ExportStats:
-    """What an export wrote, for the dataset card and the job report."""
-
-    rows: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    agreement_sum: float = 0.0
-    multi_vote: int = 0
-    annotators: set[str] = field(default_factory=set)
-
-    def add_pair(self, pair: dict[str, Any]) -> None:
-        self.rows += 1
-        self.labels[pair["label"]] += 1
-        if pair["votes_total"] > 1:
-            self.multi_vote += 1
-            self.agreement_sum += pair["agreement"]
-
-    @property
-    def mean_agreement(self) -> float | None:
-        return self.agreement_sum / self.multi_vote if self.multi_vote else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "labels": dict(self.labels),
-            "mean_agreement": self.mean_agreement,
-            "pairs_with_several_votes": self.multi_vote,
-            "annotators": len(self.annotators),
-        }
-
-
 def check_format(fmt: str, bundle: str = "file") -> None:
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f'"format" must be one of {", ".join(EXPORT_FORMATS)}')
@@ -196,13 +164,7 @@ def _pair_row(fmt: str, pair: dict[str, Any]) -> dict[str, Any]:
 def judgment_rows(
     project: Project, options: PairOptions, stats: ExportStats
 ) -> Iterator[dict[str, Any]]:
-    qs = Judgment.objects.filter(project=project)
-    if options.rounds:
-        qs = qs.filter(comparison__round__in=options.rounds)
-    if options.splits:
-        qs = qs.filter(comparison__prompt__split__in=options.splits)
-    if options.kinds:
-        qs = qs.filter(comparison__kind__in=options.kinds)
+    qs = selected_judgments(project, options)
     shown_at = Assignment.objects.filter(
         comparison=OuterRef("comparison_id"), annotator=OuterRef("annotator_id")
     ).values("leased_at")[:1]
@@ -237,11 +199,6 @@ def judgment_rows(
         if key not in names:
             names[key] = pseudonym(project, key)
             stats.annotators.add(key)
-        choice = j["choice"]
-        if choice in ("a", "b"):
-            shown = "left" if (choice == "a") == j["left_is_a"] else "right"
-        else:
-            shown = choice
         stats.rows += 1
         shown_at_value = j["shown_at"]
         yield {
@@ -252,11 +209,11 @@ def judgment_rows(
             "kind": j["comparison__kind"],
             "annotator": names[key],
             "source": j["source"],
-            "choice": choice,
+            "choice": j["choice"],
             "strength": j["strength"],
             "rationale": j["rationale"],
             "left_is_a": j["left_is_a"],
-            "shown_choice": shown,
+            "shown_choice": choice_as_shown(j["choice"], j["left_is_a"]),
             "duration_ms": j["duration_ms"],
             "shown_at": shown_at_value.isoformat() if shown_at_value else None,
             "created_at": j["created_at"].isoformat(),
@@ -277,15 +234,18 @@ def export_rows(
         yield _pair_row(fmt, pair)
 
 
+def export_card(project: Project, fmt: str, options: PairOptions) -> str:
+    """The card of an export that is not written: the selection runs once to count."""
+    stats = ExportStats()
+    for _ in export_rows(project, fmt, options, stats):
+        pass
+    return dataset_card(project, fmt, options, stats)
+
+
 def estimated_total(project: Project, fmt: str, options: PairOptions) -> int:
     """An upper bound on the rows an export writes, for progress bars."""
     if fmt == "judgments":
-        qs = Judgment.objects.filter(project=project)
-        if options.rounds:
-            qs = qs.filter(comparison__round__in=options.rounds)
-        if options.kinds:
-            qs = qs.filter(comparison__kind__in=options.kinds)
-        return qs.count()
+        return selected_judgments(project, options).count()
     return selected_comparisons(project, options).values("pk").count()
 
 
@@ -419,8 +379,6 @@ def write_hf_directory(
     on_progress: Progress | None = None,
 ) -> ExportStats:
     """A directory that ``datasets.load_from_disk`` opens (the layout ``save_to_disk`` writes)."""
-    from .card import dataset_card
-
     directory.mkdir(parents=True, exist_ok=True)
     stats = ExportStats()
     schema = SCHEMAS[fmt]
@@ -457,8 +415,6 @@ def write_export(
     on_progress: Progress | None = None,
 ) -> ExportStats:
     """Write an export to ``target``: a file, a zip, or (bundle "hf") a directory."""
-    from .card import dataset_card
-
     check_format(fmt, bundle)
     if bundle == "hf":
         return write_hf_directory(project, fmt, options, target, on_progress)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Prompt
 
 from .errors import RowError
@@ -52,8 +53,6 @@ class ImportOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImportOptions:
-        from annotate.errors import InvalidInput
-
         column = str(data.get("column") or "prompt")
         kind = data.get("kind") or None
         if kind is not None and kind not in Comparison.Kind.values:

@@ -9,7 +9,7 @@ from annotate.models import Comparison, Prompt
 
 from .exporters import BUNDLES, EXPORT_FORMATS
 from .formats import IMPORT_FORMATS
-from .pairs import AGGREGATIONS, WEIGHTS
+from .labels import AGGREGATIONS, WEIGHTS
 
 IMPORT_LABELS = {
     "prompts": "Prompts (.jsonl, .csv, .tsv, .txt, .parquet)",

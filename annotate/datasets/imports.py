@@ -1,8 +1,10 @@
 """Writing imported rows: one transaction per file, in batches, duplicates skipped.
 
-Rows are validated and buffered a batch at a time, then written with a handful of bulk
-inserts; nothing but the current batch (and the set of prompts seen in this file) is held
-in memory. The first bad row raises, which rolls the whole file back.
+Every import goes through ``import_rows``: files and pasted text by ``import_file``, the
+API's JSON lists by ``import_records``. Rows are validated and buffered a batch at a time,
+then written with a handful of bulk inserts; nothing but the current batch (and the set of
+prompts seen in this file) is held in memory. The first bad row raises, which rolls the
+whole file back.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from annotate.models import Comparison, Completion, Judgment, Project, Prompt, m
 
 from .errors import RowError, TooLarge
 from .formats import IMPORT_FORMATS, ImportOptions, Item
-from .readers import UNITS, CountingReader, file_type, read_rows
+from .readers import UNITS, CountingReader, file_type, read_records, read_rows
 
 BATCH = 500
 Progress = Callable[[int], None]
@@ -225,6 +227,11 @@ def import_file(
         options=options,
         on_progress=(lambda _rows: on_progress(counted.bytes_read)) if on_progress else None,
     )
+
+
+def import_records(project: Project, format_name: str, records: Any) -> ImportReport:
+    """Import a JSON list already parsed (an API request's body); item i is reported as item i."""
+    return import_rows(project, format_name, read_records(records), unit="item")
 
 
 def _require_column(

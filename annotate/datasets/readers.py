@@ -13,6 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from annotate.errors import InvalidInput
 
 from .errors import RowError
@@ -166,9 +169,6 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
 
 
 def read_parquet(source: IO[bytes]) -> Rows:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(source)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -249,6 +249,18 @@ def read_json_list(stream: IO[bytes]) -> Rows:
         if not isinstance(obj, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")
         yield number, obj
+
+
+def read_records(records: Any) -> Rows:
+    """The objects of a JSON list that is already parsed (an API request's body)."""
+    if not isinstance(records, list):
+        raise InvalidInput("Send a JSON list of objects.")
+    if not records:
+        raise InvalidInput("The list is empty.")
+    for number, item in enumerate(records, start=1):
+        if not isinstance(item, dict):
+            raise RowError(number, "each item must be a JSON object", unit="item")
+        yield number, item
 
 
 def read_rows(stream: IO[bytes], kind: str) -> Rows:

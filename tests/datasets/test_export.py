@@ -9,8 +9,14 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.datasets.exporters import pseudonym, stream_export, write_export
-from annotate.datasets.pairs import PairOptions, preference_pairs
+from annotate.datasets.exporters import (
+    estimated_total,
+    export_rows,
+    pseudonym,
+    stream_export,
+    write_export,
+)
+from annotate.datasets.labels import PairOptions, preference_pairs
 from annotate.errors import InvalidInput
 from annotate.models import Comparison
 
@@ -207,3 +213,17 @@ def test_it_counts_tie_and_both_bad_votes_by_the_tie_votes_policy(team, voted):
     assert tied.pk not in weak and bad.pk not in weak
     with pytest.raises(InvalidInput, match='"tie_votes" must be one of'):
         preference_pairs(team.project, tie_votes="half")
+
+
+@pytest.mark.parametrize("fmt", ["judgments", "trl"])
+def test_the_progress_estimate_follows_the_chosen_splits(team, fmt):
+    train = ComparisonFactory(project=team.project)
+    held_out = ComparisonFactory(project=team.project)
+    held_out.prompt.split = "eval"
+    held_out.prompt.save()
+    for comparison in (train, held_out):
+        vote(comparison, "a", team.alice)
+        vote(comparison, "a", team.bob)
+    options = PairOptions(splits=["eval"])
+    rows = list(export_rows(team.project, fmt, options))
+    assert len(rows) == estimated_total(team.project, fmt, options)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from annotate.datasets import jobs
+from annotate.datasets import jobs, runner
 from annotate.datasets.formats import ImportOptions
-from annotate.datasets.pairs import PairOptions
+from annotate.datasets.labels import PairOptions
 from annotate.models import DatasetJob, Prompt
 
 from ..factories import ProjectFactory
@@ -22,7 +22,7 @@ def test_it_stores_a_failed_import_and_writes_nothing(team):
     job = jobs.start_import_job(team.project, team.lead, "trl", body, "x.jsonl", ImportOptions())
     source = Path(settings.VAR_DIR) / job.source_path
     assert source.is_file()
-    job = jobs.run_job(job.pk)
+    job = runner.run_job(job.pk)
     assert job.status == DatasetJob.Status.FAILED
     assert job.error == 'line 2: "chosen" is missing'
     assert Prompt.objects.count() == 0 and not source.exists()
@@ -33,10 +33,10 @@ def test_it_reports_progress_while_running_and_totals_when_done(team):
         vote(comparison, "a", team.alice)
     job = jobs.start_export_job(team.project, team.lead, "csv", PairOptions(), "file")
     assert jobs.job_percent(job) == 0
-    job = jobs.run_job(job.pk)
+    job = runner.run_job(job.pk)
     assert (job.status, job.progress, job.total, jobs.job_percent(job)) == ("done", 3, 3, 100)
     assert jobs.result_file(job).read_text().count("\n") == 4
-    assert jobs.run_job(job.pk).status == "done"
+    assert runner.run_job(job.pk).status == "done"
 
 
 def _peak_import_memory(project, path):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from annotate.datasets.exporters import stream_export, write_export
 from annotate.datasets.formats import hh_transcript
-from annotate.datasets.pairs import PairOptions
+from annotate.datasets.labels import PairOptions
 from annotate.models import Comparison, Judgment, Project, Prompt
 
 from ..factories import ProjectFactory

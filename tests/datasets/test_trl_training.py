@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast 
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from annotate.datasets.exporters import write_export  # noqa: E402
-from annotate.datasets.pairs import PairOptions  # noqa: E402
+from annotate.datasets.labels import PairOptions  # noqa: E402
 
 from .conftest import import_path, write_jsonl  # noqa: E402
 

@@ -97,7 +97,7 @@ def test_it_prepares_an_export_in_the_background_and_polls_it(
     page = client.get(r["Location"]).content.decode()
     assert 'hx-trigger="every 2s"' in page and "Waiting for a worker" in page
     with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
-        from annotate.tasks import run_dataset_job
+        from annotate.datasets.tasks import run_dataset_job
 
         assert run_dataset_job.delay(job.pk).get() == "done"
     partial = client.get(r["Location"], headers={"HX-Request": "true"}).content.decode()

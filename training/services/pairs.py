@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from annotate.datasets.pairs import PairOptions, comparison_pairs, preference_pairs
+from annotate.datasets.labels import PairOptions, comparison_pairs, preference_pairs
 from annotate.models import Comparison, Judgment
 
 from ..loop_settings import LoopSettings

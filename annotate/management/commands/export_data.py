@@ -8,15 +8,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.datasets.card import dataset_card
 from annotate.datasets.exporters import (
     BUNDLES,
     EXPORT_FORMATS,
     STREAMED,
+    export_card,
     stream_export,
     write_export,
 )
-from annotate.datasets.pairs import AGGREGATIONS, WEIGHTS, PairOptions
+from annotate.datasets.labels import AGGREGATIONS, WEIGHTS, PairOptions
 from annotate.errors import ServiceError
 
 from .import_data import find_project
@@ -59,7 +59,7 @@ class Command(BaseCommand):
     def _export(self, project: Any, opts: dict[str, Any], options: PairOptions) -> None:
         fmt, output, bundle = opts["format"], opts["output"], opts["bundle"]
         if fmt == "card":
-            text = dataset_card(project, opts["card_format"], options)
+            text = export_card(project, opts["card_format"], options)
             if output == "-":
                 sys.stdout.write(text)
             else:

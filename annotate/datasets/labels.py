@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from annotate.errors import InvalidInput
@@ -40,6 +40,8 @@ WEIGHTS = ("uniform", "agreement")
 CHOICES = tuple(Judgment.Choice.values)
 TIE_VOTES = ("outcome", "drop", "weak")
 CHUNK = 2000
+
+_Row = TypeVar("_Row", bound=Model)
 
 
 @dataclass
@@ -115,6 +117,20 @@ class PairOptions:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def select(self, rows: QuerySet[_Row], via: str = "") -> QuerySet[_Row]:
+        """The rows whose comparison is in the chosen rounds, prompt splits and kinds.
+
+        ``via`` is the lookup from the rows to their comparison: "" for comparisons,
+        "comparison__" for judgments.
+        """
+        if self.rounds:
+            rows = rows.filter(**{f"{via}round__in": self.rounds})
+        if self.splits:
+            rows = rows.filter(**{f"{via}prompt__split__in": self.splits})
+        if self.kinds:
+            rows = rows.filter(**{f"{via}kind__in": self.kinds})
+        return rows
+
 
 @dataclass(frozen=True)
 class Tally:
@@ -177,14 +193,9 @@ def _votes(choice: str) -> Coalesce:
 
 
 def _filtered(comparisons: QuerySet[Comparison], options: PairOptions) -> QuerySet[Comparison]:
-    if options.rounds:
-        comparisons = comparisons.filter(round__in=options.rounds)
-    if options.splits:
-        comparisons = comparisons.filter(prompt__split__in=options.splits)
-    if options.kinds:
-        comparisons = comparisons.filter(kind__in=options.kinds)
     return (
-        comparisons.annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
+        options.select(comparisons)
+        .annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
         .select_related("prompt", "completion_a", "completion_b")
         .order_by("pk")
     )
@@ -193,6 +204,11 @@ def _filtered(comparisons: QuerySet[Comparison], options: PairOptions) -> QueryS
 def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
     """The comparisons the options select, each with its votes counted in SQL."""
     return _filtered(Comparison.objects.filter(project=project, judgment_count__gt=0), options)
+
+
+def selected_judgments(project: Project, options: PairOptions) -> QuerySet[Judgment]:
+    """The judgments on the comparisons the options select (exports of raw judgments)."""
+    return options.select(Judgment.objects.filter(project=project), via="comparison__")
 
 
 def preference_pairs(

@@ -11,15 +11,16 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .access import project_for
-from .api.datasets import export_response
-from .datasets import jobs
-from .datasets.formats import ImportOptions
-from .datasets.forms import DatasetExportForm, DatasetImportForm
-from .datasets.imports import import_file
-from .datasets.pairs import PairOptions
-from .errors import NotFound, ServiceError
-from .models import DatasetJob, Project
+from annotate.access import project_for
+from annotate.errors import NotFound, ServiceError
+from annotate.models import DatasetJob, Project
+
+from . import jobs
+from .downloads import export_response
+from .formats import ImportOptions
+from .forms import DatasetExportForm, DatasetImportForm
+from .imports import import_file
+from .labels import PairOptions
 
 
 def _page(
@@ -64,8 +65,7 @@ def dataset_import(request: HttpRequest, project_id: int) -> HttpResponse:
     upload = data["file"]
     try:
         options = ImportOptions.from_dict(data)
-        inline_limit = settings.PREFLOOP_IMPORT_INLINE_BYTES
-        if upload.size > inline_limit:
+        if jobs.import_in_background(upload.size):
             job = jobs.start_import_job(
                 project,
                 request.user,

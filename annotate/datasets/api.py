@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -21,12 +17,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate import services
-from annotate.datasets import exporters, jobs
-from annotate.datasets.formats import IMPORT_FORMATS, ImportOptions
-from annotate.datasets.imports import check_size, import_file
-from annotate.datasets.pairs import AGGREGATIONS, WEIGHTS, PairOptions
 from annotate.errors import InvalidInput
 from annotate.models import DatasetJob, Project
+
+from . import exporters, jobs
+from .downloads import export_response
+from .formats import IMPORT_FORMATS, ImportOptions
+from .imports import check_size, import_file
+from .labels import AGGREGATIONS, WEIGHTS, PairOptions
 
 
 class _IgnoreFormatParameter(DefaultContentNegotiation):
@@ -42,10 +40,6 @@ class _IgnoreFormatParameter(DefaultContentNegotiation):
 def _dataset_view(func: Callable[..., Any]) -> Callable[..., Any]:
     func.content_negotiation_class = _IgnoreFormatParameter  # type: ignore[attr-defined]
     return func
-
-
-def _inline_limit() -> int:
-    return settings.PREFLOOP_IMPORT_INLINE_BYTES
 
 
 def _flag(value: Any) -> bool:
@@ -115,7 +109,7 @@ def dataset_import(request: Request, project_id: int) -> Response:
     check_size(upload.size)
     options = ImportOptions.from_dict(form)
     name = upload.name or "upload"
-    if _flag(form.get("background", "")) or (upload.size or 0) > _inline_limit():
+    if jobs.import_in_background(upload.size, asked=_flag(form.get("background", ""))):
         job = jobs.start_import_job(
             project, request.user, fmt, upload, name, options, size=upload.size
         )
@@ -140,35 +134,6 @@ _EXPORT_PARAMETERS = [
 ]
 
 
-def export_response(
-    project: Project, fmt: str, options: PairOptions, bundle: str
-) -> HttpResponseBase:
-    """A streamed JSONL/CSV download, or a spooled Parquet/zip one; shared with the UI."""
-    exporters.check_format(fmt, bundle)
-    filename = exporters.export_filename(project, fmt, bundle)
-    if bundle == "file" and fmt in exporters.STREAMED:
-        content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        response = StreamingHttpResponse(
-            exporters.stream_export(project, fmt, options),
-            content_type=f"{content_type}; charset=utf-8",
-        )
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it when sent
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / filename
-        if bundle == "hf":
-            directory = Path(tmp) / filename.removesuffix(".zip")
-            exporters.write_export(project, fmt, options, directory, bundle="hf")
-            exporters.zip_directory(directory, target)
-        else:
-            exporters.write_export(project, fmt, options, target, bundle=bundle)
-        with target.open("rb") as fh:
-            shutil.copyfileobj(fh, spool, length=1 << 20)
-    spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=filename)
-
-
 @extend_schema(
     parameters=_EXPORT_PARAMETERS, responses={200: OpenApiTypes.BINARY, 202: OpenApiTypes.OBJECT}
 )
@@ -181,9 +146,7 @@ def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
     bundle = params.get("bundle") or "file"
     options = PairOptions.from_dict(params.dict())
     if fmt == "card":
-        from annotate.datasets.card import dataset_card
-
-        card = dataset_card(project, params.get("card_format") or "trl", options)
+        card = exporters.export_card(project, params.get("card_format") or "trl", options)
         response = StreamingHttpResponse(
             [card.encode("utf-8")], content_type="text/markdown; charset=utf-8"
         )

@@ -1,0 +1,153 @@
+"""Running a DatasetJob to the end, in the worker.
+
+A job's progress goes to a small file beside its result rather than to its row: an
+import writes inside one long transaction, and on SQLite no other write (not even to
+the job row) can happen until it commits. The row is updated when the job starts and
+when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path, PurePath
+
+from django.conf import settings
+from django.utils import timezone
+
+from annotate.errors import ServiceError
+from annotate.models import DatasetJob
+
+from .exporters import estimated_total, write_export, zip_directory
+from .formats import ImportOptions
+from .imports import import_file
+from .labels import PairOptions
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 1.0
+
+
+def jobs_dir() -> Path:
+    path = Path(settings.VAR_DIR) / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def exports_dir() -> Path:
+    path = Path(settings.VAR_DIR) / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _progress_file(job: DatasetJob) -> Path:
+    return jobs_dir() / f"{job.pk}.progress.json"
+
+
+class _Reporter:
+    """Writes ``done`` of ``total`` to the job's progress file, at most once a second."""
+
+    def __init__(self, job: DatasetJob) -> None:
+        self.path = _progress_file(job)
+        self.total = job.total
+        self.last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < _PROGRESS_EVERY_S:
+            return
+        self.last = now
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": done, "total": self.total}))
+        os.replace(tmp, self.path)
+
+
+def live_progress(job: DatasetJob) -> int:
+    """The rows or bytes a running job has done so far, as its last report said."""
+    try:
+        return int(json.loads(_progress_file(job).read_text())["done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def run_job(job_id: int) -> DatasetJob:
+    """Run one job to the end; failures a user caused are stored as the job's error."""
+    job = DatasetJob.objects.select_related("project").get(pk=job_id)
+    if job.is_finished:
+        return job
+    job.status = DatasetJob.Status.RUNNING
+    if job.kind == DatasetJob.Kind.EXPORT:
+        job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
+    job.save(update_fields=["status", "total"])
+    reporter = _Reporter(job)
+    try:
+        if job.kind == DatasetJob.Kind.IMPORT:
+            _run_import(job, reporter)
+        else:
+            _run_export(job, reporter)
+    except ServiceError as exc:
+        job.status, job.error = DatasetJob.Status.FAILED, exc.message
+    except Exception:
+        log.exception("Dataset job %s failed", job.pk)
+        job.status, job.error = (
+            DatasetJob.Status.FAILED,
+            "The job failed unexpectedly; see the worker's log.",
+        )
+    else:
+        job.status = DatasetJob.Status.DONE
+    finally:
+        _progress_file(job).unlink(missing_ok=True)
+        if job.kind == DatasetJob.Kind.IMPORT and job.source_path:
+            (Path(settings.VAR_DIR) / job.source_path).unlink(missing_ok=True)
+    job.finished_at = timezone.now()
+    job.save(
+        update_fields=[
+            "status",
+            "error",
+            "progress",
+            "total",
+            "report",
+            "result_path",
+            "finished_at",
+        ]
+    )
+    return job
+
+
+def _run_import(job: DatasetJob, reporter: _Reporter) -> None:
+    source = Path(settings.VAR_DIR) / job.source_path
+    with source.open("rb") as fh:
+        report = import_file(
+            job.project,
+            job.format,
+            fh,
+            job.filename or source.name,
+            options=ImportOptions.from_dict(job.options),
+            on_progress=reporter,
+        )
+    job.report = report.as_report()
+    job.progress = job.total or 0
+
+
+def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
+    options = PairOptions.from_dict(job.options)
+    bundle = str(job.options.get("bundle", "file"))
+    target = exports_dir() / f"{job.pk}-{job.filename}"
+    if bundle == "hf":
+        with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
+            directory = Path(tmp) / PurePath(job.filename).stem
+            stats = write_export(
+                job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+            )
+            zip_directory(directory, target)
+    else:
+        stats = write_export(
+            job.project, job.format, options, target, bundle=bundle, on_progress=reporter
+        )
+    job.result_path = str(target.relative_to(settings.VAR_DIR))
+    job.report = stats.as_dict()
+    job.progress = stats.rows
+    job.total = stats.rows
