@@ -1,22 +1,20 @@
 """A project's round settings for the online-DPO loop, and their validation.
 
 Stored as JSON in ``Project.loop_settings``; missing keys take the defaults below. This module
-must stay light (no torch, no training core package import), because the web process validates
-settings on every PATCH of a project.
+must stay light (no torch), because the web process validates settings on every PATCH of a
+project; the core's ``config`` module it uses needs only the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from django.core.exceptions import ValidationError
+
+from .core.config import DPOConfig
 
 TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
@@ -103,28 +101,11 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-@cache
-def _dpo_config_module() -> ModuleType:
-    """The training core's config module, loaded on its own.
-
-    Importing ``training.core.config`` normally runs ``training.core``'s package init, which
-    imports torch; the config module itself needs only the standard library.
-    """
-    path = Path(__file__).resolve().parent / "core" / "config.py"
-    spec = importlib.util.spec_from_file_location("training._dpo_config_schema", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def validate_dpo(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError("dpo: must be an object of DPOConfig fields")
     try:
-        _dpo_config_module().DPOConfig.from_dict(dict(data))
+        DPOConfig.from_dict(dict(data))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"dpo: {exc}") from None
     return dict(data)

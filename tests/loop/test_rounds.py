@@ -100,11 +100,11 @@ def test_it_draws_prompts_without_repeats_until_the_pool_is_used(loop_project: A
 def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
     loop_project: Any, monkeypatch: Any
 ) -> None:
-    import training.core
+    import training.core.trainer
 
     loop_project.loop_settings = {**loop_project.loop_settings, "gate": True}
     loop_project.save()
-    real_train = training.core.train_dpo
+    real_train = training.core.trainer.train_dpo
 
     def worse(*args: Any, **kwargs: Any) -> Any:
         result = real_train(*args, **kwargs)
@@ -112,7 +112,7 @@ def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
         result.heldout_after = {**result.heldout_after, "reward_accuracy": 0.0}
         return result
 
-    monkeypatch.setattr(training.core, "train_dpo", worse)
+    monkeypatch.setattr(training.core.trainer, "train_dpo", worse)
     round = _run_round(loop_project)
     version = ModelVersion.objects.get(trained_in=round)
     assert round.state == Round.State.REJECTED
@@ -125,7 +125,7 @@ def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
 def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
     loop_project: Any, monkeypatch: Any
 ) -> None:
-    import training.core
+    import training.core.trainer
 
     with services.without_auto_dispatch():
         round = services.start_round(loop_project, dispatch=False)
@@ -137,7 +137,7 @@ def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(training.core, "train_dpo", boom)
+    monkeypatch.setattr(training.core.trainer, "train_dpo", boom)
     with pytest.raises(RuntimeError):
         services.train_round(run.pk, dispatch=False)
     run.refresh_from_db()

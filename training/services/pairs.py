@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 from annotate.datasets.pairs import PairOptions, comparison_pairs, preference_pairs
 from annotate.models import Comparison, Judgment
 
+from ..core.data import PreferencePair
 from ..loop_settings import LoopSettings
 
 if TYPE_CHECKING:
-    from training.core import PreferencePair
-
     from ..models import Round
 
 
@@ -34,9 +33,6 @@ class AggregatedPair:
     weight: float
 
     def to_preference_pair(self) -> PreferencePair:
-        # Imported here: training.core pulls in torch, which the web process must not load.
-        from training.core import PreferencePair
-
         return PreferencePair(
             prompt=self.messages, chosen=self.chosen, rejected=self.rejected, weight=self.weight
         )

@@ -2,8 +2,9 @@
 
 Each write owns its transaction and checks the row's state under a lock first, so a Celery task
 delivered twice (acks_late, a worker killed mid-task) does its work once: a round gets one set of
-comparisons, trains at most one version and promotes at most once. The training core is imported
-inside the functions that need it, so that importing this module never loads torch.
+comparisons, trains at most one version and promotes at most once. The core's torch modules
+(generation, trainer) are imported inside the functions that need them, so that importing this
+module never loads torch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from django.utils import timezone
 from annotate.errors import Conflict, InvalidInput, NotFound
 from annotate.models import Comparison, Completion, Judgment, Project, Prompt
 
+from ..core.config import DPOConfig
+from ..core.loading import load_model
+from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings
 from ..models import ModelVersion, Round, TrainingRun
 from .pairs import round_pairs
@@ -58,8 +62,6 @@ def loop_settings(project: Project) -> LoopSettings:
 
 def dpo_config_dict(ls: LoopSettings) -> dict[str, Any]:
     """The full DPOConfig of a round: core defaults with the project's overrides."""
-    from training.core import DPOConfig
-
     return DPOConfig.from_dict(dict(ls.dpo)).to_dict()
 
 
@@ -216,7 +218,8 @@ def _sample(
     seed: int,
     on_prompt_done: Callable[[int], None],
 ) -> list[list[Any]]:
-    from training.core import generate
+    # imported here to keep torch (loaded by the generation module) out of the web process
+    from ..core.generation import generate
 
     per_call = max(1, ls.generation_batch_size // k)
     out: list[list[Any]] = []
@@ -254,8 +257,6 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
     Sampling happens outside any transaction; the rows are written in one transaction that
     first checks, under the round's row lock, that no other delivery wrote them already.
     """
-    from training.core import load_model, make_pairs
-
     round = Round.objects.select_related("project", "policy").get(pk=round_id)
     if round.state != Round.State.GENERATING:
         return f"skipped: round is {round.state}"
@@ -649,7 +650,8 @@ def train_round(
             progress(step, total, loss, eta)
 
     try:
-        from training.core import DPOConfig, train_dpo
+        # imported here to keep torch (loaded by the trainer) out of the web process
+        from ..core.trainer import train_dpo
 
         pairs, _ = round_pairs(round, ls)
         if not pairs:
