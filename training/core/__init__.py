@@ -27,7 +27,7 @@ _HOMES = {
     "ModelLoadError": "loading",
     "write_version": "versions",
     "load_version": "versions",
-    "ModelVersion": "versions",
+    "SavedVersion": "versions",
     "IncompleteVersionError": "versions",
     # generation and pairing
     "generate": "generation",
@@ -70,4 +70,4 @@ if TYPE_CHECKING:
     from .losses import hinge_loss, ipo_loss, preference_loss, robust_loss, sigmoid_loss  # noqa: F401
     from .pairing import make_pairs  # noqa: F401
     from .trainer import ProgressCallback, TrainResult, train_dpo  # noqa: F401
-    from .versions import IncompleteVersionError, ModelVersion, load_version, write_version  # noqa: F401
+    from .versions import IncompleteVersionError, SavedVersion, load_version, write_version  # noqa: F401
