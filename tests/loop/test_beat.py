@@ -31,8 +31,8 @@ def _beat(task_name: str) -> Any:
 
 
 def _collecting_round(project: Project) -> Round:
-    with services.without_auto_dispatch():
-        round = services.start_round(project, dispatch=False)
+    with services.in_process():
+        round = services.start_round(project)
         services.generate_round(round.pk)
     return Round.objects.get(pk=round.pk)
 
@@ -46,7 +46,7 @@ def test_it_starts_training_from_the_beat_once_a_round_is_judged(
     assert Round.objects.get(pk=round.pk).state == Round.State.COLLECTING
 
     # judged without the judgment signal, so only the beat can notice
-    with services.without_auto_dispatch():
+    with services.in_process():
         services.simulate_annotators(
             loop_project, "shorter", annotators=1, noise=0.0, round_number=round.number
         )

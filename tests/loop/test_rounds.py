@@ -13,14 +13,14 @@ from training.models import ModelVersion, Round, TrainingRun
 
 
 def _run_round(project: Any, rule: str = "shorter") -> Round:
-    with services.without_auto_dispatch():
-        round = services.start_round(project, dispatch=False)
+    with services.in_process():
+        round = services.start_round(project)
         services.generate_round(round.pk)
         services.simulate_annotators(
             project, rule, annotators=1, noise=0.0, round_number=round.number
         )
-        run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
-        services.train_round(run.pk, dispatch=False)
+        run = services.begin_training(Round.objects.get(pk=round.pk))
+        services.train_round(run.pk)
     return Round.objects.get(pk=round.pk)
 
 
@@ -37,8 +37,8 @@ def test_it_runs_a_round_and_promotes_the_new_version(loop_project: Any) -> None
 
 def test_it_samples_the_next_round_from_the_promoted_version(loop_project: Any) -> None:
     first = _run_round(loop_project)
-    with services.without_auto_dispatch():
-        second = services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        second = services.start_round(loop_project)
         services.generate_round(second.pk)
     v1 = ModelVersion.objects.get(trained_in=first)
     assert second.policy == v1
@@ -57,8 +57,8 @@ def test_it_samples_the_next_round_from_the_promoted_version(loop_project: Any) 
 
 
 def test_it_records_which_version_and_parameters_made_each_completion(loop_project: Any) -> None:
-    with services.without_auto_dispatch():
-        round = services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        round = services.start_round(loop_project)
         services.generate_round(round.pk)
     completion = Completion.objects.filter(source=Completion.Source.MODEL).first()
     assert completion is not None
@@ -68,8 +68,8 @@ def test_it_records_which_version_and_parameters_made_each_completion(loop_proje
 
 
 def test_it_generates_once_when_the_task_is_delivered_twice(loop_project: Any) -> None:
-    with services.without_auto_dispatch():
-        round = services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        round = services.start_round(loop_project)
         services.generate_round(round.pk)
         count = Comparison.objects.filter(round=round.number).count()
         assert services.generate_round(round.pk).startswith("skipped")
@@ -79,21 +79,23 @@ def test_it_generates_once_when_the_task_is_delivered_twice(loop_project: Any) -
 def test_it_trains_and_promotes_once_when_delivered_twice(loop_project: Any) -> None:
     round = _run_round(loop_project)
     run = TrainingRun.objects.get(round=round)
-    assert services.train_round(run.pk, dispatch=False).startswith("skipped")
-    assert services.evaluate_round(round.pk, dispatch=False).startswith("skipped")
+    with services.in_process():
+        assert services.train_round(run.pk).startswith("skipped")
+        assert services.evaluate_round(round.pk).startswith("skipped")
     assert ModelVersion.objects.filter(project=loop_project).count() == 2
 
 
 def test_it_refuses_a_second_open_round(loop_project: Any) -> None:
-    services.start_round(loop_project, dispatch=False)
-    with pytest.raises(Conflict):
-        services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        services.start_round(loop_project)
+        with pytest.raises(Conflict):
+            services.start_round(loop_project)
 
 
 def test_it_draws_prompts_without_repeats_until_the_pool_is_used(loop_project: Any) -> None:
     first = _run_round(loop_project)
-    with services.without_auto_dispatch():
-        second = services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        second = services.start_round(loop_project)
     assert not set(first.prompt_ids) & set(second.prompt_ids)
 
 
@@ -127,19 +129,19 @@ def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
 ) -> None:
     import training.core.trainer
 
-    with services.without_auto_dispatch():
-        round = services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        round = services.start_round(loop_project)
         services.generate_round(round.pk)
         services.simulate_annotators(loop_project, "shorter", annotators=1, noise=0.0)
-        run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
+        run = services.begin_training(Round.objects.get(pk=round.pk))
     judgments = Judgment.objects.count()
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(training.core.trainer, "train_dpo", boom)
-    with pytest.raises(RuntimeError):
-        services.train_round(run.pk, dispatch=False)
+    with pytest.raises(RuntimeError), services.in_process():
+        services.train_round(run.pk)
     run.refresh_from_db()
     round.refresh_from_db()
     assert run.state == TrainingRun.State.FAILED and "out of memory" in run.error
@@ -148,10 +150,11 @@ def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
     assert services.serving_version(loop_project).number == 0
 
     monkeypatch.undo()
-    services.retry(round, dispatch=False)
-    retry_run = TrainingRun.objects.get(round=round, attempt=2)
-    assert retry_run.version_number == run.version_number
-    services.train_round(retry_run.pk, dispatch=False)
+    with services.in_process():
+        services.retry(round)
+        retry_run = TrainingRun.objects.get(round=round, attempt=2)
+        assert retry_run.version_number == run.version_number
+        services.train_round(retry_run.pk)
     round.refresh_from_db()
     assert round.state == Round.State.PROMOTED
     assert services.serving_version(loop_project).number == 1

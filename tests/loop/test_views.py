@@ -34,7 +34,8 @@ def test_it_shows_the_loop_page_to_a_lead(loop_project: Project) -> None:
 
 
 def test_it_returns_the_status_partial_to_htmx(loop_project: Project) -> None:
-    services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        services.start_round(loop_project)
     response = _client(_lead(loop_project)).get(
         f"/projects/{loop_project.pk}/loop/status/", HTTP_HX_REQUEST="true"
     )

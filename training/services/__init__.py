@@ -4,6 +4,7 @@ Views, API endpoints, tasks and commands call these functions; none of them impo
 module level.
 """
 
+from .dispatch import in_process
 from .pairs import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
 from .rounds import (
     base_version,
@@ -27,7 +28,6 @@ from .rounds import (
     start_round,
     train_round,
     trigger_fired,
-    without_auto_dispatch,
 )
 from .simulation import resolve_rule, rule_win_rate, simulate_annotators
 
@@ -48,6 +48,7 @@ __all__ = [
     "generate_round",
     "get_round",
     "get_version",
+    "in_process",
     "loop_settings",
     "models_dir",
     "on_judgment_saved",
@@ -61,5 +62,4 @@ __all__ = [
     "start_round",
     "train_round",
     "trigger_fired",
-    "without_auto_dispatch",
 ]

@@ -9,7 +9,6 @@ module never loads torch.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -17,8 +16,7 @@ import shutil
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +34,13 @@ from ..core.loading import load_model
 from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings
 from ..models import ModelVersion, Round, TrainingRun
+from . import dispatch
 from .pairs import round_pairs
 
 log = logging.getLogger(__name__)
 
 # Seconds between progress writes to the database while generating or training.
 _PROGRESS_INTERVAL = 0.5
-# Turned off by in-process drivers (run_rounds) that call each step themselves.
-_auto_dispatch: ContextVar[bool] = ContextVar("training_auto_dispatch", default=True)
-
-
-@contextlib.contextmanager
-def without_auto_dispatch() -> Iterator[None]:
-    """Judgments saved inside this block do not start training through the queues."""
-    token = _auto_dispatch.set(False)
-    try:
-        yield
-    finally:
-        _auto_dispatch.reset(token)
 
 
 def loop_settings(project: Project) -> LoopSettings:
@@ -137,7 +124,7 @@ def _ensure_eval_prompts(project: Project, ls: LoopSettings) -> None:
     Prompt.objects.filter(pk__in=chosen).update(split=Prompt.Split.EVAL)
 
 
-def start_round(project: Project, *, dispatch: bool = True) -> Round:
+def start_round(project: Project) -> Round:
     """Open the project's next round with its serving version; sampling runs in a task.
 
     Raises:
@@ -190,11 +177,7 @@ def start_round(project: Project, *, dispatch: bool = True) -> Round:
             eval_prompt_ids=eval_ids,
             progress_total=len(prompt_ids) + len(eval_ids),
         )
-        if dispatch:
-            from .. import tasks
-
-            round_id = round.pk
-            transaction.on_commit(lambda: tasks.generate_round.delay(round_id))
+        dispatch.enqueue(dispatch.GENERATE_ROUND, round.pk)
     return round
 
 
@@ -407,7 +390,7 @@ def trigger_fired(round: Round) -> bool:
     return judged >= ls.min_pairs
 
 
-def check_trigger(round_id: int, *, dispatch: bool = True) -> bool:
+def check_trigger(round_id: int) -> bool:
     """Start training when the round's trigger has fired; True when it did."""
     round = Round.objects.select_related("project").filter(pk=round_id).first()
     if round is None or round.state != Round.State.COLLECTING:
@@ -417,7 +400,7 @@ def check_trigger(round_id: int, *, dispatch: bool = True) -> bool:
     if not trigger_fired(round):
         return False
     try:
-        begin_training(round, dispatch=dispatch)
+        begin_training(round)
     except InvalidInput as exc:
         Round.objects.filter(pk=round_id).update(error=exc.message)
         return False
@@ -434,7 +417,7 @@ def check_triggers() -> int:
 
 def on_judgment_saved(sender: Any, instance: Judgment, created: bool, **kwargs: Any) -> None:
     """After a judgment commits, see whether its round's trigger fired."""
-    if not created or not _auto_dispatch.get():
+    if not created:
         return
     comparison_id = instance.comparison_id
 
@@ -454,7 +437,7 @@ def on_judgment_saved(sender: Any, instance: Judgment, created: bool, **kwargs: 
         if round_id is not None:
             check_trigger(round_id)
 
-    transaction.on_commit(check)
+    dispatch.on_commit(check)
 
 
 # --- Training ------------------------------------------------------------------------------
@@ -468,7 +451,7 @@ def _next_version_number(project: Project) -> int:
     return max(top_version or 0, top_run or 0) + 1
 
 
-def begin_training(round: Round, *, dispatch: bool = True) -> TrainingRun:
+def begin_training(round: Round) -> TrainingRun:
     """Close collection and queue the training run (a lead's click or the trigger).
 
     Raises:
@@ -491,7 +474,6 @@ def begin_training(round: Round, *, dispatch: bool = True) -> TrainingRun:
             attempt=1,
             version_number=_next_version_number(locked.project),
             num_pairs=len(pairs),
-            dispatch=dispatch,
         )
     return run
 
@@ -503,7 +485,6 @@ def _open_training_run(
     attempt: int,
     version_number: int,
     num_pairs: int,
-    dispatch: bool,
 ) -> TrainingRun:
     """Record a training attempt, move the (locked) round to training, queue the task."""
     run = TrainingRun.objects.create(
@@ -516,18 +497,11 @@ def _open_training_run(
     locked.state = Round.State.TRAINING
     locked.error = ""
     locked.save(update_fields=["state", "error", "updated_at"])
-    if dispatch:
-        _dispatch_training(run.pk)
+    dispatch.enqueue(dispatch.TRAIN_ROUND, run.pk)
     return run
 
 
-def _dispatch_training(run_id: int) -> None:
-    from .. import tasks
-
-    transaction.on_commit(lambda: tasks.train_round.delay(run_id))
-
-
-def retry(round: Round, *, dispatch: bool = True) -> Round:
+def retry(round: Round) -> Round:
     """Run a failed round's failed step again (sampling, or training as a new attempt).
 
     A training run whose worker died (killed, lost) counts as failed here.
@@ -545,11 +519,7 @@ def retry(round: Round, *, dispatch: bool = True) -> Round:
             locked.error = ""
             locked.progress_done = 0
             locked.save(update_fields=["state", "error", "progress_done", "updated_at"])
-            if dispatch:
-                from .. import tasks
-
-                round_id = locked.pk
-                transaction.on_commit(lambda: tasks.generate_round.delay(round_id))
+            dispatch.enqueue(dispatch.GENERATE_ROUND, locked.pk)
             return locked
         ls = LoopSettings.from_dict(locked.settings)
         pairs, _ = round_pairs(locked, ls)
@@ -559,7 +529,6 @@ def retry(round: Round, *, dispatch: bool = True) -> Round:
             attempt=run.attempt + 1,
             version_number=run.version_number,
             num_pairs=len(pairs),
-            dispatch=dispatch,
         )
     return locked
 
@@ -604,9 +573,7 @@ def _clear_leftovers(out_dir: Path) -> None:
 TrainProgress = Callable[[int, int, float, float | None], None]
 
 
-def train_round(
-    run_id: int, *, dispatch: bool = True, progress: TrainProgress | None = None
-) -> str:
+def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
     """Train the round's new version, record it, gate it and maybe promote it.
 
     The run is claimed under its row lock: a second delivery of the same run finds it running
@@ -698,7 +665,7 @@ def train_round(
         run.save()
         locked_round.state = Round.State.EVALUATING
         locked_round.save(update_fields=["state", "updated_at"])
-    evaluate_round(round.pk, dispatch=dispatch)
+    evaluate_round(round.pk)
     return f"trained {version}"
 
 
@@ -746,7 +713,7 @@ def gate_check(version: ModelVersion, ls: LoopSettings) -> dict[str, Any]:
     return {"passed": not reasons, "reasons": reasons, "checks": checks}
 
 
-def evaluate_round(round_id: int, *, dispatch: bool = True) -> str:
+def evaluate_round(round_id: int) -> str:
     """Gate the round's new version; promote it or keep it for inspection. Once per round."""
     with transaction.atomic():
         round = Round.objects.select_for_update().select_related("project").get(pk=round_id)
@@ -771,9 +738,9 @@ def evaluate_round(round_id: int, *, dispatch: bool = True) -> str:
             round.error = "; ".join(gate["reasons"])
         round.finished_at = timezone.now()
         round.save(update_fields=["state", "error", "finished_at", "updated_at"])
-        if gate["passed"] and dispatch and ls.auto_next_round:
+        if gate["passed"] and ls.auto_next_round:
             project_id = round.project_id
-            transaction.on_commit(lambda: _start_next_round(project_id))
+            dispatch.on_commit(lambda: _start_next_round(project_id))
     return round.state
 
 

@@ -95,12 +95,12 @@ class Command(BaseCommand):
 
     def _round_in_process(self, project: Project, options: dict[str, Any]) -> Round:
         try:
-            with services.without_auto_dispatch():
-                round = services.start_round(project, dispatch=False)
+            with services.in_process():
+                round = services.start_round(project)
                 services.generate_round(round.pk)
                 self._simulate(project, round, options)
-                run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
-                services.train_round(run.pk, dispatch=False)
+                run = services.begin_training(Round.objects.get(pk=round.pk))
+                services.train_round(run.pk)
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         return Round.objects.select_related("policy").get(pk=round.pk)
