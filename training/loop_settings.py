@@ -1,6 +1,8 @@
-"""A project's round settings for the online-DPO loop, and their validation.
+"""A project's round settings for the online-DPO loop and its base model, and their validation.
 
-Stored as JSON in ``Project.loop_settings``; missing keys take the defaults below. This module
+Stored as JSON in ``Project.loop_settings``; missing keys take the defaults below. The training
+app reads a project's settings and base model only through ``loop_settings`` and
+``base_model_of``, so their storage can move without touching the callers. This module
 must stay light (no torch), because the web process validates settings on every PATCH of a
 project; the core's ``config`` module it uses needs only the standard library.
 """
@@ -10,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 
 from .core.config import DPOConfig
+
+if TYPE_CHECKING:
+    from annotate.models import Project
 
 TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
@@ -80,6 +85,16 @@ class LoopSettings:
     def from_dict(cls, data: dict[str, Any] | None) -> LoopSettings:
         """Settings from stored JSON; raises ValidationError naming the bad field."""
         return cls(**validate_loop_settings(data or {}))
+
+
+def loop_settings(project: Project) -> LoopSettings:
+    """The project's loop settings, defaults filled in."""
+    return LoopSettings.from_dict(project.loop_settings)
+
+
+def base_model_of(project: Project) -> str:
+    """The spec of the model the project's loop starts from; the demo model when unset."""
+    return project.base_model or "demo"
 
 
 _POSITIVE_INTS = (

@@ -4,6 +4,7 @@ Views, API endpoints, tasks and commands call these functions; none of them impo
 module level.
 """
 
+from ..loop_settings import base_model_of, loop_settings
 from .dispatch import in_process
 from .pairs import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
 from .rounds import (
@@ -19,7 +20,6 @@ from .rounds import (
     generate_round,
     get_round,
     get_version,
-    loop_settings,
     models_dir,
     on_judgment_saved,
     promote,
@@ -35,6 +35,7 @@ __all__ = [
     "AggregatedPair",
     "WinRate",
     "aggregate",
+    "base_model_of",
     "base_version",
     "begin_training",
     "check_trigger",

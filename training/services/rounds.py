@@ -32,7 +32,7 @@ from annotate.models import Comparison, Completion, Judgment, Project, Prompt
 from ..core.config import DPOConfig
 from ..core.loading import load_model
 from ..core.pairing import make_pairs
-from ..loop_settings import LoopSettings
+from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
 from .pairs import round_pairs
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 # Seconds between progress writes to the database while generating or training.
 _PROGRESS_INTERVAL = 0.5
-
-
-def loop_settings(project: Project) -> LoopSettings:
-    return LoopSettings.from_dict(project.loop_settings)
 
 
 def dpo_config_dict(ls: LoopSettings) -> dict[str, Any]:
@@ -69,7 +65,7 @@ def base_version(project: Project) -> ModelVersion:
             return ModelVersion.objects.create(
                 project=project,
                 number=0,
-                spec=project.base_model or "demo",
+                spec=base_model_of(project),
                 state=ModelVersion.State.SERVING,
                 promoted_at=timezone.now(),
             )
@@ -139,9 +135,9 @@ def start_round(project: Project) -> Round:
         ls = loop_settings(project)
         base = base_version(project)
         rounds = Round.objects.filter(project=project)
-        if not rounds.exists() and base.spec != (project.base_model or "demo"):
+        if not rounds.exists() and base.spec != base_model_of(project):
             # the base may change until the first round uses it
-            base.spec = project.base_model or "demo"
+            base.spec = base_model_of(project)
             base.save(update_fields=["spec"])
         policy = serving_version(project)
         number = (rounds.aggregate(n=Max("number"))["n"] or 0) + 1
