@@ -6,7 +6,6 @@ module level.
 
 from ..loop_settings import base_model_of, loop_settings
 from .dispatch import in_process
-from .pairs import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
 from .rounds import (
     base_version,
     begin_training,
@@ -30,6 +29,7 @@ from .rounds import (
     trigger_fired,
 )
 from .simulation import resolve_rule, rule_win_rate, simulate_annotators
+from .training_data import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
 
 __all__ = [
     "AggregatedPair",

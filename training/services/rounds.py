@@ -35,7 +35,7 @@ from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
-from .pairs import round_pairs
+from .training_data import round_pairs
 
 log = logging.getLogger(__name__)
 
