@@ -20,8 +20,8 @@ def _round(project: Project, number: int, state: str) -> Round:
     )
 
 
-def _judged(project: Project, round: int, *choices: str, **fields: Any) -> Comparison:
-    comparison = ComparisonFactory(project=project, round=round, **fields)
+def _judged(project: Project, round_number: int, *choices: str, **fields: Any) -> Comparison:
+    comparison = ComparisonFactory(project=project, round=round_number, **fields)
     for choice in choices:
         vote(comparison, choice)
     return comparison

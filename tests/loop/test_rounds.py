@@ -14,24 +14,24 @@ from training.models import ModelVersion, Round, TrainingRun
 
 def _run_round(project: Any, rule: str = "shorter") -> Round:
     with services.in_process():
-        round = services.start_round(project)
-        services.generate_round(round.pk)
+        loop_round = services.start_round(project)
+        services.generate_round(loop_round.pk)
         services.simulate_annotators(
-            project, rule, annotators=1, noise=0.0, round_number=round.number
+            project, rule, annotators=1, noise=0.0, round_number=loop_round.number
         )
-        run = services.begin_training(Round.objects.get(pk=round.pk))
+        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
         services.train_round(run.pk)
-    return Round.objects.get(pk=round.pk)
+    return Round.objects.get(pk=loop_round.pk)
 
 
 def test_it_runs_a_round_and_promotes_the_new_version(loop_project: Any) -> None:
-    round = _run_round(loop_project)
-    assert round.state == Round.State.PROMOTED
-    version = ModelVersion.objects.get(trained_in=round)
+    loop_round = _run_round(loop_project)
+    assert loop_round.state == Round.State.PROMOTED
+    version = ModelVersion.objects.get(trained_in=loop_round)
     assert version.number == 1 and version.state == ModelVersion.State.SERVING
     assert services.serving_version(loop_project) == version
     assert (services.models_dir(loop_project) / "v1" / "prefloop_version.json").exists()
-    run = TrainingRun.objects.get(round=round)
+    run = TrainingRun.objects.get(round=loop_round)
     assert run.state == TrainingRun.State.SUCCEEDED and run.losses
 
 
@@ -58,8 +58,8 @@ def test_it_samples_the_next_round_from_the_promoted_version(loop_project: Any) 
 
 def test_it_records_which_version_and_parameters_made_each_completion(loop_project: Any) -> None:
     with services.in_process():
-        round = services.start_round(loop_project)
-        services.generate_round(round.pk)
+        loop_round = services.start_round(loop_project)
+        services.generate_round(loop_round.pk)
     completion = Completion.objects.filter(source=Completion.Source.MODEL).first()
     assert completion is not None
     assert completion.model_version_id == services.base_version(loop_project).pk
@@ -69,19 +69,19 @@ def test_it_records_which_version_and_parameters_made_each_completion(loop_proje
 
 def test_it_generates_once_when_the_task_is_delivered_twice(loop_project: Any) -> None:
     with services.in_process():
-        round = services.start_round(loop_project)
-        services.generate_round(round.pk)
-        count = Comparison.objects.filter(round=round.number).count()
-        assert services.generate_round(round.pk).startswith("skipped")
-    assert Comparison.objects.filter(round=round.number).count() == count
+        loop_round = services.start_round(loop_project)
+        services.generate_round(loop_round.pk)
+        count = Comparison.objects.filter(round=loop_round.number).count()
+        assert services.generate_round(loop_round.pk).startswith("skipped")
+    assert Comparison.objects.filter(round=loop_round.number).count() == count
 
 
 def test_it_trains_and_promotes_once_when_delivered_twice(loop_project: Any) -> None:
-    round = _run_round(loop_project)
-    run = TrainingRun.objects.get(round=round)
+    loop_round = _run_round(loop_project)
+    run = TrainingRun.objects.get(round=loop_round)
     with services.in_process():
         assert services.train_round(run.pk).startswith("skipped")
-        assert services.evaluate_round(round.pk).startswith("skipped")
+        assert services.evaluate_round(loop_round.pk).startswith("skipped")
     assert ModelVersion.objects.filter(project=loop_project).count() == 2
 
 
@@ -115,11 +115,11 @@ def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
         return result
 
     monkeypatch.setattr(training.core.trainer, "train_dpo", worse)
-    round = _run_round(loop_project)
-    version = ModelVersion.objects.get(trained_in=round)
-    assert round.state == Round.State.REJECTED
+    loop_round = _run_round(loop_project)
+    version = ModelVersion.objects.get(trained_in=loop_round)
+    assert loop_round.state == Round.State.REJECTED
     assert version.state == ModelVersion.State.REJECTED
-    assert "reward accuracy fell from 1.00 to 0.00" in round.error
+    assert "reward accuracy fell from 1.00 to 0.00" in loop_round.error
     assert version.gate["passed"] is False
     assert services.serving_version(loop_project).number == 0
 
@@ -130,10 +130,10 @@ def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
     import training.core.trainer
 
     with services.in_process():
-        round = services.start_round(loop_project)
-        services.generate_round(round.pk)
+        loop_round = services.start_round(loop_project)
+        services.generate_round(loop_round.pk)
         services.simulate_annotators(loop_project, "shorter", annotators=1, noise=0.0)
-        run = services.begin_training(Round.objects.get(pk=round.pk))
+        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
     judgments = Judgment.objects.count()
 
     def boom(*args: Any, **kwargs: Any) -> None:
@@ -143,20 +143,20 @@ def test_it_fails_the_run_and_keeps_judgments_when_training_raises(
     with pytest.raises(RuntimeError), services.in_process():
         services.train_round(run.pk)
     run.refresh_from_db()
-    round.refresh_from_db()
+    loop_round.refresh_from_db()
     assert run.state == TrainingRun.State.FAILED and "out of memory" in run.error
-    assert round.state == Round.State.FAILED
+    assert loop_round.state == Round.State.FAILED
     assert Judgment.objects.count() == judgments
     assert services.serving_version(loop_project).number == 0
 
     monkeypatch.undo()
     with services.in_process():
-        services.retry(round)
-        retry_run = TrainingRun.objects.get(round=round, attempt=2)
+        services.retry(loop_round)
+        retry_run = TrainingRun.objects.get(round=loop_round, attempt=2)
         assert retry_run.version_number == run.version_number
         services.train_round(retry_run.pk)
-    round.refresh_from_db()
-    assert round.state == Round.State.PROMOTED
+    loop_round.refresh_from_db()
+    assert loop_round.state == Round.State.PROMOTED
     assert services.serving_version(loop_project).number == 1
 
 

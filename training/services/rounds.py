@@ -164,7 +164,7 @@ def start_round(project: Project) -> Round:
                 )
             )
             eval_ids = sorted(rng.sample(pool, min(n_eval, len(pool))))
-        round = Round.objects.create(
+        loop_round = Round.objects.create(
             project=project,
             number=number,
             policy=policy,
@@ -173,8 +173,8 @@ def start_round(project: Project) -> Round:
             eval_prompt_ids=eval_ids,
             progress_total=len(prompt_ids) + len(eval_ids),
         )
-        dispatch.enqueue(dispatch.GENERATE_ROUND, round.pk)
-    return round
+        dispatch.enqueue(dispatch.GENERATE_ROUND, loop_round.pk)
+    return loop_round
 
 
 def _throttled(write: Callable[..., None]) -> Callable[..., None]:
@@ -236,13 +236,13 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
     Sampling happens outside any transaction; the rows are written in one transaction that
     first checks, under the round's row lock, that no other delivery wrote them already.
     """
-    round = Round.objects.select_related("project", "policy").get(pk=round_id)
-    if round.state != Round.State.GENERATING:
-        return f"skipped: round is {round.state}"
-    ls = LoopSettings.from_dict(round.settings)
-    project, policy = round.project, round.policy
-    prompts = list(Prompt.objects.filter(pk__in=round.prompt_ids).order_by("pk"))
-    eval_prompts = list(Prompt.objects.filter(pk__in=round.eval_prompt_ids).order_by("pk"))
+    loop_round = Round.objects.select_related("project", "policy").get(pk=round_id)
+    if loop_round.state != Round.State.GENERATING:
+        return f"skipped: round is {loop_round.state}"
+    ls = LoopSettings.from_dict(loop_round.settings)
+    project, policy = loop_round.project, loop_round.policy
+    prompts = list(Prompt.objects.filter(pk__in=loop_round.prompt_ids).order_by("pk"))
+    eval_prompts = list(Prompt.objects.filter(pk__in=loop_round.eval_prompt_ids).order_by("pk"))
     total = len(prompts) + len(eval_prompts)
     done = [0]
 
@@ -257,7 +257,7 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
         done[0] += n
         report()
 
-    seed = ls.seed + 1000 * round.number
+    seed = ls.seed + 1000 * loop_round.number
     try:
         loaded = load_model(policy.spec)
         samples = _sample(loaded, prompts, ls.k, ls, seed, advance)
@@ -309,7 +309,7 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
                     prompt=prompt,
                     completion_a=rows[a],
                     completion_b=rows[b],
-                    round=round.number,
+                    round=loop_round.number,
                     kind=Comparison.Kind.TRAIN,
                 )
                 made += 1
@@ -331,7 +331,7 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
                 prompt=prompt,
                 completion_a=sides[0],
                 completion_b=sides[1],
-                round=round.number,
+                round=loop_round.number,
                 kind=Comparison.Kind.EVAL,
             )
             made += 1
@@ -360,26 +360,26 @@ def _describe(exc: BaseException) -> str:
 # --- Collecting and the trigger ------------------------------------------------------------
 
 
-def round_comparisons(round: Round) -> Any:
-    return Comparison.objects.filter(project_id=round.project_id, round=round.number)
+def round_comparisons(loop_round: Round) -> Any:
+    return Comparison.objects.filter(project_id=loop_round.project_id, round=loop_round.number)
 
 
-def collecting_progress(round: Round) -> tuple[int, int]:
+def collecting_progress(loop_round: Round) -> tuple[int, int]:
     """(judgments counted toward the overlap, judgments the round needs)."""
-    overlap = round.project.overlap
-    comparisons = round_comparisons(round)
+    overlap = loop_round.project.overlap
+    comparisons = round_comparisons(loop_round)
     done = comparisons.aggregate(n=Sum(Least("judgment_count", Value(overlap))))["n"] or 0
     return int(done), comparisons.count() * overlap
 
 
-def trigger_fired(round: Round) -> bool:
-    ls = LoopSettings.from_dict(round.settings)
+def trigger_fired(loop_round: Round) -> bool:
+    ls = LoopSettings.from_dict(loop_round.settings)
     if ls.trigger == "manual":
         return False
-    comparisons = round_comparisons(round)
+    comparisons = round_comparisons(loop_round)
     if not comparisons.exists():
         return False
-    all_judged = not comparisons.filter(judgment_count__lt=round.project.overlap).exists()
+    all_judged = not comparisons.filter(judgment_count__lt=loop_round.project.overlap).exists()
     if ls.trigger == "all_judged" or all_judged:
         return all_judged
     judged = comparisons.filter(kind=Comparison.Kind.TRAIN, judgment_count__gte=1).count()
@@ -388,15 +388,15 @@ def trigger_fired(round: Round) -> bool:
 
 def check_trigger(round_id: int) -> bool:
     """Start training when the round's trigger has fired; True when it did."""
-    round = Round.objects.select_related("project").filter(pk=round_id).first()
-    if round is None or round.state != Round.State.COLLECTING:
+    loop_round = Round.objects.select_related("project").filter(pk=round_id).first()
+    if loop_round is None or loop_round.state != Round.State.COLLECTING:
         return False
-    done, total = collecting_progress(round)
+    done, total = collecting_progress(loop_round)
     Round.objects.filter(pk=round_id).update(progress_done=done, progress_total=total)
-    if not trigger_fired(round):
+    if not trigger_fired(loop_round):
         return False
     try:
-        begin_training(round)
+        begin_training(loop_round)
     except InvalidInput as exc:
         Round.objects.filter(pk=round_id).update(error=exc.message)
         return False
@@ -447,7 +447,7 @@ def _next_version_number(project: Project) -> int:
     return max(top_version or 0, top_run or 0) + 1
 
 
-def begin_training(round: Round) -> TrainingRun:
+def begin_training(loop_round: Round) -> TrainingRun:
     """Close collection and queue the training run (a lead's click or the trigger).
 
     Raises:
@@ -455,7 +455,7 @@ def begin_training(round: Round) -> TrainingRun:
         InvalidInput: no comparison of the round has a majority yet.
     """
     with transaction.atomic():
-        locked = Round.objects.select_for_update().select_related("project").get(pk=round.pk)
+        locked = Round.objects.select_for_update().select_related("project").get(pk=loop_round.pk)
         if locked.state != Round.State.COLLECTING:
             raise Conflict(f"Round {locked.number} is {locked.get_state_display().lower()}.")
         ls = LoopSettings.from_dict(locked.settings)
@@ -497,13 +497,13 @@ def _open_training_run(
     return run
 
 
-def retry(round: Round) -> Round:
+def retry(loop_round: Round) -> Round:
     """Run a failed round's failed step again (sampling, or training as a new attempt).
 
     A training run whose worker died (killed, lost) counts as failed here.
     """
     with transaction.atomic():
-        locked = Round.objects.select_for_update().select_related("project").get(pk=round.pk)
+        locked = Round.objects.select_for_update().select_related("project").get(pk=loop_round.pk)
         run = locked.latest_run()
         if run is not None and run.is_lost():
             _mark_run_failed(run, "The worker running this attempt was lost.")
@@ -588,9 +588,9 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
         if run.round.state != Round.State.TRAINING:
             return f"skipped: round is {run.round.state}"
         run.claim()
-    round = run.round
-    project = round.project
-    ls = LoopSettings.from_dict(round.settings)
+    loop_round = run.round
+    project = loop_round.project
+    ls = LoopSettings.from_dict(loop_round.settings)
     out_dir = models_dir(project) / f"v{run.version_number}"
     losses: list[float] = []
 
@@ -616,7 +616,7 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
         # imported here to keep torch (loaded by the trainer) out of the web process
         from ..core.trainer import train_dpo
 
-        pairs, _ = round_pairs(round, ls)
+        pairs, _ = round_pairs(loop_round, ls)
         if not pairs:
             raise InvalidInput("No judged pair with a majority: nothing to train.")
         config = DPOConfig.from_dict(run.config)
@@ -624,7 +624,7 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
         reference = base_version(project).spec if config.reference == "base" else None
         result = train_dpo(
             [p.to_preference_pair() for p in pairs],
-            round.policy.spec,
+            loop_round.policy.spec,
             out_dir,
             config,
             progress=on_step,
@@ -639,7 +639,7 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
 
     metrics = result.to_dict()
     with transaction.atomic():
-        locked_round = Round.objects.select_for_update().get(pk=round.pk)
+        locked_round = Round.objects.select_for_update().get(pk=loop_round.pk)
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         existing = ModelVersion.objects.filter(trained_in=locked_round).first()
         if existing is not None or run.state != TrainingRun.State.RUNNING:
@@ -648,7 +648,7 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
             project=project,
             number=run.version_number,
             spec=str(out_dir),
-            parent=round.policy,
+            parent=loop_round.policy,
             trained_in=locked_round,
             metrics={k: v for k, v in metrics.items() if k != "history"},
         )
@@ -661,7 +661,7 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
         run.save()
         locked_round.state = Round.State.EVALUATING
         locked_round.save(update_fields=["state", "updated_at"])
-    evaluate_round(round.pk)
+    evaluate_round(loop_round.pk)
     return f"trained {version}"
 
 
@@ -712,11 +712,11 @@ def gate_check(version: ModelVersion, ls: LoopSettings) -> dict[str, Any]:
 def evaluate_round(round_id: int) -> str:
     """Gate the round's new version; promote it or keep it for inspection. Once per round."""
     with transaction.atomic():
-        round = Round.objects.select_for_update().select_related("project").get(pk=round_id)
-        if round.state != Round.State.EVALUATING:
-            return f"skipped: round is {round.state}"
-        version = ModelVersion.objects.get(trained_in=round)
-        ls = LoopSettings.from_dict(round.settings)
+        loop_round = Round.objects.select_for_update().select_related("project").get(pk=round_id)
+        if loop_round.state != Round.State.EVALUATING:
+            return f"skipped: round is {loop_round.state}"
+        version = ModelVersion.objects.get(trained_in=loop_round)
+        ls = LoopSettings.from_dict(loop_round.settings)
         gate = gate_check(version, ls)
         if not ls.gate:
             gate["passed"] = True
@@ -725,19 +725,19 @@ def evaluate_round(round_id: int) -> str:
         version.save(update_fields=["gate"])
         if gate["passed"]:
             promote(version)
-            round.state = Round.State.PROMOTED
-            round.error = ""
+            loop_round.state = Round.State.PROMOTED
+            loop_round.error = ""
         else:
             version.state = ModelVersion.State.REJECTED
             version.save(update_fields=["state"])
-            round.state = Round.State.REJECTED
-            round.error = "; ".join(gate["reasons"])
-        round.finished_at = timezone.now()
-        round.save(update_fields=["state", "error", "finished_at", "updated_at"])
+            loop_round.state = Round.State.REJECTED
+            loop_round.error = "; ".join(gate["reasons"])
+        loop_round.finished_at = timezone.now()
+        loop_round.save(update_fields=["state", "error", "finished_at", "updated_at"])
         if gate["passed"] and ls.auto_next_round:
-            project_id = round.project_id
+            project_id = loop_round.project_id
             dispatch.on_commit(lambda: _start_next_round(project_id))
-    return round.state
+    return loop_round.state
 
 
 def _start_next_round(project_id: int) -> None:
