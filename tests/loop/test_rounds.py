@@ -171,7 +171,7 @@ def test_it_rolls_back_to_an_older_version(loop_project: Any) -> None:
 
 def test_it_does_not_reject_a_drop_within_sampling_noise() -> None:
     from training.loop_settings import LoopSettings
-    from training.services.rounds import gate_check
+    from training.services.gate import gate_check
 
     version = ModelVersion(
         metrics={
