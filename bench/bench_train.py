@@ -137,18 +137,10 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     peft_config = None
     if spec["lora"]:
-        from peft import LoraConfig
+        from training.core.config import DPOConfig
+        from training.core.trainer import lora_config
 
-        from training.core import DPOConfig
-
-        defaults = DPOConfig()
-        peft_config = LoraConfig(
-            r=defaults.lora_r,
-            lora_alpha=defaults.lora_alpha,
-            lora_dropout=defaults.lora_dropout,
-            target_modules=list(defaults.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(DPOConfig())
 
     class Timer(TrainerCallback):
         def __init__(self) -> None:
