@@ -29,6 +29,7 @@ from annotate.models import Project
 
 from .core.loading import load_model
 from .models import ModelVersion
+from .services import base_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class Registry:
         project = Project.objects.filter(slug=match["slug"]).first()
         if project is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no project {match['slug']!r}", "model")
-        from .services import base_version, serving_version
-
         if match["base"] is not None:
             return base_version(project)
         if match["number"] is None:
