@@ -137,18 +137,10 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     peft_config = None
     if spec["lora"]:
-        from peft import LoraConfig
+        from training.core.config import DPOConfig
+        from training.core.trainer import lora_config
 
-        from training.core import DPOConfig
-
-        defaults = DPOConfig()
-        peft_config = LoraConfig(
-            r=defaults.lora_r,
-            lora_alpha=defaults.lora_alpha,
-            lora_dropout=defaults.lora_dropout,
-            target_modules=list(defaults.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(DPOConfig())
 
     class Timer(TrainerCallback):
         def __init__(self) -> None:
@@ -375,28 +367,20 @@ def tiny_model_dir(cache: Path) -> Path:
     target = cache / "bench-tiny-llama"
     if (target / "config.json").exists():
         return target
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from training.core import resolve_demo_model
+    from training.core.tiny import save_tiny, tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_demo_model())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    model = tiny_llama(
+        tokenizer,
         hidden_size=256,
         intermediate_size=768,
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    tmp = Path(tempfile.mkdtemp(dir=cache))
-    LlamaForCausalLM(config).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    tmp = save_tiny(model, tokenizer, Path(tempfile.mkdtemp(dir=cache)))
     os.replace(tmp, target)
     return target
 

@@ -43,12 +43,12 @@ class RoundSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
 
-    def get_new_version(self, round: Round) -> int | None:
-        version = ModelVersion.objects.filter(trained_in=round).first()
+    def get_new_version(self, loop_round: Round) -> int | None:
+        version = ModelVersion.objects.filter(trained_in=loop_round).first()
         return version.number if version else None
 
-    def get_training(self, round: Round) -> dict[str, Any] | None:
-        run = round.latest_run()
+    def get_training(self, loop_round: Round) -> dict[str, Any] | None:
+        run = loop_round.latest_run()
         if run is None:
             return None
         return {
@@ -67,8 +67,8 @@ class RoundSerializer(serializers.ModelSerializer):
 def rounds(request: Request, project_id: int) -> Response:
     project = annotate_services.get_project(request.user, project_id, lead=request.method == "POST")
     if request.method == "POST":
-        round = services.start_round(project)
-        return Response(RoundSerializer(round).data, status=status.HTTP_201_CREATED)
+        loop_round = services.start_round(project)
+        return Response(RoundSerializer(loop_round).data, status=status.HTTP_201_CREATED)
     queryset = Round.objects.filter(project=project).select_related("policy").order_by("number")
     return Response(RoundSerializer(queryset, many=True).data)
 

@@ -1,22 +1,26 @@
-"""A project's round settings for the online-DPO loop, and their validation.
+"""A project's round settings for the online-DPO loop and its base model, and their validation.
 
-Stored as JSON in ``ProjectLoop.settings``; missing keys take the defaults below. This module
-must stay light (no torch, no training core package import), because the web process validates
-settings on every PATCH of a project.
+Stored as JSON in ``ProjectLoop.settings``; missing keys take the defaults below. The training
+app reads a project's settings and base model only through ``loop_settings`` and
+``base_model_of``, so their storage can move without touching the callers. This module
+must stay light (no torch), because the web process validates settings on every PATCH of a
+project; the core's ``config`` module it uses needs only the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+
+from .core.config import DPOConfig
+from .models import ProjectLoop
+
+if TYPE_CHECKING:
+    from annotate.models import Project
 
 TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
@@ -84,6 +88,16 @@ class LoopSettings:
         return cls(**validate_loop_settings(data or {}))
 
 
+def loop_settings(project: Project) -> LoopSettings:
+    """The project's loop settings, defaults filled in."""
+    return LoopSettings.from_dict(ProjectLoop.of(project).settings)
+
+
+def base_model_of(project: Project) -> str:
+    """The spec of the model the project's loop starts from; the demo model when unset."""
+    return ProjectLoop.of(project).base_model or "demo"
+
+
 _POSITIVE_INTS = (
     "prompts_per_round",
     "k",
@@ -103,28 +117,11 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-@cache
-def _dpo_config_module() -> ModuleType:
-    """The training core's config module, loaded on its own.
-
-    Importing ``training.core.config`` normally runs ``training.core``'s package init, which
-    imports torch; the config module itself needs only the standard library.
-    """
-    path = Path(__file__).resolve().parent / "core" / "config.py"
-    spec = importlib.util.spec_from_file_location("training._dpo_config_schema", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def validate_dpo(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError("dpo: must be an object of DPOConfig fields")
     try:
-        _dpo_config_module().DPOConfig.from_dict(dict(data))
+        DPOConfig.from_dict(dict(data))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"dpo: {exc}") from None
     return dict(data)

@@ -27,7 +27,9 @@ from django.db import close_old_connections, connection
 
 from annotate.models import Project
 
+from .core.loading import load_model
 from .models import ModelVersion
+from .services import base_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,6 @@ class Registry:
         project = Project.objects.filter(slug=match["slug"]).first()
         if project is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no project {match['slug']!r}", "model")
-        from .services import base_version, serving_version
-
         if match["base"] is not None:
             return base_version(project)
         if match["number"] is None:
@@ -94,8 +94,6 @@ class Registry:
             with self._lock:
                 if version.pk in self._loaded:
                     return self._loaded[version.pk]
-            from training.core import load_model
-
             log.info("loading %s from %s", version, version.spec)
             model, tokenizer = load_model(version.spec)
             loaded = Loaded(version.pk, version.spec, model, tokenizer)
@@ -147,7 +145,8 @@ class ChatService:
         self.registry = registry or Registry()
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        from training.core import generate
+        # imported here to keep torch (loaded by the generation module) out of the web process
+        from .core.generation import generate
 
         messages = _messages(body)
         name = body.get("model")

@@ -10,20 +10,15 @@ pytest.importorskip("trl")
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from annotate.datasets.exporters import write_export  # noqa: E402
 from annotate.datasets.labels import PairOptions  # noqa: E402
+from training.core.tiny import tiny_llama, word_tokenizer  # noqa: E402
 
 from .conftest import import_path, write_jsonl  # noqa: E402
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
-)
-SPECIALS = ["<pad>", "<unk>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 ROWS = [
     {
         "prompt": [
@@ -45,35 +40,18 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         for m in row[part]
         for w in m["content"].split()
     }
-    vocab = {token: i for i, token in enumerate(SPECIALS + sorted(words))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="<|end|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return word_tokenizer(sorted(words))
 
 
 def one_step(train: datasets.Dataset, tmp, tokenizer: PreTrainedTokenizerFast) -> None:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    model = tiny_llama(
+        tokenizer,
         hidden_size=16,
         intermediate_size=32,
-        num_hidden_layers=2,
         num_attention_heads=2,
-        num_key_value_heads=2,
         max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = DPOConfig(
         output_dir=str(tmp / "dpo"),

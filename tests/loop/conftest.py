@@ -10,8 +10,7 @@ from django.contrib.auth.models import Permission
 
 from annotate.models import Membership, Project, Prompt
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
-
-from .tiny import build_tiny_model
+from training.core.tiny import save_tiny, tiny_llama, word_tokenizer
 
 # Settings that keep a round of the tiny model to a second or two.
 TINY_LOOP = {
@@ -34,11 +33,23 @@ TINY_LOOP = {
     },
 }
 WORDS = ["hello world", "write a function", "the sun and the moon", "red green blue", "a cat"]
+# The tiny model's vocabulary: the prompts' words and enough others for varied replies.
+VOCAB = (  # noqa: SIM905
+    "yes no maybe short long answer question the a is of and to in it that this be "
+    "python list tuple write function hello world good bad ok one two three four five "
+    "red green blue cat dog tree sun moon star sky sea"
+).split()
+
+
+def save_loop_model(directory: Path) -> Path:
+    """The loop tests' tiny model and its tokenizer, written to ``directory``."""
+    tokenizer = word_tokenizer(VOCAB)
+    return save_tiny(tiny_llama(tokenizer), tokenizer, directory)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+    return save_loop_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture

@@ -31,38 +31,38 @@ def _beat(task_name: str) -> Any:
 
 
 def _collecting_round(project: Project) -> Round:
-    with services.without_auto_dispatch():
-        round = services.start_round(project, dispatch=False)
-        services.generate_round(round.pk)
-    return Round.objects.get(pk=round.pk)
+    with services.in_process():
+        loop_round = services.start_round(project)
+        services.generate_round(loop_round.pk)
+    return Round.objects.get(pk=loop_round.pk)
 
 
 def test_it_starts_training_from_the_beat_once_a_round_is_judged(
     loop_project: Project, django_capture_on_commit_callbacks: Any
 ) -> None:
-    round = _collecting_round(loop_project)
-    assert round.state == Round.State.COLLECTING
+    loop_round = _collecting_round(loop_project)
+    assert loop_round.state == Round.State.COLLECTING
     assert _beat("training.tasks.check_triggers") == 0
-    assert Round.objects.get(pk=round.pk).state == Round.State.COLLECTING
+    assert Round.objects.get(pk=loop_round.pk).state == Round.State.COLLECTING
 
     # judged without the judgment signal, so only the beat can notice
-    with services.without_auto_dispatch():
+    with services.in_process():
         services.simulate_annotators(
-            loop_project, "shorter", annotators=1, noise=0.0, round_number=round.number
+            loop_project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
         )
-    assert Round.objects.get(pk=round.pk).state == Round.State.COLLECTING
+    assert Round.objects.get(pk=loop_round.pk).state == Round.State.COLLECTING
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert _beat("training.tasks.check_triggers") == 1
-    round.refresh_from_db()
-    assert round.state == Round.State.TRAINING
-    assert round.progress_done == round.progress_total > 0
-    run = TrainingRun.objects.get(round=round)
+    loop_round.refresh_from_db()
+    assert loop_round.state == Round.State.TRAINING
+    assert loop_round.progress_done == loop_round.progress_total > 0
+    run = TrainingRun.objects.get(round=loop_round)
     assert run.state == TrainingRun.State.QUEUED and run.num_pairs > 0
     assert len(callbacks) == 1  # the training task, dispatched on commit
 
     # a second beat finds nothing left to start
     assert _beat("training.tasks.check_triggers") == 0
-    assert TrainingRun.objects.filter(round=round).count() == 1
+    assert TrainingRun.objects.filter(round=loop_round).count() == 1
 
 
 def _dead_pid() -> int:
@@ -74,7 +74,7 @@ def _dead_pid() -> int:
 def _running(worker: str, heartbeat_age_s: float) -> TrainingRun:
     # one open round per project, so each run gets a project of its own
     project = ProjectFactory()
-    round = Round.objects.create(
+    loop_round = Round.objects.create(
         project=project,
         number=1,
         policy=services.base_version(project),
@@ -82,7 +82,7 @@ def _running(worker: str, heartbeat_age_s: float) -> TrainingRun:
     )
     now = timezone.now()
     return TrainingRun.objects.create(
-        round=round,
+        round=loop_round,
         version_number=1,
         state=TrainingRun.State.RUNNING,
         worker=worker,

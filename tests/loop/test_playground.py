@@ -16,15 +16,14 @@ from tests.factories import MembershipFactory, UserFactory
 from training import services
 from training.serving import make_server
 
-from .conftest import make_loop_project
+from .conftest import make_loop_project, save_loop_model
 from .test_rounds import _run_round
-from .tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def markup_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model, with every ordinary word spelled as HTML, so any answer holds markup."""
-    directory = build_tiny_model(tmp_path_factory.mktemp("models") / "markup")
+    directory = save_loop_model(tmp_path_factory.mktemp("models") / "markup")
     path = directory / "tokenizer.json"
     tokenizer = json.loads(path.read_text())
     vocab = tokenizer["model"]["vocab"]

@@ -51,11 +51,11 @@ def test_it_runs_a_round_via_the_worker_and_prints_its_row(tiny_model_dir: Path)
         worker.log.unlink(missing_ok=True)
         shutil.rmtree(services.models_dir(project), ignore_errors=True)
 
-    round = Round.objects.get(project=project)
-    assert round.number == 1 and round.state == Round.State.PROMOTED
-    version = ModelVersion.objects.get(trained_in=round)
+    loop_round = Round.objects.get(project=project)
+    assert loop_round.number == 1 and loop_round.state == Round.State.PROMOTED
+    version = ModelVersion.objects.get(trained_in=loop_round)
     assert version.number == 1 and version.state == ModelVersion.State.SERVING
-    run = TrainingRun.objects.get(round=round, state=TrainingRun.State.SUCCEEDED)
+    run = TrainingRun.objects.get(round=loop_round, state=TrainingRun.State.SUCCEEDED)
     assert run.num_pairs > 0 and run.losses
 
     header, row = out.getvalue().splitlines()

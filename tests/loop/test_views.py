@@ -34,7 +34,8 @@ def test_it_shows_the_loop_page_to_a_lead(loop_project: Project) -> None:
 
 
 def test_it_returns_the_status_partial_to_htmx(loop_project: Project) -> None:
-    services.start_round(loop_project, dispatch=False)
+    with services.in_process():
+        services.start_round(loop_project)
     response = _client(_lead(loop_project)).get(
         f"/projects/{loop_project.pk}/loop/status/", HTTP_HX_REQUEST="true"
     )
@@ -64,8 +65,8 @@ def test_it_starts_a_round_from_the_button(
 
 def test_it_escapes_model_text(loop_project: Project) -> None:
     _run_round(loop_project)
-    round = Round.objects.get(project=loop_project)
-    Round.objects.filter(pk=round.pk).update(error="<script>alert(1)</script>")
+    loop_round = Round.objects.get(project=loop_project)
+    Round.objects.filter(pk=loop_round.pk).update(error="<script>alert(1)</script>")
     body = _client(_lead(loop_project)).get(f"/projects/{loop_project.pk}/loop/").content.decode()
     assert "<script>alert(1)</script>" not in body
     assert "&lt;script&gt;" in body

@@ -112,14 +112,14 @@ def _state(round_id: int) -> str:
 @pytest.mark.django_db(transaction=True)
 def test_it_runs_a_full_round_through_a_worker(worker: Worker, worker_project: Project) -> None:
     worker.start()
-    round = services.start_round(worker_project)
-    _wait("sampling", lambda: _state(round.pk) == Round.State.COLLECTING, worker)
+    loop_round = services.start_round(worker_project)
+    _wait("sampling", lambda: _state(loop_round.pk) == Round.State.COLLECTING, worker)
     # the judgments' commit fires the trigger, which queues training
     services.simulate_annotators(worker_project, "shorter", annotators=2, noise=0.0)
-    _wait("promotion", lambda: _state(round.pk) == Round.State.PROMOTED, worker)
-    v1 = ModelVersion.objects.get(trained_in=round)
+    _wait("promotion", lambda: _state(loop_round.pk) == Round.State.PROMOTED, worker)
+    v1 = ModelVersion.objects.get(trained_in=loop_round)
     assert v1.state == ModelVersion.State.SERVING
-    assert TrainingRun.objects.get(round=round).losses
+    assert TrainingRun.objects.get(round=loop_round).losses
     # the next round starts by itself and samples from v1
     _wait(
         "round 2 sampling",
@@ -145,36 +145,38 @@ def test_it_survives_a_worker_killed_during_training(
     slow["dpo"] = {**slow["dpo"], "epochs": 400}
     ProjectLoop.store(worker_project, settings=slow)
     worker.start()
-    round = services.start_round(worker_project)
-    _wait("sampling", lambda: _state(round.pk) == Round.State.COLLECTING, worker)
+    loop_round = services.start_round(worker_project)
+    _wait("sampling", lambda: _state(loop_round.pk) == Round.State.COLLECTING, worker)
     services.simulate_annotators(worker_project, "shorter", annotators=1, noise=0.0)
     judgments = Judgment.objects.filter(project=worker_project).count()
     _wait(
         "training steps",
-        lambda: TrainingRun.objects.filter(round=round, state="running", step__gte=2).exists(),
+        lambda: TrainingRun.objects.filter(round=loop_round, state="running", step__gte=2).exists(),
         worker,
     )
     worker.kill()
 
-    run = TrainingRun.objects.get(round=round)
+    run = TrainingRun.objects.get(round=loop_round)
     assert run.is_lost()
-    assert not ModelVersion.objects.filter(trained_in=round).exists()
+    assert not ModelVersion.objects.filter(trained_in=loop_round).exists()
     assert services.serving_version(worker_project).number == 0
     assert not (services.models_dir(worker_project) / f"v{run.version_number}").exists()
     assert Judgment.objects.filter(project=worker_project).count() == judgments
 
     # the retry trains again (briefly this time) on a fresh worker
-    fast = dict(round.settings)
+    fast = dict(loop_round.settings)
     fast["dpo"] = {**fast["dpo"], "epochs": 1}
-    Round.objects.filter(pk=round.pk).update(settings=fast)
-    services.retry(Round.objects.get(pk=round.pk))
-    assert TrainingRun.objects.get(round=round, attempt=1).state == TrainingRun.State.FAILED
+    Round.objects.filter(pk=loop_round.pk).update(settings=fast)
+    services.retry(Round.objects.get(pk=loop_round.pk))
+    assert TrainingRun.objects.get(round=loop_round, attempt=1).state == TrainingRun.State.FAILED
     second = Worker()
     second.start()
     try:
-        _wait("promotion after retry", lambda: _state(round.pk) == Round.State.PROMOTED, second)
+        _wait(
+            "promotion after retry", lambda: _state(loop_round.pk) == Round.State.PROMOTED, second
+        )
     finally:
         second.stop()
         second.log.unlink(missing_ok=True)
-    assert ModelVersion.objects.get(trained_in=round).number == run.version_number
+    assert ModelVersion.objects.get(trained_in=loop_round).number == run.version_number
     assert ModelVersion.objects.filter(project=worker_project, state="serving").count() == 1

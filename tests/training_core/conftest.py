@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+
+from training.core.tiny import save_tiny, tiny_llama
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -52,29 +53,9 @@ def build_tokenizer() -> Any:
     return tokenizer
 
 
-def build_model(tokenizer: Any, seed: int = 0, **overrides: Any) -> Any:
-    """A two-layer random-weight Llama matching ``tokenizer``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    settings: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 512,
-        "tie_word_embeddings": True,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-    }
-    settings.update(overrides)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**settings))
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+def build_model(tokenizer: Any, seed: int = 0) -> Any:
+    """The core tests' tiny Llama over ``tokenizer`` (their texts stay under 512 tokens)."""
+    return tiny_llama(tokenizer, max_position_embeddings=512, seed=seed)
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +66,9 @@ def tiny_tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> Path:
     """A saved tiny model directory, loadable with `load_model`."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    build_model(tiny_tokenizer).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+    return save_tiny(
+        build_model(tiny_tokenizer), tiny_tokenizer, tmp_path_factory.mktemp("tiny-llama")
+    )
 
 
 PROMPTS = [

@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .generation import Sample
+if TYPE_CHECKING:
+    # for annotations only: the generation module imports torch, pairing does not need it
+    from .generation import Sample
 
 
 def make_pairs(

@@ -144,17 +144,24 @@ def _summarise(
     }
 
 
-def _add_lora(model: Any, config: DPOConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
+def lora_config(config: DPOConfig) -> Any:
+    """The peft LoraConfig of ``config``'s adapter; the benchmark hands the same one to TRL."""
+    # peft (and the transformers modules under it) load only when a LoRA run needs them
+    from peft import LoraConfig
 
-    lora = LoraConfig(
+    return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+
+
+def _add_lora(model: Any, config: DPOConfig) -> Any:
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(config))
 
 
 def _reference_disabled(model: Any) -> contextlib.AbstractContextManager[Any]:

@@ -37,7 +37,7 @@ class IncompleteVersionError(RuntimeError):
 
 
 @dataclass
-class ModelVersion:
+class SavedVersion:
     """What a version directory says about itself (weights are loaded on demand)."""
 
     path: Path
@@ -129,7 +129,7 @@ def write_version(
     return out
 
 
-def load_version(path: str | Path, verify: bool = False) -> ModelVersion:
+def load_version(path: str | Path, verify: bool = False) -> SavedVersion:
     """Read a version directory's manifest, config and metrics.
 
     Args:
@@ -151,7 +151,7 @@ def load_version(path: str | Path, verify: bool = False) -> ModelVersion:
         if verify and _sha256(file) != info["sha256"]:
             raise IncompleteVersionError(f"{root}: {name} does not match its checksum")
     config_data = json.loads((root / "training_config.json").read_text())
-    return ModelVersion(
+    return SavedVersion(
         path=root,
         kind=manifest["kind"],
         base_model=manifest.get("base_model"),

@@ -1,40 +1,37 @@
-"""The training app's business logic: rounds, pairs, simulated annotators.
+"""The training app's business logic: the round lifecycle, training data, simulated annotators.
 
 Views, API endpoints, tasks and commands call these functions; none of them imports torch at
-module level.
+module level. Each write owns its transaction and checks the row's state under a lock first, so
+a Celery task delivered twice (acks_late, a worker killed mid-task) does its work once: a round
+gets one set of comparisons, trains at most one version and promotes at most once.
+
+A round's life, module by module: ``generation`` opens it and samples its comparisons,
+``triggers`` watches the judgments come in, ``training_runs`` trains the new version, ``gate``
+promotes or rejects it, ``versions`` keeps the project's versions. ``dispatch`` queues the
+tasks that carry a round from one step to the next.
 """
 
-from .pairs import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
-from .rounds import (
-    base_version,
-    begin_training,
+from ..loop_settings import base_model_of, loop_settings
+from .dispatch import in_process
+from .gate import evaluate_round, gate_check
+from .generation import current_round, generate_round, get_round, start_round
+from .simulation import resolve_rule, rule_win_rate, simulate_annotators
+from .training_data import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
+from .training_runs import begin_training, fail_lost_runs, retry, train_round
+from .triggers import (
     check_trigger,
     check_triggers,
     collecting_progress,
-    current_round,
-    evaluate_round,
-    fail_lost_runs,
-    gate_check,
-    generate_round,
-    get_round,
-    get_version,
-    loop_settings,
-    models_dir,
     on_judgment_recorded,
-    promote,
-    retry,
-    serving_version,
-    start_round,
-    train_round,
     trigger_fired,
-    without_auto_dispatch,
 )
-from .simulation import resolve_rule, rule_win_rate, simulate_annotators
+from .versions import base_version, get_version, models_dir, promote, serving_version
 
 __all__ = [
     "AggregatedPair",
     "WinRate",
     "aggregate",
+    "base_model_of",
     "base_version",
     "begin_training",
     "check_trigger",
@@ -48,6 +45,7 @@ __all__ = [
     "generate_round",
     "get_round",
     "get_version",
+    "in_process",
     "loop_settings",
     "models_dir",
     "on_judgment_recorded",
@@ -61,5 +59,4 @@ __all__ = [
     "start_round",
     "train_round",
     "trigger_fired",
-    "without_auto_dispatch",
 ]

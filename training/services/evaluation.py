@@ -28,7 +28,8 @@ class SampleCache:
         """``samples_per_prompt`` texts per prompt, in prompt order."""
         key = (version.spec, tuple(p.pk for p in prompts))
         if key not in self._texts:
-            from training.core import generate
+            # imported here to keep torch (loaded by the generation module) out of the web process
+            from ..core.generation import generate
 
             samples = generate(
                 version.spec,

@@ -72,76 +72,80 @@ class Command(BaseCommand):
         self.stdout.write(RoundRow.HEADER)
         for _ in range(options["rounds"]):
             if options["via_worker"]:
-                round = self._round_via_worker(project, options)
+                loop_round = self._round_via_worker(project, options)
             else:
-                round = self._round_in_process(project, options)
-            row = self._row(project, round, options)
+                loop_round = self._round_in_process(project, options)
+            row = self._row(project, loop_round, options)
             self.rows.append(row)
             self.stdout.write(row.line())
             self.stdout.flush()
-            if round.state != Round.State.PROMOTED:
-                self.stdout.write(f"Round {round.number} was not promoted: {round.error}")
+            if loop_round.state != Round.State.PROMOTED:
+                self.stdout.write(f"Round {loop_round.number} was not promoted: {loop_round.error}")
                 break
 
-    def _simulate(self, project: Project, round: Round, options: dict[str, Any]) -> None:
+    def _simulate(self, project: Project, loop_round: Round, options: dict[str, Any]) -> None:
         services.simulate_annotators(
             project,
             options["simulate"],
             annotators=options["annotators"],
             noise=options["noise"],
-            round_number=round.number,
-            seed=round.number,
+            round_number=loop_round.number,
+            seed=loop_round.number,
         )
 
     def _round_in_process(self, project: Project, options: dict[str, Any]) -> Round:
         try:
-            with services.without_auto_dispatch():
-                round = services.start_round(project, dispatch=False)
-                services.generate_round(round.pk)
-                self._simulate(project, round, options)
-                run = services.begin_training(Round.objects.get(pk=round.pk), dispatch=False)
-                services.train_round(run.pk, dispatch=False)
+            with services.in_process():
+                loop_round = services.start_round(project)
+                services.generate_round(loop_round.pk)
+                self._simulate(project, loop_round, options)
+                run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+                services.train_round(run.pk)
         except ServiceError as exc:
             raise CommandError(exc.message) from None
-        return Round.objects.select_related("policy").get(pk=round.pk)
+        return Round.objects.select_related("policy").get(pk=loop_round.pk)
 
     def _round_via_worker(self, project: Project, options: dict[str, Any]) -> Round:
         current = services.current_round(project)
         if current is not None and current.is_open:
-            round = current
+            loop_round = current
         else:
             try:
-                round = services.start_round(project)
+                loop_round = services.start_round(project)
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
         deadline = time.monotonic() + options["timeout"]
         simulated = False
         while time.monotonic() < deadline:
-            round.refresh_from_db()
-            if round.state == Round.State.FAILED:
-                raise CommandError(f"Round {round.number} failed: {round.error}")
-            if round.is_finished:
-                return round
-            if round.state == Round.State.COLLECTING and not simulated:
-                self._simulate(project, round, options)
+            loop_round.refresh_from_db()
+            if loop_round.state == Round.State.FAILED:
+                raise CommandError(f"Round {loop_round.number} failed: {loop_round.error}")
+            if loop_round.is_finished:
+                return loop_round
+            if loop_round.state == Round.State.COLLECTING and not simulated:
+                self._simulate(project, loop_round, options)
                 simulated = True
-                if not services.check_trigger(round.pk):
+                if not services.check_trigger(loop_round.pk):
                     try:
-                        services.begin_training(round)
+                        services.begin_training(loop_round)
                     except Conflict:
                         pass
                     except ServiceError as exc:
                         raise CommandError(exc.message) from None
             time.sleep(1.0)
-        raise CommandError(f"Round {round.number} did not finish in {options['timeout']:.0f} s.")
+        raise CommandError(
+            f"Round {loop_round.number} did not finish in {options['timeout']:.0f} s."
+        )
 
-    def _row(self, project: Project, round: Round, options: dict[str, Any]) -> RoundRow:
-        version = ModelVersion.objects.filter(trained_in=round).first()
-        run = TrainingRun.objects.filter(round=round, state=TrainingRun.State.SUCCEEDED).first()
+    def _row(self, project: Project, loop_round: Round, options: dict[str, Any]) -> RoundRow:
+        version = ModelVersion.objects.filter(trained_in=loop_round).first()
+        run = TrainingRun.objects.filter(
+            round=loop_round, state=TrainingRun.State.SUCCEEDED
+        ).first()
         win = None
         prompts = eval_prompts(project, options["eval_prompts"])
         if version is not None and prompts:
-            ls = LoopSettings.from_dict(round.settings)
+            ls = LoopSettings.from_dict(loop_round.settings)
             win = rule_win_rate_over(
                 version,
                 services.base_version(project),
@@ -152,9 +156,9 @@ class Command(BaseCommand):
             )
         heldout = version.heldout("after") if version else {}
         return RoundRow(
-            number=round.number,
+            number=loop_round.number,
             version=version.label if version else "-",
-            state=round.state,
+            state=loop_round.state,
             pairs=run.num_pairs if run else 0,
             train_s=float((run.metrics or {}).get("total_seconds", 0.0)) if run else 0.0,
             heldout_accuracy=heldout.get("reward_accuracy"),

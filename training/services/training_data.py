@@ -1,6 +1,6 @@
 """Judgments of a round's comparisons, aggregated into weighted preference pairs.
 
-The rule itself lives in ``annotate.datasets.pairs`` (shared with the exports); this module
+The rule itself lives in ``annotate.datasets.labels`` (shared with the exports); this module
 picks the options a round's settings ask for and turns the rows into training pairs.
 """
 
@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 from annotate.datasets.labels import PairOptions, comparison_pairs, preference_pairs
 from annotate.models import Comparison, Judgment
 
+from ..core.data import PreferencePair
 from ..loop_settings import LoopSettings
 
 if TYPE_CHECKING:
-    from training.core import PreferencePair
-
     from ..models import Round
 
 
@@ -34,9 +33,6 @@ class AggregatedPair:
     weight: float
 
     def to_preference_pair(self) -> PreferencePair:
-        # Imported here: training.core pulls in torch, which the web process must not load.
-        from training.core import PreferencePair
-
         return PreferencePair(
             prompt=self.messages, chosen=self.chosen, rejected=self.rejected, weight=self.weight
         )
@@ -76,20 +72,22 @@ def aggregate(comparisons: list[Comparison], settings: LoopSettings) -> list[Agg
     return _aggregated(rows)
 
 
-def _train_pairs(round: Round, settings: LoopSettings, numbers: list[int]) -> list[AggregatedPair]:
+def _train_pairs(
+    loop_round: Round, settings: LoopSettings, numbers: list[int]
+) -> list[AggregatedPair]:
     """``aggregate`` over the train comparisons of the project's rounds ``numbers``."""
     options = _options(settings, rounds=numbers, kinds=[Comparison.Kind.TRAIN])
-    return _aggregated(preference_pairs(round.project, options, tie_votes=settings.ties))
+    return _aggregated(preference_pairs(loop_round.project, options, tie_votes=settings.ties))
 
 
-def round_pairs(round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
+def round_pairs(loop_round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
     """The round's own pairs plus a replay share of earlier rounds'; returns (pairs, replayed)."""
-    own = _train_pairs(round, settings, [round.number])
+    own = _train_pairs(loop_round, settings, [loop_round.number])
     replayed: list[AggregatedPair] = []
     wanted = math.floor(settings.replay_share * len(own) + 0.5)
-    if wanted and round.number > 1:
-        earlier = _train_pairs(round, settings, list(range(1, round.number)))
-        rng = random.Random(settings.seed * 7919 + round.number)
+    if wanted and loop_round.number > 1:
+        earlier = _train_pairs(loop_round, settings, list(range(1, loop_round.number)))
+        rng = random.Random(settings.seed * 7919 + loop_round.number)
         replayed = rng.sample(earlier, min(wanted, len(earlier)))
     return own + replayed, len(replayed)
 
@@ -132,15 +130,15 @@ class WinRate:
         }
 
 
-def eval_win_rates(round: Round) -> dict[int, WinRate]:
+def eval_win_rates(loop_round: Round) -> dict[int, WinRate]:
     """Human win rate of the round's policy against each opponent version, by its id.
 
     Every judgment on an eval comparison counts once (no majority), so overlap adds evidence.
     """
-    policy_id = round.policy_id
+    policy_id = loop_round.policy_id
     rates: dict[int, WinRate] = {}
     comparisons = Comparison.objects.filter(
-        project_id=round.project_id, round=round.number, kind=Comparison.Kind.EVAL
+        project_id=loop_round.project_id, round=loop_round.number, kind=Comparison.Kind.EVAL
     ).select_related("completion_a", "completion_b")
     by_id = {c.pk: c for c in comparisons}
     for comparison_id, choice in Judgment.objects.filter(comparison__in=list(by_id)).values_list(

@@ -1,0 +1,95 @@
+"""Collecting judgments: a round's progress and the trigger that closes it for training.
+
+The trigger is checked after each judgment commits (``on_judgment_recorded``, receiving
+annotate's ``judgment_recorded`` signal) and by the beat (``check_triggers``), which catches
+judgments written without the signal (imports).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Sum, Value
+from django.db.models.functions import Least
+
+from annotate.errors import Conflict, InvalidInput
+from annotate.models import Comparison, Judgment
+
+from ..loop_settings import LoopSettings
+from ..models import Round
+from . import dispatch
+from .training_runs import begin_training
+
+
+def round_comparisons(loop_round: Round) -> Any:
+    return Comparison.objects.filter(project_id=loop_round.project_id, round=loop_round.number)
+
+
+def collecting_progress(loop_round: Round) -> tuple[int, int]:
+    """(judgments counted toward the overlap, judgments the round needs)."""
+    overlap = loop_round.project.overlap
+    comparisons = round_comparisons(loop_round)
+    done = comparisons.aggregate(n=Sum(Least("judgment_count", Value(overlap))))["n"] or 0
+    return int(done), comparisons.count() * overlap
+
+
+def trigger_fired(loop_round: Round) -> bool:
+    ls = LoopSettings.from_dict(loop_round.settings)
+    if ls.trigger == "manual":
+        return False
+    comparisons = round_comparisons(loop_round)
+    if not comparisons.exists():
+        return False
+    all_judged = not comparisons.filter(judgment_count__lt=loop_round.project.overlap).exists()
+    if ls.trigger == "all_judged" or all_judged:
+        return all_judged
+    judged = comparisons.filter(kind=Comparison.Kind.TRAIN, judgment_count__gte=1).count()
+    return judged >= ls.min_pairs
+
+
+def check_trigger(round_id: int) -> bool:
+    """Start training when the round's trigger has fired; True when it did."""
+    loop_round = Round.objects.select_related("project").filter(pk=round_id).first()
+    if loop_round is None or loop_round.state != Round.State.COLLECTING:
+        return False
+    done, total = collecting_progress(loop_round)
+    Round.objects.filter(pk=round_id).update(progress_done=done, progress_total=total)
+    if not trigger_fired(loop_round):
+        return False
+    try:
+        begin_training(loop_round)
+    except InvalidInput as exc:
+        Round.objects.filter(pk=round_id).update(error=exc.message)
+        return False
+    except Conflict:
+        return False
+    return True
+
+
+def check_triggers() -> int:
+    """For the beat: check every collecting round; returns how many started training."""
+    ids = Round.objects.filter(state=Round.State.COLLECTING).values_list("pk", flat=True)
+    return sum(check_trigger(round_id) for round_id in list(ids))
+
+
+def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
+    """After a new judgment commits, see whether its round's trigger fired."""
+    comparison_id = judgment.comparison_id
+
+    def check() -> None:
+        row = Comparison.objects.filter(pk=comparison_id).values_list("round", "project_id").first()
+        if row is None or row[0] is None:
+            return
+        round_number: int = row[0]
+        project_id = row[1]
+        round_id = (
+            Round.objects.filter(
+                project_id=project_id, number=round_number, state=Round.State.COLLECTING
+            )
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if round_id is not None:
+            check_trigger(round_id)
+
+    dispatch.on_commit(check)

@@ -1,0 +1,79 @@
+"""A project's model versions: the base (v0), the serving one, promotion, where they live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings as django_settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotate.errors import NotFound
+from annotate.models import Project
+
+from ..loop_settings import base_model_of
+from ..models import ModelVersion, TrainingRun
+
+
+def models_dir(project: Project) -> Path:
+    return Path(django_settings.VAR_DIR) / "models" / project.slug
+
+
+def base_version(project: Project) -> ModelVersion:
+    """v0, the project's base model, created (serving) on first use."""
+    version = ModelVersion.objects.filter(project=project, number=0).first()
+    if version is not None:
+        return version
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(
+                project=project,
+                number=0,
+                spec=base_model_of(project),
+                state=ModelVersion.State.SERVING,
+                promoted_at=timezone.now(),
+            )
+    except IntegrityError:
+        return ModelVersion.objects.get(project=project, number=0)
+
+
+def serving_version(project: Project) -> ModelVersion:
+    base = base_version(project)
+    serving = ModelVersion.objects.filter(project=project, state=ModelVersion.State.SERVING).first()
+    return serving or base
+
+
+def next_version_number(project: Project) -> int:
+    """One above every version recorded or promised to a training run of the project."""
+    top_version = ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"]
+    top_run = TrainingRun.objects.filter(round__project=project).aggregate(n=Max("version_number"))[
+        "n"
+    ]
+    return max(top_version or 0, top_run or 0) + 1
+
+
+@transaction.atomic
+def promote(version: ModelVersion) -> bool:
+    """Make ``version`` the project's serving version; False when it already is.
+
+    Also the roll-back: promoting an older version retires the current one.
+    """
+    Project.objects.select_for_update().filter(pk=version.project_id).first()
+    version.refresh_from_db()
+    if version.state == ModelVersion.State.SERVING:
+        return False
+    ModelVersion.objects.filter(
+        project_id=version.project_id, state=ModelVersion.State.SERVING
+    ).update(state=ModelVersion.State.RETIRED)
+    version.state = ModelVersion.State.SERVING
+    version.promoted_at = timezone.now()
+    version.save(update_fields=["state", "promoted_at"])
+    return True
+
+
+def get_version(project: Project, version_id: int | str) -> ModelVersion:
+    try:
+        return ModelVersion.objects.get(project=project, pk=int(version_id))
+    except (ModelVersion.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such version.") from None
