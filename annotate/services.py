@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -158,8 +159,6 @@ def _field_messages(exc: ValidationError) -> str:
 
 @transaction.atomic
 def add_member(project: Project, username: str, role: str) -> Membership:
-    from django.contrib.auth import get_user_model
-
     if role not in Membership.Role.values:
         raise InvalidInput(f"role must be one of {', '.join(Membership.Role.values)}")
     try:

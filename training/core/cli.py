@@ -83,6 +83,7 @@ def _config(args: argparse.Namespace) -> DPOConfig:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
+    # torch loads only once a command runs, so `--help` and argument errors answer at once
     from .data import read_pairs
     from .trainer import train_dpo
 
@@ -123,6 +124,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
+    # torch loads only once a command runs, so `--help` and argument errors answer at once
     from . import generation
     from .data import read_prompts
     from .loading import load_model
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # after the verbosity is set, which transformers reads when it is first imported
     from .data import DataError
     from .loading import ModelLoadError
     from .versions import IncompleteVersionError

@@ -1,5 +1,9 @@
 """Loading causal language models and their tokenizers from a directory, a GGUF file, the
-bundled demo model or the Hugging Face Hub."""
+bundled demo model or the Hugging Face Hub.
+
+The web process imports this module (the round services name ``load_model``) but never loads
+a model, so torch and transformers are imported inside the functions that use them.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +71,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     given the loaded weights. The result is written to a private temporary directory and renamed
     into place; when another process won the race, its copy is kept and ours discarded.
     """
-    import torch
+    import torch  # on first use only: see the module docstring
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def _pick_device(device: str | None) -> Any:
-    import torch
+    import torch  # on first use only: see the module docstring
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,7 +161,7 @@ def _pick_device(device: str | None) -> Any:
 
 
 def _load_tokenizer(source: Path | str, **kwargs: Any) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # on first use only: see the module docstring
 
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:
@@ -186,7 +190,7 @@ def load_model(
     Raises:
         ModelLoadError: nothing loadable at ``spec``.
     """
-    import torch
+    import torch  # on first use only: see the module docstring
     from transformers import AutoModelForCausalLM
 
     dtype = dtype or torch.float32
@@ -219,7 +223,7 @@ def load_model(
 
 
 def _load_from_hub(repo_id: str, dtype: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # on first use only: see the module docstring
 
     errors = []
     for local_only in (True, False):
