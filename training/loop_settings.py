@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 
 from .core.config import DPOConfig
+from .core.pairing import PAIRING_STRATEGIES
 from .models import ProjectLoop
 
 if TYPE_CHECKING:
@@ -36,6 +37,12 @@ class LoopSettings:
     k: int = 2
     # Comparisons made from one prompt's k completions (distinct texts only).
     pairs_per_prompt: int = 1
+    # Which of a prompt's k completions are compared; the lead's choice per project:
+    # "random" (any two distinct texts, the unbiased default that suits people),
+    # "most_different" (the pair whose word sets differ the most, for a clearer preference) or
+    # "best_vs_worst" (a simulated judge scores all k, the best meets the worst; only rounds
+    # run by `run_rounds --simulate` have such a judge, a round sampled by the worker fails).
+    pairing: str = "random"
     # Sampling temperature; 0 is greedy, which gives identical samples and so no pairs.
     temperature: float = 0.8
     # Nucleus sampling mass.
@@ -163,6 +170,8 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError("gate_max_chosen_logp_drop: must not be negative")
     if merged["trigger"] not in TRIGGERS:
         raise ValidationError(f"trigger: must be one of {', '.join(TRIGGERS)}")
+    if merged["pairing"] not in PAIRING_STRATEGIES:
+        raise ValidationError(f"pairing: must be one of {', '.join(PAIRING_STRATEGIES)}")
     if merged["ties"] not in TIE_POLICIES:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
     if "dpo" in out:

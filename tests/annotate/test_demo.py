@@ -10,7 +10,7 @@ def test_seed_demo_is_idempotent(db, capsys):
     call_command("seed_demo")
     project = Project.objects.get(slug=DEMO_SLUG)
     counts = (Prompt.objects.count(), Comparison.objects.count(), Membership.objects.count())
-    assert counts[0] >= 100 and counts[1] >= 200 and counts[2] == 3
+    assert counts[0] >= 300 and counts[1] >= 200 and counts[2] == 3
     out = capsys.readouterr().out
     for user in DEMO_USERS:
         assert f"{user.username} / {user.password}" in out

@@ -70,7 +70,7 @@ def test_top_p_keeps_the_nucleus():
 def test_pairing_skips_identical_texts():
     samples = [Sample("a", 1, -1.0), Sample("a ", 1, -1.0), Sample("b", 1, -1.0)]
     assert make_pairs(samples) == [(0, 2)]
-    assert make_pairs(samples, strategy="all") == [(0, 2), (1, 2)]
+    assert make_pairs(samples, max_pairs=None) == [(0, 2), (1, 2)]
     assert make_pairs([Sample("x", 1, 0.0), Sample("x", 1, 0.0)]) == []
     four = [Sample(t, 1, 0.0) for t in "abcd"]
     assert make_pairs(four, max_pairs=2) == [(0, 1), (2, 3)]

@@ -7,11 +7,12 @@ often the task is delivered.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 # Added to a round's seed for the one sample per eval prompt that each side of a match draws.
 _EVAL_SEED_OFFSET = 500
+
+# scorer(messages, texts) -> a score per text, higher is better: a simulated judge's, which
+# "best_vs_worst" pairing needs
+PromptScorer = Callable[[list[dict[str, Any]], list[str]], Sequence[float]]
 
 
 # --- Opening a round ----------------------------------------------------------------------
@@ -277,6 +282,7 @@ def _write_comparisons(
     matches: list[_EvalMatch],
     ls: LoopSettings,
     seed: int,
+    scorer: PromptScorer | None = None,
 ) -> int:
     """The round's completions and comparisons (the caller holds the transaction); how many."""
     policy = loop_round.policy
@@ -284,7 +290,15 @@ def _write_comparisons(
     made = 0
     for prompt, group in zip(prompts, samples, strict=True):
         rows = [_completion(prompt, sample, policy, params) for sample in group]
-        for a, b in make_pairs(group, max_pairs=ls.pairs_per_prompt, seed=seed + prompt.pk):
+        score = None if scorer is None else functools.partial(scorer, prompt.messages)
+        pairs = make_pairs(
+            group,
+            max_pairs=ls.pairs_per_prompt,
+            seed=seed + prompt.pk,
+            strategy=ls.pairing,
+            score=score,
+        )
+        for a, b in pairs:
             _comparison(loop_round, prompt, rows[a], rows[b], Comparison.Kind.TRAIN)
             made += 1
     eval_seed = seed + _EVAL_SEED_OFFSET
@@ -298,11 +312,17 @@ def _write_comparisons(
     return made
 
 
-def generate_round(round_id: int, progress: Callable[[int, int], None] | None = None) -> str:
+def generate_round(
+    round_id: int,
+    progress: Callable[[int, int], None] | None = None,
+    scorer: PromptScorer | None = None,
+) -> str:
     """Sample the round's completions and make its comparisons; once per round.
 
     Sampling happens outside any transaction; the rows are written in one transaction that
     first checks, under the round's row lock, that no other delivery wrote them already.
+    ``scorer`` is the simulated judge that ``best_vs_worst`` pairing asks for; without it such
+    a round fails before sampling.
     """
     loop_round = Round.objects.select_related("project", "policy").get(pk=round_id)
     if loop_round.state != Round.State.GENERATING:
@@ -313,6 +333,11 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
     counter = _SamplingProgress(round_id, len(prompts) + len(eval_prompts), progress)
     seed = ls.seed + 1000 * loop_round.number
     try:
+        if ls.pairing == "best_vs_worst" and scorer is None:
+            raise InvalidInput(
+                "pairing best_vs_worst needs a simulated judge to score the samples: run the "
+                "round with `run_rounds --simulate <rule>`, or choose random or most_different"
+            )
         samples, matches = _sample_round(loop_round, prompts, eval_prompts, ls, seed, counter)
         counter.finish()
     except Exception as exc:
@@ -323,7 +348,7 @@ def generate_round(round_id: int, progress: Callable[[int, int], None] | None = 
         locked = Round.objects.select_for_update().get(pk=round_id)
         if locked.state != Round.State.GENERATING:
             return f"skipped: round is {locked.state}"
-        made = _write_comparisons(loop_round, prompts, samples, matches, ls, seed)
+        made = _write_comparisons(loop_round, prompts, samples, matches, ls, seed, scorer)
         locked.state = Round.State.COLLECTING
         locked.error = ""
         locked.progress_done = 0

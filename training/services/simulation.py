@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import uuid
@@ -84,6 +85,25 @@ def rule_win_rate(
         verdict = rule(messages, a, b)
         score += 1.0 if verdict == "a" else 0.5 if verdict == "tie" else 0.0
     return score / len(prompts)
+
+
+def rule_scores(rule: Rule, messages: list[dict[str, Any]], texts: list[str]) -> list[float]:
+    """Each text's score in a round robin judged by the rule: one per win, half per tie.
+
+    Turns a pairwise rule into the per-sample scores that ``best_vs_worst`` pairing ranks by;
+    the rule is asked once per unordered pair, without the annotators' noise.
+    """
+    scores = [0.0] * len(texts)
+    for i, j in itertools.combinations(range(len(texts)), 2):
+        verdict = rule(messages, texts[i], texts[j])
+        if verdict == "a":
+            scores[i] += 1.0
+        elif verdict == "b":
+            scores[j] += 1.0
+        else:
+            scores[i] += 0.5
+            scores[j] += 0.5
+    return scores
 
 
 @dataclass

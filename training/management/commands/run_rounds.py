@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from training import services
 from training.loop_settings import LoopSettings
 from training.models import ModelVersion, Round, TrainingRun
 from training.services.evaluation import SampleCache, eval_prompts, rule_win_rate_over
+from training.services.simulation import rule_scores
 
 from .simulate_annotators import find_project
 
@@ -64,9 +66,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         project = find_project(options["project"])
         try:
-            services.resolve_rule(options["simulate"])
+            rule = services.resolve_rule(options["simulate"])
         except ServiceError as exc:
             raise CommandError(exc.message) from None
+        if options["via_worker"] and services.loop_settings(project).pairing == "best_vs_worst":
+            raise CommandError(
+                "pairing best_vs_worst scores the samples with the simulated rule while "
+                "sampling, which the worker cannot do: run without --via-worker"
+            )
+        # the rule also scores each prompt's samples when the project pairs best vs worst
+        self.scorer = functools.partial(rule_scores, rule)
         self.cache = SampleCache()
         self.rows: list[RoundRow] = []
         self.stdout.write(RoundRow.HEADER)
@@ -97,7 +106,7 @@ class Command(BaseCommand):
         try:
             with services.in_process():
                 loop_round = services.start_round(project)
-                services.generate_round(loop_round.pk)
+                services.generate_round(loop_round.pk, scorer=self.scorer)
                 self._simulate(project, loop_round, options)
                 run = services.begin_training(Round.objects.get(pk=loop_round.pk))
                 services.train_round(run.pk)
