@@ -130,6 +130,9 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("min_agreement", float),
     OpenApiParameter("min_votes", int),
     OpenApiParameter("weight", str, enum=list(WEIGHTS)),
+    OpenApiParameter(
+        "label_smoothing", bool, description="add each pair's minority vote share (soft labels)"
+    ),
     OpenApiParameter("background", bool, description="run as a job and answer 202"),
 ]
 

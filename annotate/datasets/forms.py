@@ -74,3 +74,8 @@ class DatasetExportForm(forms.Form):
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0.0)
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
     weight = forms.ChoiceField(choices=[(w, w) for w in WEIGHTS], initial="uniform")
+    label_smoothing = forms.BooleanField(
+        required=False,
+        label="Soft labels",
+        help_text="Add a label_smoothing column: the minority's vote share, for conservative DPO.",
+    )

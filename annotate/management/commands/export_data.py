@@ -42,6 +42,11 @@ class Command(BaseCommand):
         parser.add_argument("--min-votes", type=int, default=1)
         parser.add_argument("--weight", default="uniform", choices=WEIGHTS)
         parser.add_argument(
+            "--label-smoothing",
+            action="store_true",
+            help="add each pair's label_smoothing column (the minority's vote share)",
+        )
+        parser.add_argument(
             "--card-format",
             default="trl",
             choices=EXPORT_FORMATS,
