@@ -66,7 +66,11 @@ class DatasetExportForm(forms.Form):
         required=False, choices=Prompt.Split.choices, widget=forms.CheckboxSelectMultiple
     )
     kinds = forms.MultipleChoiceField(
-        required=False, choices=Comparison.Kind.choices, widget=forms.CheckboxSelectMultiple
+        required=False,
+        choices=Comparison.Kind.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: train and gold pairs. Eval pairs measure the model and are "
+        "never trained on, so they are exported only when ticked.",
     )
     include_ties = forms.BooleanField(required=False)
     include_both_bad = forms.BooleanField(required=False)

@@ -4,6 +4,10 @@ This is the one place that turns judgments into training data: the exports and t
 training app both call ``preference_pairs``. Votes from every source (human, imported,
 simulated) count alike.
 
+Selection: ``rounds``, ``splits`` and ``kinds`` pick comparisons. Eval comparisons measure
+the model and must never be trained on, so an empty ``kinds`` means every kind except
+"eval"; they come out only when a caller names the "eval" kind.
+
 The label of one comparison's votes (a, b, tie, both_bad), the same under every policy:
 - a side wins only with more votes than the other side and more than the tie and both-bad
   votes together (they say "neither is better", so they count against the majority: one
@@ -65,7 +69,9 @@ _Row = TypeVar("_Row", bound=Model)
 class PairOptions:
     rounds: list[int] = field(default_factory=list)  # empty: every round (and none)
     splits: list[str] = field(default_factory=list)  # empty: every split
-    kinds: list[str] = field(default_factory=list)  # empty: every comparison kind
+    # empty: every comparison kind but "eval" (eval comparisons are never trained on, so they
+    # leave only when named)
+    kinds: list[str] = field(default_factory=list)
     include_ties: bool = False
     include_both_bad: bool = False
     aggregation: str = "majority"
@@ -149,6 +155,8 @@ class PairOptions:
             rows = rows.filter(**{f"{via}prompt__split__in": self.splits})
         if self.kinds:
             rows = rows.filter(**{f"{via}kind__in": self.kinds})
+        else:
+            rows = rows.exclude(**{f"{via}kind": Comparison.Kind.EVAL})
         return rows
 
 

@@ -8,8 +8,14 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.datasets.exporters import stream_export, write_export
+from annotate.datasets.exporters import (
+    estimated_total,
+    export_card,
+    stream_export,
+    write_export,
+)
 from annotate.datasets.labels import PairOptions, Tally, preference_pairs
+from annotate.models import Comparison
 
 from ..factories import ComparisonFactory
 from .conftest import jsonl_rows, vote
@@ -112,6 +118,35 @@ def test_one_a_vote_and_two_ties_is_a_tie_for_exports_and_training(team):
     weak = _pairs(team.project, "weak", weight="agreement")[two_a.pk]
     assert weak["weight"] == pytest.approx(2.5 / 3)
     assert weak["label_smoothing"] == pytest.approx(1 / 6)
+
+
+@pytest.fixture
+def kinds(team):
+    """One judged pair of each kind: train, eval, gold."""
+    made = {}
+    for kind in Comparison.Kind.values:
+        comparison = ComparisonFactory(project=team.project, kind=kind)
+        vote(comparison, "a", team.alice)
+        made[kind] = comparison
+    return made
+
+
+@pytest.mark.parametrize("fmt", ["trl", "judgments"])
+def test_a_default_export_leaves_eval_comparisons_out(team, kinds, fmt):
+    rows = jsonl_rows(b"".join(stream_export(team.project, fmt, PairOptions())))
+    assert sorted(r["comparison_id"] for r in rows) == [kinds["train"].pk, kinds["gold"].pk]
+    assert estimated_total(team.project, fmt, PairOptions()) == 2
+    asked = PairOptions.from_dict({"kinds": "eval"})
+    rows = jsonl_rows(b"".join(stream_export(team.project, fmt, asked)))
+    assert [(r["comparison_id"], r["kind"]) for r in rows] == [(kinds["eval"].pk, "eval")]
+    every = PairOptions.from_dict({"kinds": "train,eval,gold"})
+    assert len(jsonl_rows(b"".join(stream_export(team.project, fmt, every)))) == 3
+
+
+def test_the_card_says_that_eval_comparisons_are_left_out(team, kinds):
+    card = export_card(team.project, "trl", PairOptions())
+    assert "eval comparisons are left out" in card
+    assert "- `kinds`: eval" in export_card(team.project, "trl", PairOptions(kinds=["eval"]))
 
 
 def test_label_smoothing_is_a_column_only_when_asked(team, tmp):

@@ -34,7 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--bundle", default="file", choices=BUNDLES)
         parser.add_argument("--rounds", default="", help="comma-separated round numbers")
         parser.add_argument("--splits", default="", help="comma-separated: train, eval")
-        parser.add_argument("--kinds", default="", help="comma-separated: train, eval, gold")
+        parser.add_argument(
+            "--kinds",
+            default="",
+            help="comma-separated: train, eval, gold (default: train and gold; eval only when "
+            "named)",
+        )
         parser.add_argument("--include-ties", action="store_true")
         parser.add_argument("--include-both-bad", action="store_true")
         parser.add_argument("--aggregation", default="majority", choices=AGGREGATIONS)
