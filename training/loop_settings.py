@@ -59,6 +59,11 @@ class LoopSettings:
     ties: str = "drop"
     # Use the majority's share of the votes as the pair's loss weight instead of 1.
     agreement_weight: bool = False
+    # Soft labels (conservative DPO, Mitchell 2023): each pair's label smoothing is the
+    # minority's vote share (by the `ties` policy), so a 2-1 vote trains towards 2/3 rather than
+    # certainty. Off by default: with one vote per pair it changes nothing, and it needs the
+    # sigmoid loss.
+    soft_labels: bool = False
     # Share of each round's comparisons that pit the serving version against the previous one
     # and the base on eval prompts; those are never trained on.
     eval_share: float = 0.2
@@ -167,6 +172,9 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
     if "dpo" in out:
         out["dpo"] = validate_dpo(out["dpo"])
+    loss = DPOConfig.from_dict(dict(merged["dpo"])).loss
+    if merged["soft_labels"] and loss != "sigmoid":
+        raise ValidationError(f"soft_labels: needs the sigmoid loss, not dpo.loss {loss!r}")
     return out
 
 
