@@ -52,8 +52,11 @@ class LoopSettings:
     min_pairs: int = 32
     # Start round n+1 by itself once round n's version is promoted.
     auto_next_round: bool = True
-    # Pairs replayed from earlier rounds, as a fraction of this round's pairs (0 = none).
-    replay_share: float = 0.0
+    # Share of the earlier rounds' train pairs trained on again with this round's: 1 trains
+    # on all data so far (iterative DPO from v(n-1) against the base reference, as in Xiong
+    # et al. 2024), so a later round does not forget what earlier rounds taught; 0 trains on
+    # this round's pairs only.
+    replay_share: float = 1.0
     # Tie and both-bad judgments: "drop" ignores them; "weak" counts each as half a vote for
     # both sides, so they dilute the majority's agreement (and the loss weight, see below).
     ties: str = "drop"

@@ -56,12 +56,12 @@ def test_it_trains_on_the_rounds_train_comparisons_and_replays_earlier_ones() ->
     _judged(project, 2, "tie")
     _judged(project, 3, "a")
 
-    pairs, replayed = services.round_pairs(second, LoopSettings())
+    pairs, replayed = services.round_pairs(second, LoopSettings(replay_share=0.0))
     assert replayed == 0
     assert [p.comparison_id for p in pairs] == [c.pk for c in own]
     assert pairs[1].chosen == own[1].completion_b.text and pairs[1].weight == 1.0
 
-    settings = LoopSettings(replay_share=1.0, seed=3)
+    settings = LoopSettings(replay_share=0.5, seed=3)
     pairs, replayed = services.round_pairs(second, settings)
     assert replayed == 2 and len(pairs) == 4
     assert [p.comparison_id for p in pairs[:2]] == [c.pk for c in own]
@@ -79,7 +79,7 @@ def test_soft_labels_carry_the_minority_share_into_training_pairs() -> None:
     split = _judged(project, 1, "b", "b", "a")
     diluted = _judged(project, 1, "a", "a", "tie")
     _judged(project, 1, "a", "tie", "tie")  # one A vote does not beat two ties: no pair
-    hard, _ = services.round_pairs(loop_round, LoopSettings())
+    hard, _ = services.round_pairs(loop_round, LoopSettings())  # round 1: nothing to replay
     assert [p.to_preference_pair().label_smoothing for p in hard] == [0.0, 0.0]
     soft, _ = services.round_pairs(loop_round, LoopSettings(soft_labels=True))
     assert [p.comparison_id for p in soft] == [split.pk, diluted.pk]

@@ -93,14 +93,21 @@ def _train_pairs(
 
 
 def round_pairs(loop_round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
-    """The round's own pairs plus a replay share of earlier rounds'; returns (pairs, replayed)."""
+    """The round's own pairs, then the replayed ones; returns (pairs, replayed).
+
+    Replay takes ``replay_share`` of the earlier rounds' train pairs (rounded to the nearest
+    pair): 1 all of them, so round n trains on all data so far; less, a seeded sample of them
+    that is the same each time the round is trained. Pairs of rounds after this one are
+    never taken.
+    """
     own = _train_pairs(loop_round, settings, [loop_round.number])
     replayed: list[AggregatedPair] = []
-    wanted = math.floor(settings.replay_share * len(own) + 0.5)
-    if wanted and loop_round.number > 1:
+    if settings.replay_share > 0 and loop_round.number > 1:
         earlier = _train_pairs(loop_round, settings, list(range(1, loop_round.number)))
+        wanted = math.floor(settings.replay_share * len(earlier) + 0.5)
         rng = random.Random(settings.seed * 7919 + loop_round.number)
-        replayed = rng.sample(earlier, min(wanted, len(earlier)))
+        chosen = sorted(rng.sample(range(len(earlier)), wanted))
+        replayed = [earlier[i] for i in chosen]
     return own + replayed, len(replayed)
 
 
