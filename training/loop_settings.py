@@ -57,8 +57,10 @@ class LoopSettings:
     # et al. 2024), so a later round does not forget what earlier rounds taught; 0 trains on
     # this round's pairs only.
     replay_share: float = 1.0
-    # Tie and both-bad judgments: "drop" ignores them; "weak" counts each as half a vote for
-    # both sides, so they dilute the majority's agreement (and the loss weight, see below).
+    # Tie and both-bad judgments: under either policy a side must beat them to win a pair (one A
+    # vote and two ties is no pair); then "drop" leaves them out of the majority's agreement,
+    # "weak" counts each as half a vote for both sides, so they dilute it (and the loss weight
+    # and soft label, see below).
     ties: str = "drop"
     # Use the majority's share of the votes as the pair's loss weight instead of 1.
     agreement_weight: bool = False
