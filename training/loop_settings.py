@@ -59,13 +59,23 @@ class LoopSettings:
     min_pairs: int = 32
     # Start round n+1 by itself once round n's version is promoted.
     auto_next_round: bool = True
-    # Pairs replayed from earlier rounds, as a fraction of this round's pairs (0 = none).
-    replay_share: float = 0.0
-    # Tie and both-bad judgments: "drop" ignores them; "weak" counts each as half a vote for
-    # both sides, so they dilute the majority's agreement (and the loss weight, see below).
+    # Share of the earlier rounds' train pairs trained on again with this round's: 1 trains
+    # on all data so far (iterative DPO from v(n-1) against the base reference, as in Xiong
+    # et al. 2024), so a later round does not forget what earlier rounds taught; 0 trains on
+    # this round's pairs only.
+    replay_share: float = 1.0
+    # Tie and both-bad judgments: under either policy a side must beat them to win a pair (one A
+    # vote and two ties is no pair); then "drop" leaves them out of the majority's agreement,
+    # "weak" counts each as half a vote for both sides, so they dilute it (and the loss weight
+    # and soft label, see below).
     ties: str = "drop"
     # Use the majority's share of the votes as the pair's loss weight instead of 1.
     agreement_weight: bool = False
+    # Soft labels (conservative DPO, Mitchell 2023): each pair's label smoothing is the
+    # minority's vote share (by the `ties` policy), so a 2-1 vote trains towards 2/3 rather than
+    # certainty. Off by default: with one vote per pair it changes nothing, and it needs the
+    # sigmoid loss.
+    soft_labels: bool = False
     # Share of each round's comparisons that pit the serving version against the previous one
     # and the base on eval prompts; those are never trained on.
     eval_share: float = 0.2
@@ -176,6 +186,9 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
     if "dpo" in out:
         out["dpo"] = validate_dpo(out["dpo"])
+    loss = DPOConfig.from_dict(dict(merged["dpo"])).loss
+    if merged["soft_labels"] and loss != "sigmoid":
+        raise ValidationError(f"soft_labels: needs the sigmoid loss, not dpo.loss {loss!r}")
     return out
 
 

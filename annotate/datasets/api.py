@@ -123,13 +123,21 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("bundle", str, enum=list(exporters.BUNDLES), description="file, zip or hf"),
     OpenApiParameter("rounds", str, description="comma-separated round numbers"),
     OpenApiParameter("splits", str, description="comma-separated: train, eval"),
-    OpenApiParameter("kinds", str, description="comma-separated: train, eval, gold"),
+    OpenApiParameter(
+        "kinds",
+        str,
+        description="comma-separated: train, eval, gold; empty: train and gold (eval only "
+        "when named)",
+    ),
     OpenApiParameter("include_ties", bool),
     OpenApiParameter("include_both_bad", bool),
     OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS)),
     OpenApiParameter("min_agreement", float),
     OpenApiParameter("min_votes", int),
     OpenApiParameter("weight", str, enum=list(WEIGHTS)),
+    OpenApiParameter(
+        "label_smoothing", bool, description="add each pair's minority vote share (soft labels)"
+    ),
     OpenApiParameter("background", bool, description="run as a job and answer 202"),
 ]
 

@@ -140,9 +140,16 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         "",
     ]
     opts = options.as_dict()
-    for key in ("rounds", "splits", "kinds"):
+    for key in ("rounds", "splits"):
         value = opts[key]
         lines.append(f"- `{key}`: {', '.join(str(v) for v in value) if value else 'all'}")
+    kinds = opts["kinds"]
+    lines.append(
+        f"- `kinds`: {', '.join(kinds)}"
+        if kinds
+        else "- `kinds`: train and gold; eval comparisons are left out (they measure the "
+        "model and are never trained on; ask for the eval kind to export them)"
+    )
     for key in (
         "include_ties",
         "include_both_bad",
@@ -150,6 +157,7 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         "min_agreement",
         "min_votes",
         "weight",
+        "label_smoothing",
     ):
         lines.append(f"- `{key}`: {opts[key]}")
     lines += ["", "## Rounds", ""]

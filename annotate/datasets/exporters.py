@@ -104,6 +104,16 @@ SCHEMAS = {
     ),
 }
 SCHEMAS["parquet"] = SCHEMAS["trl"]
+# Added to the pair formats when the options ask for soft labels (``label_smoothing``).
+_LABEL_SMOOTHING = pa.field("label_smoothing", pa.float64())
+
+
+def export_schema(fmt: str, options: PairOptions) -> pa.Schema:
+    """The columns of an export in format ``fmt`` with these options."""
+    schema = SCHEMAS[fmt]
+    if options.label_smoothing and fmt != "judgments":
+        schema = schema.append(_LABEL_SMOOTHING)
+    return schema
 
 
 def check_format(fmt: str, bundle: str = "file") -> None:
@@ -129,35 +139,37 @@ def plain_prompt(messages: list[dict[str, str]]) -> str:
 # --- Rows -----------------------------------------------------------------------------
 
 
-def _meta(pair: dict[str, Any]) -> dict[str, Any]:
+def _meta(pair: dict[str, Any], options: PairOptions) -> dict[str, Any]:
     row = {name: pair[name] for name, _ in _PAIR_META}
     for side in ("chosen", "rejected"):
         key = f"{side}_generation_params"
         row[key] = json.dumps(pair[key], ensure_ascii=False, sort_keys=True)
+    if options.label_smoothing:
+        row["label_smoothing"] = pair["label_smoothing"]
     return row
 
 
-def _pair_row(fmt: str, pair: dict[str, Any]) -> dict[str, Any]:
+def _pair_row(fmt: str, pair: dict[str, Any], options: PairOptions) -> dict[str, Any]:
     if fmt in ("trl", "parquet"):
         return {
             "prompt": pair["prompt"],
             "chosen": [{"role": "assistant", "content": pair["chosen"]}],
             "rejected": [{"role": "assistant", "content": pair["rejected"]}],
-            **_meta(pair),
+            **_meta(pair, options),
         }
     if fmt == "trl-plain":
         return {
             "prompt": plain_prompt(pair["prompt"]),
             "chosen": pair["chosen"],
             "rejected": pair["rejected"],
-            **_meta(pair),
+            **_meta(pair, options),
         }
     return {
         "prompt": plain_prompt(pair["prompt"]),
         "messages": json.dumps(pair["prompt"], ensure_ascii=False),
         "chosen": pair["chosen"],
         "rejected": pair["rejected"],
-        **_meta(pair),
+        **_meta(pair, options),
     }
 
 
@@ -231,7 +243,7 @@ def export_rows(
         return
     for pair in preference_pairs(project, options):
         stats.add_pair(pair)
-        yield _pair_row(fmt, pair)
+        yield _pair_row(fmt, pair, options)
 
 
 def export_card(project: Project, fmt: str, options: PairOptions) -> str:
@@ -330,7 +342,7 @@ def stream_export(
         raise InvalidInput(f"{fmt} exports are written to a file, not streamed.")
     rows = _counted(export_rows(project, fmt, options, stats), on_progress)
     if fmt == "csv":
-        return stream_csv(rows, SCHEMAS["csv"].names)
+        return stream_csv(rows, export_schema("csv", options).names)
     return stream_jsonl(rows)
 
 
@@ -347,7 +359,7 @@ def write_data_file(
         rows = _counted(export_rows(project, fmt, options, stats), on_progress)
         write_parquet(
             rows,
-            SCHEMAS["parquet"],
+            export_schema("parquet", options),
             sink if isinstance(sink, Path) else pa.PythonFile(sink, mode="w"),
         )
         return
@@ -381,7 +393,7 @@ def write_hf_directory(
     """A directory that ``datasets.load_from_disk`` opens (the layout ``save_to_disk`` writes)."""
     directory.mkdir(parents=True, exist_ok=True)
     stats = ExportStats()
-    schema = SCHEMAS[fmt]
+    schema = export_schema(fmt, options)
     data_name = "data-00000-of-00001.arrow"
     rows = _counted(export_rows(project, fmt, options, stats), on_progress)
     write_arrow_stream(rows, schema, directory / data_name)

@@ -66,7 +66,11 @@ class DatasetExportForm(forms.Form):
         required=False, choices=Prompt.Split.choices, widget=forms.CheckboxSelectMultiple
     )
     kinds = forms.MultipleChoiceField(
-        required=False, choices=Comparison.Kind.choices, widget=forms.CheckboxSelectMultiple
+        required=False,
+        choices=Comparison.Kind.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: train and gold pairs. Eval pairs measure the model and are "
+        "never trained on, so they are exported only when ticked.",
     )
     include_ties = forms.BooleanField(required=False)
     include_both_bad = forms.BooleanField(required=False)
@@ -74,3 +78,8 @@ class DatasetExportForm(forms.Form):
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0.0)
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
     weight = forms.ChoiceField(choices=[(w, w) for w in WEIGHTS], initial="uniform")
+    label_smoothing = forms.BooleanField(
+        required=False,
+        label="Soft labels",
+        help_text="Add a label_smoothing column: the minority's vote share, for conservative DPO.",
+    )

@@ -1,26 +1,47 @@
-"""Which comparisons become preference pairs, and with what weight.
+"""Which comparisons become preference pairs, with what label, weight and label smoothing.
 
 This is the one place that turns judgments into training data: the exports and the
 training app both call ``preference_pairs``. Votes from every source (human, imported,
 simulated) count alike.
 
-Aggregation of one comparison's votes (a, b, tie, both_bad):
-- the outcome is the choice with the most votes; when several choices share the top count
-  the outcome is "tie" (the annotators do not agree on a preference);
-- agreement = votes for the outcome / all votes (1.0 when everyone agrees);
-- ``majority`` keeps every outcome, ``unanimous`` only agreement 1.0, ``min-agreement``
-  only agreement >= ``min_agreement``; ``min_votes`` drops pairs with fewer votes;
-- "tie" and "both_bad" outcomes are dropped unless ``include_ties`` / ``include_both_bad``;
-  kept, they come out with A as chosen and B as rejected and their ``label`` says which;
-- weight = agreement when ``weight`` is "agreement", else 1.0.
+Selection: ``rounds``, ``splits`` and ``kinds`` pick comparisons. Eval comparisons measure
+the model and must never be trained on, so an empty ``kinds`` means every kind except
+"eval"; they come out only when a caller names the "eval" kind.
 
-How tie and both-bad votes count is ``tie_votes``, a parameter rather than an export option
-(the training rounds pick "drop" or "weak" from their settings):
-- "outcome" (the exports): each is a choice of its own, as above;
-- "drop": they are ignored; only A and B votes count, so the outcome is "a", "b" or "tie"
-  and agreement is the winner's share of the A and B votes;
-- "weak": each counts half a vote for A and half for B, which dilutes the winner's share
-  without choosing a side.
+The label of one comparison's votes (a, b, tie, both_bad), the same under every policy:
+- a side wins only with more votes than the other side and more than the tie and both-bad
+  votes together (they say "neither is better", so they count against the majority: one
+  A vote and two tie votes is a tie, not an A);
+- otherwise the label is "both_bad" when both-bad votes outnumber each other choice, else
+  "tie";
+- "tie" and "both_bad" labels are dropped unless ``include_ties`` / ``include_both_bad``;
+  kept, they come out with A as chosen and B as rejected and their ``label`` says which.
+
+How strongly the votes back the label is ``agreement``, and there tie and both-bad votes
+count by ``tie_votes``, a parameter rather than an export option (the training rounds pass
+their ``ties`` setting, "drop" or "weak"):
+- "outcome" (the exports): each choice counts for itself; agreement = votes for the most
+  chosen choice / all votes (1.0 when everyone agrees);
+- "drop": only A and B votes count: agreement = the larger side's share of them;
+- "weak": each tie and both-bad vote counts half for A and half for B, which dilutes the
+  winner's share without choosing a side: agreement = (winner + (tie + both_bad) / 2) / all.
+A "tie" or "both_bad" label's agreement is the "outcome" one under every policy.
+
+Then ``majority`` keeps every label, ``unanimous`` only agreement 1.0, ``min-agreement``
+only agreement >= ``min_agreement``; ``min_votes`` drops pairs with fewer votes;
+weight = agreement when ``weight`` is "agreement", else 1.0.
+
+``label_smoothing`` is the minority's vote share, the chance that the label is wrong in
+conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): the loser's votes
+plus half of the tie and both-bad votes, over all votes ("outcome" and "weak"), or the loser's
+share of the A and B votes ("drop"). It lies in [0, 0.5); a "tie" or "both_bad" label has 0.5.
+Worked examples, as (a, b, tie, both_bad) -> label, agreement by outcome / drop / weak,
+label smoothing by outcome / drop / weak:
+- (3, 0, 0, 0) -> a, 1 / 1 / 1, 0 / 0 / 0;
+- (1, 0, 2, 0) -> tie (A does not beat the two tie votes);
+- (2, 1, 0, 0) -> a, 2/3 / 2/3 / 2/3, 1/3 / 1/3 / 1/3;
+- (2, 0, 1, 0) -> a, 2/3 / 1 / 5/6, 1/6 / 0 / 1/6;
+- (2, 0, 1, 1) -> tie (two A votes against two that prefer neither side).
 """
 
 from __future__ import annotations
@@ -48,13 +69,17 @@ _Row = TypeVar("_Row", bound=Model)
 class PairOptions:
     rounds: list[int] = field(default_factory=list)  # empty: every round (and none)
     splits: list[str] = field(default_factory=list)  # empty: every split
-    kinds: list[str] = field(default_factory=list)  # empty: every comparison kind
+    # empty: every comparison kind but "eval" (eval comparisons are never trained on, so they
+    # leave only when named)
+    kinds: list[str] = field(default_factory=list)
     include_ties: bool = False
     include_both_bad: bool = False
     aggregation: str = "majority"
     min_agreement: float = 0.0  # used by aggregation "min-agreement"
     min_votes: int = 1
     weight: str = "uniform"
+    # exports: add each pair's ``label_smoothing`` column (soft labels for conservative DPO)
+    label_smoothing: bool = False
 
     def __post_init__(self) -> None:
         bad_splits = set(self.splits) - set(Prompt.Split.values)
@@ -112,6 +137,7 @@ class PairOptions:
             min_agreement=number("min_agreement", float, 0.0),
             min_votes=number("min_votes", int, 1),
             weight=str(data.get("weight") or "uniform"),
+            label_smoothing=flag("label_smoothing"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,11 +155,15 @@ class PairOptions:
             rows = rows.filter(**{f"{via}prompt__split__in": self.splits})
         if self.kinds:
             rows = rows.filter(**{f"{via}kind__in": self.kinds})
+        else:
+            rows = rows.exclude(**{f"{via}kind": Comparison.Kind.EVAL})
         return rows
 
 
 @dataclass(frozen=True)
 class Tally:
+    """One comparison's votes, and the label, agreement and label smoothing they give."""
+
     a: int = 0
     b: int = 0
     tie: int = 0
@@ -145,25 +175,41 @@ class Tally:
         return self.a + self.b + self.tie + self.both_bad
 
     @property
-    def counts(self) -> dict[str, float]:
-        """The votes each possible outcome gets under ``tie_votes``."""
-        if self.tie_votes == "outcome":
-            return {"a": self.a, "b": self.b, "tie": self.tie, "both_bad": self.both_bad}
-        half = (self.tie + self.both_bad) / 2 if self.tie_votes == "weak" else 0.0
-        return {"a": self.a + half, "b": self.b + half}
+    def neither(self) -> int:
+        """Votes that prefer neither side."""
+        return self.tie + self.both_bad
 
     @property
     def outcome(self) -> str:
-        counts = self.counts
-        top = max(counts.values())
-        leaders = [choice for choice, n in counts.items() if n == top]
-        return leaders[0] if len(leaders) == 1 else "tie"
+        """The label: "a", "b", "tie" or "both_bad" (the same under every ``tie_votes``)."""
+        if self.a > self.b and self.a > self.neither:
+            return "a"
+        if self.b > self.a and self.b > self.neither:
+            return "b"
+        if self.both_bad > max(self.a, self.b, self.tie):
+            return "both_bad"
+        return "tie"
 
     @property
     def agreement(self) -> float:
-        counts = self.counts
-        counted = sum(counts.values())
-        return max(counts.values()) / counted if counted else 0.0
+        """How strongly the votes back the label, with tie votes counted by ``tie_votes``."""
+        if self.tie_votes == "outcome" or self.outcome not in ("a", "b"):
+            top = max(self.a, self.b, self.tie, self.both_bad)
+            return top / self.total if self.total else 0.0
+        if self.tie_votes == "drop":
+            return max(self.a, self.b) / (self.a + self.b)
+        return (max(self.a, self.b) + self.neither / 2) / self.total
+
+    @property
+    def label_smoothing(self) -> float:
+        """The minority's vote share: the chance that the label is wrong (conservative DPO)."""
+        outcome = self.outcome
+        if outcome not in ("a", "b"):
+            return 0.5
+        loser = self.b if outcome == "a" else self.a
+        if self.tie_votes == "drop":
+            return loser / (self.a + self.b)
+        return (loser + self.neither / 2) / self.total
 
 
 def keeps(tally: Tally, options: PairOptions) -> bool:
@@ -218,8 +264,9 @@ def preference_pairs(
 
     Keys: comparison_id, prompt_id, prompt (messages), chosen, rejected (texts), label
     ("a", "b", "tie" or "both_bad"), round, kind, split, votes_chosen, votes_rejected,
-    votes_tie, votes_both_bad, votes_total, agreement, weight, chosen_model_version,
-    rejected_model_version, chosen_generation_params, rejected_generation_params.
+    votes_tie, votes_both_bad, votes_total, agreement, weight, label_smoothing,
+    chosen_model_version, rejected_model_version, chosen_generation_params,
+    rejected_generation_params.
     """
     options = options or PairOptions()
     _check_tie_votes(tie_votes)
@@ -279,6 +326,7 @@ def _pairs(
             "votes_total": tally.total,
             "agreement": tally.agreement,
             "weight": tally.agreement if options.weight == "agreement" else 1.0,
+            "label_smoothing": tally.label_smoothing,
             "chosen_model_version": chosen.model_version_id,
             "rejected_model_version": rejected.model_version_id,
             "chosen_generation_params": chosen.generation_params,

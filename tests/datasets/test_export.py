@@ -200,17 +200,16 @@ def test_it_counts_tie_and_both_bad_votes_by_the_tie_votes_policy(team, voted):
     assert list(preference_pairs(team.project, tie_votes="outcome")) == list(
         preference_pairs(team.project)
     )
-    # "drop" counts only A and B votes; all-tie and all-both-bad pairs have no winner
-    assert pairs("drop") == {
-        unanimous.pk: ("a", 1.0),
-        split.pk: ("b", pytest.approx(2 / 3)),
-        diluted.pk: ("a", 1.0),
-    }
-    assert pairs("drop", include_ties=True)[bad.pk] == ("tie", 0.0)
+    # the label is the same under every policy: one A vote does not beat a tie and a
+    # both-bad vote; "drop" measures agreement on the A and B votes only
+    assert pairs("drop") == {unanimous.pk: ("a", 1.0), split.pk: ("b", pytest.approx(2 / 3))}
+    assert pairs("drop", include_ties=True)[diluted.pk] == ("tie", pytest.approx(1 / 3))
+    assert pairs("drop", include_both_bad=True)[bad.pk] == ("both_bad", 1.0)
     # "weak" splits each tie and both-bad vote half and half, diluting the winner's share
-    weak = pairs("weak", weight="agreement")
-    assert weak[diluted.pk] == ("a", pytest.approx(2 / 3))
-    assert tied.pk not in weak and bad.pk not in weak
+    weak = pairs("weak", weight="agreement", include_ties=True)
+    assert weak[diluted.pk] == ("tie", pytest.approx(1 / 3))
+    assert weak[split.pk] == ("b", pytest.approx(2 / 3))
+    assert bad.pk not in weak
     with pytest.raises(InvalidInput, match='"tie_votes" must be one of'):
         preference_pairs(team.project, tie_votes="half")
 

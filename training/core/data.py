@@ -22,13 +22,16 @@ class PreferencePair:
 
     ``prompt`` is a list of chat messages (formatted with the tokenizer's chat template) or, for
     TRL's plain-string format, raw text used as it is. ``chosen`` and ``rejected`` are the two
-    assistant replies. ``weight`` multiplies this pair's loss.
+    assistant replies. ``weight`` multiplies this pair's loss. ``label_smoothing`` is the
+    probability that the label is wrong (conservative DPO; the sigmoid loss only), for example
+    the share of annotators who disagreed.
     """
 
     prompt: list[Message] | str
     chosen: str
     rejected: str
     weight: float = 1.0
+    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +39,7 @@ class PreferencePair:
             "chosen": self.chosen,
             "rejected": self.rejected,
             "weight": self.weight,
+            "label_smoothing": self.label_smoothing,
         }
 
 
@@ -47,6 +51,7 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     weight: float = 1.0
+    label_smoothing: float = 0.0
     # Reference-model log-probabilities, filled in once per run before training.
     ref_chosen_logp: float | None = None
     ref_rejected_logp: float | None = None
@@ -94,7 +99,8 @@ def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
 
     Conversational: ``prompt`` is a message list, ``chosen``/``rejected`` are one-message lists
     (or strings). Plain: all three are strings, and the prompt is used as raw text.
-    An optional numeric ``weight`` (default 1.0) is kept.
+    An optional numeric ``weight`` (default 1.0) and ``label_smoothing`` (default 0.0, at most
+    0.5) are kept.
     """
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object")
@@ -115,7 +121,22 @@ def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
         weight = 1.0
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         raise DataError(f"{where}: 'weight' must be a non-negative number")
-    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, weight=float(weight))
+    smoothing = row.get("label_smoothing")
+    if smoothing is None:
+        smoothing = 0.0
+    if (
+        isinstance(smoothing, bool)
+        or not isinstance(smoothing, int | float)
+        or not 0.0 <= smoothing <= 0.5
+    ):
+        raise DataError(f"{where}: 'label_smoothing' must be a number between 0 and 0.5")
+    return PreferencePair(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        weight=float(weight),
+        label_smoothing=float(smoothing),
+    )
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -221,7 +242,7 @@ def tokenize_pair(
     chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
     if not chosen_ids or not rejected_ids or not prompt:
         return None
-    return TokenizedPair(prompt, chosen_ids, rejected_ids, pair.weight)
+    return TokenizedPair(prompt, chosen_ids, rejected_ids, pair.weight, pair.label_smoothing)
 
 
 def tokenize_pairs(

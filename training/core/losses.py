@@ -15,19 +15,34 @@ import torch.nn.functional as F
 
 
 def sigmoid_loss(
-    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    beta: float,
+    label_smoothing: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DPO loss, Rafailov et al. 2023, eq. 7: ``-log sigmoid(beta * h)``.
+
+    With ``label_smoothing`` it is conservative DPO (Mitchell 2023, "A note on DPO with noisy
+    preferences", eq. 3): the label of pair ``i`` is taken to be wrong with probability
+    ``eps_i``, so the loss is the cross-entropy against the soft target ``1 - eps_i``:
+    ``-(1 - eps_i) * log sigmoid(beta * h_i) - eps_i * log sigmoid(-beta * h_i)``. Its gradient
+    vanishes at ``sigmoid(beta * h_i) = 1 - eps_i`` instead of pushing ``h_i`` to infinity;
+    ``eps_i = 0.5`` pulls ``h_i`` to 0 (a tie).
 
     Args:
         chosen_logratios: ``(B,)`` ``log pi(y_w|x) - log ref(y_w|x)``, summed over tokens.
         rejected_logratios: ``(B,)`` the same for the rejected completion.
         beta: KL strength.
+        label_smoothing: ``(B,)`` optional per-pair ``eps_i`` in ``[0, 1]``; None is all zeros.
 
     Returns:
         ``(B,)`` per-pair losses.
     """
-    return -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    z = beta * (chosen_logratios - rejected_logratios)  # (B,)
+    if label_smoothing is None:
+        return -F.logsigmoid(z)
+    eps = label_smoothing.to(z.dtype)  # (B,)
+    return -(1.0 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
 
 
 def ipo_loss(
@@ -123,6 +138,7 @@ def preference_loss(
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    label_smoothing: torch.Tensor | None = None,
 ) -> LossOutput:
     """Dispatch to one of the losses above and reduce to a scalar.
 
@@ -137,14 +153,18 @@ def preference_loss(
         chosen_lengths: ``(B,)`` completion token counts, needed by "ipo".
         rejected_lengths: ``(B,)`` completion token counts, needed by "ipo".
         weights: ``(B,)`` optional per-pair weights; pair ``i`` contributes ``w_i * loss_i``.
+        label_smoothing: ``(B,)`` optional per-pair probability that the label is wrong
+            (conservative DPO); only the "sigmoid" loss takes it.
 
     Returns:
         `LossOutput`, whose ``loss`` is ``mean_i(w_i * loss_i)``.
     """
     chosen_logratios = policy_chosen_logps - ref_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
+    if label_smoothing is not None and loss != "sigmoid" and bool(label_smoothing.any()):
+        raise ValueError(f"per-pair label smoothing needs the sigmoid loss, not {loss!r}")
     if loss == "sigmoid":
-        losses = sigmoid_loss(chosen_logratios, rejected_logratios, beta)
+        losses = sigmoid_loss(chosen_logratios, rejected_logratios, beta, label_smoothing)
     elif loss == "ipo":
         if chosen_lengths is None or rejected_lengths is None:
             raise ValueError("the IPO loss needs chosen_lengths and rejected_lengths")

@@ -102,6 +102,15 @@ def _sequence_logps(
     return [results[i] for i in range(len(pairs))]
 
 
+def _label_smoothing(
+    pairs: Sequence[TokenizedPair], device: torch.device | None = None
+) -> torch.Tensor | None:
+    """``(B,)`` the pairs' label smoothing, or None when no pair has any (hard labels)."""
+    if not any(p.label_smoothing for p in pairs):
+        return None
+    return torch.tensor([p.label_smoothing for p in pairs], dtype=torch.float32, device=device)
+
+
 def _pair_metrics(
     policy: Sequence[tuple[float, float]], pairs: Sequence[TokenizedPair], config: DPOConfig
 ) -> dict[str, float]:
@@ -121,6 +130,7 @@ def _pair_metrics(
         chosen_lengths=torch.tensor([len(p.chosen_ids) for p in pairs], dtype=torch.float32),
         rejected_lengths=torch.tensor([len(p.rejected_ids) for p in pairs], dtype=torch.float32),
         weights=torch.tensor([p.weight for p in pairs]),
+        label_smoothing=_label_smoothing(pairs),
     )
     return _summarise(out.loss, out.chosen_rewards, out.rejected_rewards, pc, pr)
 
@@ -241,6 +251,8 @@ def train_dpo(
     device = _device(config.device)
     start_spec = _spec_str(base_spec_or_dir)
 
+    if config.loss != "sigmoid" and any(p.label_smoothing for p in [*pairs, *(heldout or [])]):
+        raise ValueError(f"pairs with label_smoothing need the sigmoid loss, not {config.loss!r}")
     if heldout is None:
         train_raw, held_raw = split_heldout(pairs, config.heldout_fraction, config.seed)
     else:
@@ -322,6 +334,7 @@ def train_dpo(
             chosen_lengths=batch.lengths[:b].float(),
             rejected_lengths=batch.lengths[b:].float(),
             weights=batch.weights,
+            label_smoothing=_label_smoothing(group, device),
         )
         (out.loss / config.grad_accum_steps).backward()
         accum.append(

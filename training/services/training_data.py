@@ -1,7 +1,8 @@
 """Judgments of a round's comparisons, aggregated into weighted preference pairs.
 
 The rule itself lives in ``annotate.datasets.labels`` (shared with the exports); this module
-picks the options a round's settings ask for and turns the rows into training pairs.
+picks the options a round's settings ask for and turns the rows into training pairs. Only
+train comparisons are ever trained on: eval comparisons measure the model.
 """
 
 from __future__ import annotations
@@ -31,19 +32,26 @@ class AggregatedPair:
     chosen: str
     rejected: str
     weight: float
+    # The minority's vote share when the round trains on soft labels, else 0.
+    label_smoothing: float = 0.0
 
     def to_preference_pair(self) -> PreferencePair:
         return PreferencePair(
-            prompt=self.messages, chosen=self.chosen, rejected=self.rejected, weight=self.weight
+            prompt=self.messages,
+            chosen=self.chosen,
+            rejected=self.rejected,
+            weight=self.weight,
+            label_smoothing=self.label_smoothing,
         )
 
 
 def _options(settings: LoopSettings, **selection: Any) -> PairOptions:
     """Plain majority; how ties and both-bad votes count is ``settings.ties`` (``tie_votes``)."""
+    selection.setdefault("kinds", [Comparison.Kind.TRAIN])
     return PairOptions(weight="agreement" if settings.agreement_weight else "uniform", **selection)
 
 
-def _aggregated(rows: Iterable[dict[str, Any]]) -> list[AggregatedPair]:
+def _aggregated(rows: Iterable[dict[str, Any]], settings: LoopSettings) -> list[AggregatedPair]:
     return [
         AggregatedPair(
             comparison_id=row["comparison_id"],
@@ -51,44 +59,55 @@ def _aggregated(rows: Iterable[dict[str, Any]]) -> list[AggregatedPair]:
             chosen=row["chosen"],
             rejected=row["rejected"],
             weight=row["weight"],
+            label_smoothing=row["label_smoothing"] if settings.soft_labels else 0.0,
         )
         for row in rows
     ]
 
 
 def aggregate(comparisons: list[Comparison], settings: LoopSettings) -> list[AggregatedPair]:
-    """Majority vote over each comparison's judgments, in comparison id order.
+    """The labelled pairs of the given train comparisons, in comparison id order.
 
-    A and B votes count 1 each. With ``ties="weak"`` a tie or both-bad vote counts half for each
-    side, which lowers the majority's share without choosing a side; with ``"drop"`` it is
-    ignored. Comparisons without a strict majority give no pair. With ``agreement_weight`` the
-    pair's weight is the majority's share of the counted votes, else 1.
+    A side wins only with more votes than the other side and than the tie and both-bad votes
+    together; other comparisons give no pair, and eval comparisons never do. With
+    ``agreement_weight`` the pair's weight is the majority's share of the votes, with tie and
+    both-bad votes counted by ``settings.ties`` ("weak": half for each side, "drop": not at
+    all), else 1. With ``soft_labels`` the pair's label smoothing is the minority's share.
     """
     rows = comparison_pairs(
         Comparison.objects.filter(pk__in=[c.pk for c in comparisons]),
         _options(settings),
         tie_votes=settings.ties,
     )
-    return _aggregated(rows)
+    return _aggregated(rows, settings)
 
 
 def _train_pairs(
     loop_round: Round, settings: LoopSettings, numbers: list[int]
 ) -> list[AggregatedPair]:
     """``aggregate`` over the train comparisons of the project's rounds ``numbers``."""
-    options = _options(settings, rounds=numbers, kinds=[Comparison.Kind.TRAIN])
-    return _aggregated(preference_pairs(loop_round.project, options, tie_votes=settings.ties))
+    options = _options(settings, rounds=numbers)
+    return _aggregated(
+        preference_pairs(loop_round.project, options, tie_votes=settings.ties), settings
+    )
 
 
 def round_pairs(loop_round: Round, settings: LoopSettings) -> tuple[list[AggregatedPair], int]:
-    """The round's own pairs plus a replay share of earlier rounds'; returns (pairs, replayed)."""
+    """The round's own pairs, then the replayed ones; returns (pairs, replayed).
+
+    Replay takes ``replay_share`` of the earlier rounds' train pairs (rounded to the nearest
+    pair): 1 all of them, so round n trains on all data so far; less, a seeded sample of them
+    that is the same each time the round is trained. Pairs of rounds after this one are
+    never taken.
+    """
     own = _train_pairs(loop_round, settings, [loop_round.number])
     replayed: list[AggregatedPair] = []
-    wanted = math.floor(settings.replay_share * len(own) + 0.5)
-    if wanted and loop_round.number > 1:
+    if settings.replay_share > 0 and loop_round.number > 1:
         earlier = _train_pairs(loop_round, settings, list(range(1, loop_round.number)))
+        wanted = math.floor(settings.replay_share * len(earlier) + 0.5)
         rng = random.Random(settings.seed * 7919 + loop_round.number)
-        replayed = rng.sample(earlier, min(wanted, len(earlier)))
+        chosen = sorted(rng.sample(range(len(earlier)), wanted))
+        replayed = [earlier[i] for i in chosen]
     return own + replayed, len(replayed)
 
 

@@ -53,8 +53,8 @@ def begin_training(loop_round: Round) -> TrainingRun:
         if locked.state != Round.State.COLLECTING:
             raise Conflict(f"Round {locked.number} is {locked.get_state_display().lower()}.")
         ls = LoopSettings.from_dict(locked.settings)
-        pairs, _ = round_pairs(locked, ls)
-        if not pairs:
+        pairs, replayed = round_pairs(locked, ls)
+        if len(pairs) == replayed:  # replayed pairs alone would train a version on old news
             raise InvalidInput(
                 f"Round {locked.number} has no judged pair with a majority yet: nothing to train."
             )

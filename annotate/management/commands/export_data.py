@@ -34,13 +34,23 @@ class Command(BaseCommand):
         parser.add_argument("--bundle", default="file", choices=BUNDLES)
         parser.add_argument("--rounds", default="", help="comma-separated round numbers")
         parser.add_argument("--splits", default="", help="comma-separated: train, eval")
-        parser.add_argument("--kinds", default="", help="comma-separated: train, eval, gold")
+        parser.add_argument(
+            "--kinds",
+            default="",
+            help="comma-separated: train, eval, gold (default: train and gold; eval only when "
+            "named)",
+        )
         parser.add_argument("--include-ties", action="store_true")
         parser.add_argument("--include-both-bad", action="store_true")
         parser.add_argument("--aggregation", default="majority", choices=AGGREGATIONS)
         parser.add_argument("--min-agreement", type=float, default=0.0)
         parser.add_argument("--min-votes", type=int, default=1)
         parser.add_argument("--weight", default="uniform", choices=WEIGHTS)
+        parser.add_argument(
+            "--label-smoothing",
+            action="store_true",
+            help="add each pair's label_smoothing column (the minority's vote share)",
+        )
         parser.add_argument(
             "--card-format",
             default="trl",

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotate.errors import ServiceError
 from annotate.models import Project
 from training import services
+from training.services.simulation import RULE_SYNTAX
 
 
 def find_project(value: str) -> Project:
@@ -21,8 +22,7 @@ def find_project(value: str) -> Project:
 class Command(BaseCommand):
     help = (
         "Judge a project's open comparisons as simulated annotators following a rule: "
-        "shorter, longer, no-lists, contains:<word>, or a dotted path to a callable "
-        "(messages, text_a, text_b) -> 'a' | 'b' | 'tie'."
+        f"{RULE_SYNTAX}."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,6 +41,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = find_project(options["project"])
+        try:
+            services.resolve_rule(options["rule"])
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
         round_number = options["round"]
         if round_number is None and not options["all"]:
             current = services.current_round(project)
