@@ -123,6 +123,8 @@ class Prompt(models.Model):
     class Split(models.TextChoices):
         TRAIN = "train", "Train"
         EVAL = "eval", "Eval"
+        # held out for the promotion gate; like eval, never trained on
+        DEV = "dev", "Dev"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     messages = models.JSONField(help_text='[{"role": "user", "content": "..."}, ...]')

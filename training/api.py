@@ -1,4 +1,5 @@
-"""REST endpoints for the loop: list rounds and versions, start a round (leads)."""
+"""REST endpoints for the loop: list rounds and versions, start a round (leads), the
+leaderboard of versions rated from people's eval judgments (members)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from annotate import services as annotate_services
 
 from . import services
 from .models import ModelVersion, Round
+from .services.evaluation import leaderboard as rate_versions
 
 
 class VersionSerializer(serializers.ModelSerializer):
@@ -80,3 +82,35 @@ def versions(request: Request, project_id: int) -> Response:
     services.base_version(project)
     queryset = ModelVersion.objects.filter(project=project).order_by("number")
     return Response(VersionSerializer(queryset, many=True).data)
+
+
+class LeaderboardEntrySerializer(serializers.Serializer):
+    version = serializers.CharField(help_text='"base", "v1", ...')
+    rating = serializers.FloatField(help_text="Bradley-Terry rating on the Elo scale, base = 1000")
+    ci95 = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        help_text="95% interval of the rating, from a bootstrap over eval prompts",
+    )
+    comparisons = serializers.IntegerField(help_text="judged eval comparisons it took part in")
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    versions = LeaderboardEntrySerializer(many=True)
+
+
+@extend_schema(
+    responses=LeaderboardSerializer,
+    description=(
+        "Bradley-Terry ratings of the project's versions from people's judgments of eval "
+        "comparisons (ties and both-bad count half), on the Elo scale with the base at 1000, "
+        "with 95% intervals from a bootstrap over eval prompts. Versions without a judged "
+        "eval comparison are not listed."
+    ),
+)
+@api_view(["GET"])
+def leaderboard(request: Request, project_id: int) -> Response:
+    project = annotate_services.get_project(request.user, project_id)
+    entries = [entry.to_dict() for entry in rate_versions(project)]
+    return Response({"versions": entries})

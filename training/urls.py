@@ -25,4 +25,5 @@ urlpatterns = [
     path("projects/<int:project_id>/playground/", views.playground, name="playground"),
     path("api/projects/<int:project_id>/rounds/", api.rounds, name="api-rounds"),
     path("api/projects/<int:project_id>/versions/", api.versions, name="api-versions"),
+    path("api/projects/<int:project_id>/leaderboard/", api.leaderboard, name="api-leaderboard"),
 ]

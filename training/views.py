@@ -23,7 +23,9 @@ from annotate.models import Project
 from . import services
 from .loop_settings import LoopSettings
 from .models import ModelVersion, ProjectLoop, Round
-from .plots import cached_loop_plots
+from .plots import Plot, cached_loop_plots
+from .services.evaluation import LeaderboardEntry
+from .services.evaluation import leaderboard as rate_versions
 from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 
@@ -46,6 +48,22 @@ def _status_context(project: Project) -> dict[str, Any]:
     }
 
 
+def _leaderboard_plot(entries: list[LeaderboardEntry]) -> dict[str, Any]:
+    """Each rated version's rating with its 95% interval, by version number."""
+    return Plot(
+        "Leaderboard: rating with 95% interval",
+        [
+            {
+                "label": "rating (base = 1000)",
+                "cls": "s1",
+                "points": [(e.number, e.rating) for e in entries],
+            }
+        ],
+        bars=[{"x": e.number, "low": e.low, "high": e.high, "y": e.rating} for e in entries],
+        x_label="version",
+    ).scaled()
+
+
 @login_required
 @require_GET
 def loop(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -53,7 +71,10 @@ def loop(request: HttpRequest, project_id: int) -> HttpResponse:
     context = _status_context(project)
     ls = services.loop_settings(project)
     loop_row = ProjectLoop.of(project)
+    leaderboard = rate_versions(project)
     context.update(
+        leaderboard=leaderboard,
+        leaderboard_plot=_leaderboard_plot(leaderboard) if leaderboard else None,
         rounds=Round.objects.filter(project=project)
         .select_related("policy", "new_version")
         .order_by("-number"),

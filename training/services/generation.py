@@ -29,6 +29,7 @@ from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round
 from . import dispatch
 from .progress import throttled
+from .splits import ensure_splits
 from .versions import base_version, serving_version
 
 if TYPE_CHECKING:
@@ -49,19 +50,6 @@ def _draw(ids: list[int], used: Counter[int], n: int, rng: random.Random) -> lis
     """``n`` ids, least used first: no repeats until every id has been used as often."""
     keyed = sorted(ids, key=lambda i: (used[i], rng.random()))
     return sorted(keyed[:n])
-
-
-def _ensure_eval_prompts(project: Project, ls: LoopSettings) -> None:
-    """Set aside eval prompts before the first round when the project has none."""
-    prompts = Prompt.objects.filter(project=project)
-    if ls.eval_holdout <= 0 or prompts.filter(split=Prompt.Split.EVAL).exists():
-        return
-    ids = list(prompts.values_list("pk", flat=True))
-    n = math.floor(len(ids) * ls.eval_holdout)
-    if n < 1 or len(ids) - n < 1:
-        return
-    chosen = random.Random(f"{project.pk}-eval").sample(ids, n)
-    Prompt.objects.filter(pk__in=chosen).update(split=Prompt.Split.EVAL)
 
 
 def start_round(project: Project) -> Round:
@@ -85,7 +73,7 @@ def start_round(project: Project) -> Round:
             base.save(update_fields=["spec"])
         policy = serving_version(project)
         number = (rounds.aggregate(n=Max("number"))["n"] or 0) + 1
-        _ensure_eval_prompts(project, ls)
+        ensure_splits(project)
         rng = random.Random(f"{project.pk}-{number}-{ls.seed}")
         used: Counter[int] = Counter()
         for ids in rounds.values_list("prompt_ids", flat=True):
