@@ -15,7 +15,7 @@ class TrainingConfig(AppConfig):
         from annotate.extensions import ProjectField, judgment_recorded, register_project_field
         from annotate.models import Judgment
 
-        from .loop_settings import clean_base_model, clean_loop_settings
+        from .loop_settings import clean_base_model, clean_loop_settings, json_schema
         from .models import ProjectLoop
         from .services import on_judgment_recorded
 
@@ -44,7 +44,7 @@ class TrainingConfig(AppConfig):
                 read=lambda project: ProjectLoop.of(project).settings,
                 clean=clean_loop_settings,
                 write=write_settings,
-                schema={"type": "object", "additionalProperties": True},
+                schema=json_schema(),
                 help_text="Round settings of the online-DPO loop; keys left out take defaults.",
             )
         )

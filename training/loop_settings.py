@@ -79,9 +79,6 @@ class LoopSettings:
     # Share of each round's comparisons that pit the serving version against the previous one
     # and the base on eval prompts; those are never trained on.
     eval_share: float = 0.2
-    # When a project has no eval-split prompts, this fraction of its prompts is set aside as
-    # eval prompts before the first round (0 turns that off).
-    eval_holdout: float = 0.1
     # Promote only versions that pass the gate below; False promotes every trained version.
     gate: bool = True
     # The new version's held-out reward accuracy may trail the previous version's by at most
@@ -115,6 +112,31 @@ def base_model_of(project: Project) -> str:
     return ProjectLoop.of(project).base_model or "demo"
 
 
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", dict: "object"}
+
+
+def json_schema() -> dict[str, Any]:
+    """The OpenAPI/JSON schema of stored loop settings: every key, its type, default and the
+    values a choice allows (the API documents ``loop_settings`` with it)."""
+    choices = {"trigger": TRIGGERS, "ties": TIE_POLICIES, "pairing": PAIRING_STRATEGIES}
+    defaults = LoopSettings().to_dict()
+    properties: dict[str, Any] = {}
+    for f in dataclasses.fields(LoopSettings):
+        prop: dict[str, Any] = {
+            "type": _JSON_TYPES[type(defaults[f.name])],
+            "default": defaults[f.name],
+        }
+        if f.name in choices:
+            prop["enum"] = list(choices[f.name])
+        if f.name in _POSITIVE_INTS:
+            prop["minimum"] = 1
+        if f.name in _FRACTIONS:
+            prop.update(minimum=0.0, maximum=1.0)
+        properties[f.name] = prop
+    properties["dpo"]["description"] = "DPOConfig fields that differ from the core's defaults"
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 _POSITIVE_INTS = (
     "prompts_per_round",
     "k",
@@ -123,7 +145,7 @@ _POSITIVE_INTS = (
     "min_pairs",
     "generation_batch_size",
 )
-_FRACTIONS = ("replay_share", "eval_holdout", "gate_accuracy_tolerance", "top_p")
+_FRACTIONS = ("replay_share", "gate_accuracy_tolerance", "top_p")
 
 
 def _type_ok(value: Any, expected: type) -> bool:

@@ -79,7 +79,7 @@ def job_data(request: Request, project: Project, job: DatasetJob) -> dict[str, A
                 "column": {"type": "string"},
                 "kind": {"type": "string", "enum": ["train", "eval", "gold"]},
                 "round": {"type": "integer"},
-                "split": {"type": "string", "enum": ["train", "eval"]},
+                "split": {"type": "string", "enum": ["train", "eval", "dev"]},
                 "background": {"type": "boolean"},
             },
             "required": ["file", "format"],
@@ -122,7 +122,7 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("format", str, enum=list(exporters.EXPORT_FORMATS), required=True),
     OpenApiParameter("bundle", str, enum=list(exporters.BUNDLES), description="file, zip or hf"),
     OpenApiParameter("rounds", str, description="comma-separated round numbers"),
-    OpenApiParameter("splits", str, description="comma-separated: train, eval"),
+    OpenApiParameter("splits", str, description="comma-separated: train, eval, dev"),
     OpenApiParameter(
         "kinds",
         str,

@@ -20,7 +20,6 @@ TINY_LOOP = {
     "temperature": 1.0,
     "top_p": 1.0,
     "eval_share": 0.34,
-    "eval_holdout": 0.0,
     "gate": False,
     "dpo": {
         "batch_size": 2,

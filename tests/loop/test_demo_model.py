@@ -24,7 +24,6 @@ DEMO_LOOP = {
     "max_new_tokens": 48,
     "temperature": 0.9,
     "eval_share": 0.0,
-    "eval_holdout": 0.0,
     "generation_batch_size": 16,
     "dpo": {
         "epochs": 3,

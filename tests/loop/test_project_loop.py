@@ -71,6 +71,10 @@ def test_it_documents_the_loop_fields_in_the_schema(team: Team) -> None:
     fields = schema["components"]["schemas"]["Project"]["properties"]
     assert fields["base_model"]["type"] == "string"
     assert fields["loop_settings"]["type"] == "object"
+    settings = fields["loop_settings"]["properties"]
+    assert settings["pairing"]["enum"] == ["random", "most_different", "best_vs_worst"]
+    assert settings["soft_labels"] == {"type": "boolean", "default": False}
+    assert settings["replay_share"]["maximum"] == 1.0
 
 
 def test_it_sends_judgment_recorded_once_per_new_judgment(team: Team) -> None:
@@ -122,3 +126,21 @@ def test_the_migration_moves_the_fields_and_back() -> None:
 
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_drops_the_retired_eval_holdout_setting() -> None:
+    executor = MigrationExecutor(connection)
+    before = [("training", "0003_copy_project_loop"), ("annotate", "0004_prompt_split_dev")]
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    project = old.get_model("annotate", "Project").objects.create(
+        name="Old", slug="old", export_salt="s"
+    )
+    old.get_model("training", "ProjectLoop").objects.create(
+        project_id=project.pk, settings={"k": 3, "eval_holdout": 0.1}
+    )
+
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert ProjectLoop.objects.get(project_id=project.pk).settings == {"k": 3}

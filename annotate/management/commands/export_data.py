@@ -33,7 +33,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--bundle", default="file", choices=BUNDLES)
         parser.add_argument("--rounds", default="", help="comma-separated round numbers")
-        parser.add_argument("--splits", default="", help="comma-separated: train, eval")
+        parser.add_argument("--splits", default="", help="comma-separated: train, eval, dev")
         parser.add_argument(
             "--kinds",
             default="",
