@@ -76,6 +76,14 @@ class TokenizedPair:
         return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
 
+def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:
+    """``messages`` after a system message ``system_prompt``, unless it is empty or the chat
+    already opens with a system message of its own."""
+    if not system_prompt or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def _messages(value: Any, field: str, where: str) -> list[Message]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: {field!r} must be a non-empty list of messages")
