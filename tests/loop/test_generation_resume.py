@@ -148,7 +148,6 @@ def test_the_round_records_truncation_and_length(project: Project) -> None:
         assert len(row.token_ids) == row.token_count
         # max_new_tokens is 6: a shorter one ended by itself, a cut-off one used them all
         assert row.finished or row.token_count == 6
-        assert row.token_count == 6 or row.finished
 
 
 def test_the_system_prompt_goes_before_each_prompt_when_sampling(
