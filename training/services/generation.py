@@ -27,6 +27,7 @@ from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round
 from . import dispatch
+from .round_stats import sample_stats
 from .versions import base_version, serving_version
 
 if TYPE_CHECKING:
@@ -377,26 +378,6 @@ def _write_comparisons(
                 _comparison(loop_round, prompt, mine, theirs, Comparison.Kind.EVAL)
                 made += 1
     return made
-
-
-def sample_stats(loop_round: Round) -> dict[str, Any]:
-    """Length and truncation of the policy's train completions in the round.
-
-    ``truncated_share`` counts completions that hit ``max_new_tokens``, among those whose end is
-    known; ``mean_tokens`` is their mean length in tokens.
-    """
-    rows = Completion.objects.filter(
-        prompt_id__in=loop_round.prompt_ids,
-        round_number=loop_round.number,
-        model_version_id=loop_round.policy_id,
-    ).values_list("finished", "token_count")
-    known = [finished for finished, _ in rows if finished is not None]
-    lengths = [n for _, n in rows if n is not None]
-    return {
-        "completions": len(rows),
-        "truncated_share": round(known.count(False) / len(known), 4) if known else None,
-        "mean_tokens": round(sum(lengths) / len(lengths), 2) if lengths else None,
-    }
 
 
 def generate_round(round_id: int, progress: Callable[[int, int], None] | None = None) -> str:
