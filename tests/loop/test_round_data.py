@@ -123,3 +123,16 @@ def test_round_pairs_carry_finished_sampled_ids_and_the_system_prompt(
             pair.messages, tokenize=True, return_dict=True, add_generation_prompt=True
         )["input_ids"]
         assert tokenized.prompt_ids == sampled_from
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [(5, "system_prompt: expected str"), ("x" * 4001, "system_prompt: must be at most 4000")],
+)
+def test_a_bad_system_prompt_is_refused_by_name(value: Any, message: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from training.loop_settings import validate_loop_settings
+
+    with pytest.raises(ValidationError, match=message):
+        validate_loop_settings({"system_prompt": value})
