@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -168,10 +169,28 @@ class Completion(models.Model):
     generation_params = models.JSONField(default=dict, blank=True)
     token_count = models.PositiveIntegerField(null=True, blank=True)
     logprob = models.FloatField(null=True, blank=True)
+    # True: the model ended its turn; False: max_new_tokens cut it off, so it is trained as a
+    # prefix; None: unknown (imported, or written before this was recorded), trained as before.
+    finished = models.BooleanField(null=True, blank=True)
+    # The ids the model sampled (end-of-turn included when it ended), so training scores exactly
+    # these tokens instead of re-encoding the text; None when unknown.
+    token_ids = models.JSONField(null=True, blank=True)
+    # Where a round's generation put this row: its round number, and which of the version's
+    # samples of the prompt it is. Together with the prompt and version they identify the row, so
+    # a retried generation task skips what a stopped one already wrote. None outside rounds.
+    round_number = models.PositiveIntegerField(null=True, blank=True)
+    sample_index = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "round_number", "model_version_id", "sample_index"],
+                condition=Q(round_number__isnull=False),
+                name="one_completion_per_round_sample",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.text[:80]

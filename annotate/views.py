@@ -187,6 +187,9 @@ def _task_view(assignment: Assignment) -> dict[str, Any]:
         "messages": comparison.prompt.messages,
         "left": left.text,
         "right": right.text,
+        # False marks a completion cut off by the token budget (None: not known)
+        "left_finished": left.finished,
+        "right_finished": right.finished,
         "lease_expires": assignment.lease_expires,
     }
 

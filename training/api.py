@@ -24,8 +24,36 @@ class VersionSerializer(serializers.ModelSerializer):
         fields = ["id", "number", "state", "spec", "parent", "metrics", "gate", "created_at"]
 
 
+class RoundStatsSerializer(serializers.Serializer):
+    """``Round.stats``: keys appear as the round gets that far (None: nothing to measure)."""
+
+    completions = serializers.IntegerField(required=False, help_text="policy's train samples")
+    truncated_share = serializers.FloatField(
+        required=False, allow_null=True, help_text="share of them cut off by max_new_tokens"
+    )
+    mean_tokens = serializers.FloatField(required=False, allow_null=True)
+    tokens_per_s = serializers.FloatField(
+        required=False, allow_null=True, help_text="sampling pace of the last generation"
+    )
+    eta_s = serializers.FloatField(
+        required=False, allow_null=True, help_text="seconds of sampling left while generating"
+    )
+    judgments = serializers.IntegerField(
+        required=False, help_text="votes on train pairs when training started"
+    )
+    tie_rate = serializers.FloatField(required=False, allow_null=True)
+    both_bad_rate = serializers.FloatField(required=False, allow_null=True)
+    agreement = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="mean share of votes for the most common choice, pairs with 2+ votes",
+    )
+    pairs_with_several_votes = serializers.IntegerField(required=False)
+
+
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.IntegerField(source="policy.number")
+    stats = RoundStatsSerializer(read_only=True)
     new_version = serializers.SerializerMethodField()
     training = serializers.SerializerMethodField()
 
@@ -40,6 +68,7 @@ class RoundSerializer(serializers.ModelSerializer):
             "progress_done",
             "progress_total",
             "training",
+            "stats",
             "error",
             "created_at",
             "finished_at",

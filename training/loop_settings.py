@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
+MAX_SYSTEM_PROMPT = 4000
 
 
 @dataclass
@@ -49,6 +50,11 @@ class LoopSettings:
     top_p: float = 0.95
     # Cap on generated tokens per completion.
     max_new_tokens: int = 128
+    # A system message put before each prompt when the round samples (prompts that bring their
+    # own system message keep it), and before the same prompt when the pairs are trained, so the
+    # policy learns from the context it wrote in. Empty: none. A request for brief answers keeps
+    # completions inside max_new_tokens (cut-off completions are weaker training data).
+    system_prompt: str = ""
     # Sampler seed; the round number is added so rounds do not repeat each other's samples.
     seed: int = 0
     # When training starts: "all_judged" (every comparison of the round judged by the project's
@@ -204,6 +210,8 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError(f"trigger: must be one of {', '.join(TRIGGERS)}")
     if merged["pairing"] not in PAIRING_STRATEGIES:
         raise ValidationError(f"pairing: must be one of {', '.join(PAIRING_STRATEGIES)}")
+    if len(merged["system_prompt"]) > MAX_SYSTEM_PROMPT:
+        raise ValidationError(f"system_prompt: must be at most {MAX_SYSTEM_PROMPT} characters")
     if merged["ties"] not in TIE_POLICIES:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
     if "dpo" in out:

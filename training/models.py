@@ -132,6 +132,11 @@ class Round(models.Model):
     # Progress of the current step (prompts sampled, comparisons judged, ...).
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
+    # What the round's data looks like, for the lead: at generation "completions",
+    # "truncated_share", "mean_tokens" (of the policy's train samples) and, while sampling,
+    # "tokens_per_s" and "eta_s"; when training starts "judgments", "tie_rate" and "agreement"
+    # (see ``training.services.training_data.judgment_stats``).
+    stats = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

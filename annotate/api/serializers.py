@@ -77,6 +77,10 @@ class MessageSerializer(serializers.Serializer):
 
 class SideSerializer(serializers.Serializer):
     text = serializers.CharField(trim_whitespace=False)
+    finished = serializers.BooleanField(
+        allow_null=True,
+        help_text="false: the model was cut off by its token budget; null: unknown",
+    )
 
 
 class TaskSerializer(serializers.Serializer):

@@ -107,8 +107,8 @@ def next_task(request: Request, project_id: int) -> Response:
     data: dict[str, Any] = {
         "comparison": comparison.pk,
         "messages": comparison.prompt.messages,
-        "left": {"text": left.text},
-        "right": {"text": right.text},
+        "left": {"text": left.text, "finished": left.finished},
+        "right": {"text": right.text, "finished": right.finished},
         "lease_expires": assignment.lease_expires,
         "instructions": project.instructions,
         "show_strength": project.show_strength,

@@ -23,6 +23,10 @@ _COLUMNS = {
     "csv": "`prompt`, `chosen`, `rejected` as text, `messages` as the prompt's chat in JSON",
     "judgments": "one row per judgment, annotators as pseudonymous ids",
 }
+_FINISHED = {
+    "judgments": "`a_finished` and `b_finished`",
+}
+_PAIR_FINISHED = "`chosen_finished` and `rejected_finished`"
 
 
 @dataclass
@@ -160,6 +164,16 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         "label_smoothing",
     ):
         lines.append(f"- `{key}`: {opts[key]}")
+    finished = _FINISHED.get(fmt, _PAIR_FINISHED)
+    lines += [
+        "",
+        "## Cut-off completions",
+        "",
+        f"{finished} say whether the model ended each completion itself (true) or was cut off by "
+        "its token budget (false); empty when not known (imported data). Train a cut-off "
+        "completion as a prefix, with no end-of-turn token after it, or leave its pair out: "
+        "closing it as a finished reply teaches the model to stop mid-sentence.",
+    ]
     lines += ["", "## Rounds", ""]
     if rounds:
         lines += [f"- {'no round' if r is None else f'round {r}'}: {n} pairs" for r, n in rounds]

@@ -66,6 +66,10 @@ _PAIR_META = [
     ("rejected_model_version", pa.int64()),
     ("chosen_generation_params", pa.string()),
     ("rejected_generation_params", pa.string()),
+    # False: the model was cut off by its token budget (train it as a prefix, with no
+    # end-of-turn token); null: not known (imported, or recorded before prefloop kept it).
+    ("chosen_finished", pa.bool_()),
+    ("rejected_finished", pa.bool_()),
 ]
 SCHEMAS = {
     "trl": pa.schema(
@@ -97,6 +101,8 @@ SCHEMAS = {
             ("rationale", pa.string()),
             ("left_is_a", pa.bool_()),
             ("shown_choice", pa.string()),
+            ("a_finished", pa.bool_()),
+            ("b_finished", pa.bool_()),
             ("duration_ms", pa.int64()),
             ("shown_at", pa.string()),
             ("created_at", pa.string()),
@@ -196,6 +202,8 @@ def judgment_rows(
             "strength",
             "rationale",
             "left_is_a",
+            "comparison__completion_a__finished",
+            "comparison__completion_b__finished",
             "duration_ms",
             "shown_at",
             "created_at",
@@ -226,6 +234,8 @@ def judgment_rows(
             "rationale": j["rationale"],
             "left_is_a": j["left_is_a"],
             "shown_choice": choice_as_shown(j["choice"], j["left_is_a"]),
+            "a_finished": j["comparison__completion_a__finished"],
+            "b_finished": j["comparison__completion_b__finished"],
             "duration_ms": j["duration_ms"],
             "shown_at": shown_at_value.isoformat() if shown_at_value else None,
             "created_at": j["created_at"].isoformat(),

@@ -266,7 +266,8 @@ def preference_pairs(
     ("a", "b", "tie" or "both_bad"), round, kind, split, votes_chosen, votes_rejected,
     votes_tie, votes_both_bad, votes_total, agreement, weight, label_smoothing,
     chosen_model_version, rejected_model_version, chosen_generation_params,
-    rejected_generation_params.
+    rejected_generation_params, chosen_finished, rejected_finished (None when unknown),
+    chosen_token_ids, rejected_token_ids (the sampled ids, or None).
     """
     options = options or PairOptions()
     _check_tie_votes(tie_votes)
@@ -331,4 +332,8 @@ def _pairs(
             "rejected_model_version": rejected.model_version_id,
             "chosen_generation_params": chosen.generation_params,
             "rejected_generation_params": rejected.generation_params,
+            "chosen_finished": chosen.finished,
+            "rejected_finished": rejected.finished,
+            "chosen_token_ids": chosen.token_ids,
+            "rejected_token_ids": rejected.token_ids,
         }

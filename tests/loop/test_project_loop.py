@@ -131,7 +131,7 @@ def test_the_migration_moves_the_fields_and_back() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_drops_the_retired_eval_holdout_setting() -> None:
     executor = MigrationExecutor(connection)
-    before = [("training", "0003_copy_project_loop"), ("annotate", "0004_prompt_split_dev")]
+    before = [("training", "0003_copy_project_loop"), ("annotate", "0005_prompt_split_dev")]
     executor.migrate(before)
     old = executor.loader.project_state(before).apps
     project = old.get_model("annotate", "Project").objects.create(

@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run: keep the prompts already in --out, sample the others",
+    )
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -123,6 +129,39 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _done_prompts(out: Path, prompts: list[Any], k: int) -> set[int]:
+    """For --resume: the prompts whose k rows are all in ``out``.
+
+    Rows of a prompt cut short by the stop (and a last line written in half) are dropped from
+    the file, so that appending the rest leaves exactly k rows per prompt.
+    """
+    from .data import DataError
+
+    rows: dict[int, dict[int, str]] = {}
+    with out.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                row = json.loads(line)
+                i, j = int(row["prompt_index"]), int(row["sample_index"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # the half-written line of a stopped run
+            if not 0 <= i < len(prompts) or row.get("prompt") != prompts[i]:
+                raise DataError(
+                    f"{out}, line {number}: prompt {i} is not in the prompts file: "
+                    "resume with the prompts it was started with"
+                )
+            if not 0 <= j < k:
+                raise DataError(f"{out}, line {number}: sample {j} does not fit -k {k}")
+            rows.setdefault(i, {})[j] = line if line.endswith("\n") else line + "\n"
+    done = {i for i, samples in rows.items() if len(samples) == k}
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for i in sorted(done):
+            fh.writelines(rows[i][j] for j in range(k))
+    os.replace(tmp, out)
+    return done
+
+
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     # torch loads only once a command runs, so `--help` and argument errors answer at once
     from . import generation
@@ -130,34 +169,60 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
     from .loading import load_model
 
     prompts = read_prompts(args.prompts)
-    loaded = load_model(args.model)
-    results = generation.generate(
-        loaded,
-        prompts,
-        k=args.k,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
     out = Path(args.out)
+    if out.exists() and not args.resume:
+        raise FileExistsError(f"output already exists: {out} (--resume continues it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for i, (prompt, samples) in enumerate(zip(prompts, results, strict=True)):
-            for j, sample in enumerate(samples):
-                row = {"prompt_index": i, "sample_index": j, "prompt": prompt, **sample.to_dict()}
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
-    stats = generation.last_stats
+    done = _done_prompts(out, prompts, args.k) if out.exists() else set()
+    loaded = load_model(args.model) if len(done) < len(prompts) else None
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=args.k * (len(prompts) - len(done)), desc="generate", unit="row", file=sys.stderr
+        )
+    written = unfinished = 0
+    last: generation.Batch | None = None
+    try:
+        if loaded is not None:
+            batches = generation.generate_batches(
+                loaded,
+                prompts,
+                k=args.k,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                skip=done,
+            )
+            # appended prompt by prompt as each is done, so a stopped run keeps what it sampled
+            with out.open("a", encoding="utf-8") as fh:
+                for last in batches:
+                    for i, samples in sorted(last.completed.items()):
+                        for j, sample in enumerate(samples):
+                            row = {"prompt_index": i, "sample_index": j, "prompt": prompts[i]}
+                            fh.write(json.dumps({**row, **sample.to_dict()}, ensure_ascii=False))
+                            fh.write("\n")
+                            written += 1
+                            unfinished += not sample.finished
+                    fh.flush()
+                    if bar is not None:
+                        bar.set_postfix_str(f"{last.tokens_per_s:.1f} tok/s")
+                        bar.update(len(last.samples))
+    finally:
+        if bar is not None:
+            bar.close()
     return {
         "out": str(out),
         "prompts": len(prompts),
-        "completions": stats.sequences,
-        "new_tokens": stats.new_tokens,
-        "seconds": round(stats.seconds, 2),
-        "tokens_per_s": round(stats.tokens_per_s, 1),
+        "resumed_prompts": len(done),
+        "completions": written,
+        "truncated_share": round(unfinished / written, 4) if written else None,
+        "new_tokens": last.new_tokens if last else 0,
+        "seconds": round(last.seconds, 2) if last else 0.0,
+        "tokens_per_s": round(last.tokens_per_s, 1) if last else 0.0,
     }
 
 

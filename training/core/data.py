@@ -25,6 +25,11 @@ class PreferencePair:
     assistant replies. ``weight`` multiplies this pair's loss. ``label_smoothing`` is the
     probability that the label is wrong (conservative DPO; the sigmoid loss only), for example
     the share of annotators who disagreed.
+
+    ``*_finished`` says whether the model ended that reply itself (True) or was cut off by its
+    token budget (False); None means unknown. ``*_token_ids`` are the ids the model sampled for
+    the reply, end-of-turn included when it ended; when given they are trained verbatim instead
+    of re-encoding the text. See `tokenize_pair`.
     """
 
     prompt: list[Message] | str
@@ -32,6 +37,10 @@ class PreferencePair:
     rejected: str
     weight: float = 1.0
     label_smoothing: float = 0.0
+    chosen_finished: bool | None = None
+    rejected_finished: bool | None = None
+    chosen_token_ids: list[int] | None = None
+    rejected_token_ids: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +49,10 @@ class PreferencePair:
             "rejected": self.rejected,
             "weight": self.weight,
             "label_smoothing": self.label_smoothing,
+            "chosen_finished": self.chosen_finished,
+            "rejected_finished": self.rejected_finished,
+            "chosen_token_ids": self.chosen_token_ids,
+            "rejected_token_ids": self.rejected_token_ids,
         }
 
 
@@ -68,6 +81,14 @@ class TokenizedPair:
         return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
 
+def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:
+    """``messages`` after a system message ``system_prompt``, unless it is empty or the chat
+    already opens with a system message of its own."""
+    if not system_prompt or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def _messages(value: Any, field: str, where: str) -> list[Message]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: {field!r} must be a non-empty list of messages")
@@ -94,13 +115,32 @@ def _completion(value: Any, field: str, where: str) -> str:
     return messages[0]["content"]
 
 
+def _finished(row: dict[str, Any], field: str, where: str) -> bool | None:
+    value = row.get(field)
+    if value is not None and not isinstance(value, bool):
+        raise DataError(f"{where}: {field!r} must be true, false or null")
+    return value
+
+
+def _token_ids(row: dict[str, Any], field: str, where: str) -> list[int] | None:
+    value = row.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
+    ):
+        raise DataError(f"{where}: {field!r} must be a list of non-negative token ids or null")
+    return list(value)
+
+
 def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
     """Parse one row in TRL's conversational or plain-string format, or our export's.
 
     Conversational: ``prompt`` is a message list, ``chosen``/``rejected`` are one-message lists
     (or strings). Plain: all three are strings, and the prompt is used as raw text.
     An optional numeric ``weight`` (default 1.0) and ``label_smoothing`` (default 0.0, at most
-    0.5) are kept.
+    0.5) are kept, and so are the optional ``chosen_finished``/``rejected_finished`` (true,
+    false or null) and ``chosen_token_ids``/``rejected_token_ids`` (the sampled ids, or null).
     """
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object")
@@ -136,6 +176,10 @@ def pair_from_row(row: Any, where: str = "row") -> PreferencePair:
         rejected=rejected,
         weight=float(weight),
         label_smoothing=float(smoothing),
+        chosen_finished=_finished(row, "chosen_finished", where),
+        rejected_finished=_finished(row, "rejected_finished", where),
+        chosen_token_ids=_token_ids(row, "chosen_token_ids", where),
+        rejected_token_ids=_token_ids(row, "rejected_token_ids", where),
     )
 
 
@@ -206,6 +250,48 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _end_of_turn(tokenizer: Any, ids: list[int], after: int) -> int | None:
+    """Index of the last end-of-turn (EOS) id at or beyond ``after``, or None."""
+    eos = tokenizer.eos_token_id
+    for i in range(len(ids) - 1, after - 1, -1):
+        if ids[i] == eos:
+            return i
+    return None
+
+
+def _with_completion(
+    tokenizer: Any,
+    prompt: list[Message] | str,
+    prompt_ids: list[int],
+    text: str,
+    finished: bool | None,
+    token_ids: list[int] | None,
+) -> list[int]:
+    """Prompt and one completion as the model sees them (the prompt part may differ slightly
+    from ``prompt_ids`` where token merges or the template change it)."""
+    if token_ids is not None:
+        # what was sampled, exactly: re-encoding the text can give other ids
+        vocab = len(tokenizer)
+        bad = [i for i in token_ids if i >= vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the tokenizer's vocabulary ({vocab})")
+        return prompt_ids + token_ids
+    if isinstance(prompt, str):
+        eos = tokenizer.eos_token or ""
+        if finished is not False and not text.endswith(eos):
+            text += eos
+        return _ids(tokenizer, prompt + text)
+    full = _ids(tokenizer, [*prompt, {"role": "assistant", "content": text}])
+    if finished is None:
+        return full  # unknown: the whole rendered turn, as the template writes it
+    end = _end_of_turn(tokenizer, full, _common_prefix(prompt_ids, full))
+    if end is None:
+        return full
+    # a finished turn ends at its end-of-turn token (whatever the template adds after it is
+    # never generated); a cut-off one is a prefix the model may go on from
+    return full[: end + 1] if finished else full[:end]
+
+
 def tokenize_pair(
     tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int
 ) -> TokenizedPair | None:
@@ -213,23 +299,40 @@ def tokenize_pair(
 
     Chat prompts: the prompt is rendered with the generation prompt, each completion as the
     assistant turn that follows, and a completion is what the full conversation adds beyond the
-    prompt (so it ends with the template's end-of-turn). Raw prompts get EOS after each
-    completion. The prompt keeps its last ``max_prompt_length`` tokens; each completion is cut
-    so prompt + completion fits ``max_length``. Returns None when nothing of a completion is left.
+    prompt. Raw prompts get EOS after each completion. How a completion ends follows its
+    ``*_finished`` flag:
+
+    - True: it ends at the end-of-turn token, with nothing after it;
+    - False (cut off by the token budget): no end-of-turn token, so the model learns the text
+      as a prefix, not as a reply that stops there;
+    - None (unknown): the whole assistant turn as the template renders it.
+
+    With ``*_token_ids`` the completion is exactly those ids, after the prompt rendered with the
+    generation prompt (as it was sampled).
+
+    The prompt keeps its last ``max_prompt_length`` tokens; each completion is cut so prompt +
+    completion fits ``max_length``. Returns None when nothing of a completion is left.
     """
     if isinstance(pair.prompt, str):
-        eos = tokenizer.eos_token or ""
-        chosen = pair.chosen if pair.chosen.endswith(eos) else pair.chosen + eos
-        rejected = pair.rejected if pair.rejected.endswith(eos) else pair.rejected + eos
         prompt_ids = _ids(tokenizer, pair.prompt)
-        full_chosen = _ids(tokenizer, pair.prompt + chosen)
-        full_rejected = _ids(tokenizer, pair.prompt + rejected)
     else:
         prompt_ids = _ids(tokenizer, pair.prompt, add_generation_prompt=True)
-        full_chosen = _ids(tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.chosen}])
-        full_rejected = _ids(
-            tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.rejected}]
-        )
+    full_chosen = _with_completion(
+        tokenizer,
+        pair.prompt,
+        prompt_ids,
+        pair.chosen,
+        pair.chosen_finished,
+        pair.chosen_token_ids,
+    )
+    full_rejected = _with_completion(
+        tokenizer,
+        pair.prompt,
+        prompt_ids,
+        pair.rejected,
+        pair.rejected_finished,
+        pair.rejected_token_ids,
+    )
     # The completion starts where prompt and prompt + completion stop agreeing (token merges or
     # templates can change the prompt's last tokens).
     start = min(_common_prefix(prompt_ids, full_chosen), _common_prefix(prompt_ids, full_rejected))

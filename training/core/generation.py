@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,113 @@ def _prompt_ids(tokenizer: Any, prompt: list[Message] | str) -> list[int]:
     return list(encoded["input_ids"])
 
 
+@dataclass
+class Batch:
+    """One forward batch of `generate_batches`: what it sampled and how far the call is."""
+
+    # (prompt index, sample index, sample) for each sequence of the batch
+    samples: list[tuple[int, int, Sample]]
+    # prompts whose ``k`` samples are all in now, each with its samples in sample order
+    completed: dict[int, list[Sample]]
+    sequences_done: int  # sequences sampled so far by this call
+    sequences_total: int  # sequences this call samples (skipped prompts left out)
+    new_tokens: int  # tokens generated so far by this call
+    seconds: float  # since the call started
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far; None before the first sequence."""
+        if not self.sequences_done:
+            return None
+        left = self.sequences_total - self.sequences_done
+        return self.seconds / self.sequences_done * left
+
+
+def _group_seed(seed: int, group: int) -> int:
+    # distinct (seed, group) give distinct generator seeds (seed + group would not)
+    return (seed * 1_000_003 + group) % (2**63)
+
+
+def generate_batches(
+    model_spec_or_dir: str | Path | tuple[Any, Any],
+    prompts: Sequence[list[Message] | str],
+    k: int = 2,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    skip: Collection[int] = (),
+) -> Iterator[Batch]:
+    """Sample ``k`` completions for each prompt, yielding each forward batch as it is done.
+
+    Prompts are sorted by length (less left padding) and cut into groups of
+    ``max(1, batch_size // k)``; a group's ``k`` samples per prompt are drawn together, with a
+    generator seeded from ``seed`` and the group's position. A prompt's samples therefore depend
+    only on the seed, the prompt list and the batch size, not on which groups were sampled
+    before: a stopped run resumed with ``skip`` (indices of prompts already done) draws the rest
+    exactly as an uninterrupted run would. Groups made only of skipped prompts are not sampled;
+    skipped prompts in a sampled group are sampled again but not reported.
+
+    Args: as `generate`, plus ``skip``.
+    """
+    if isinstance(model_spec_or_dir, tuple):
+        model, tokenizer = model_spec_or_dir
+    else:
+        model, tokenizer = load_model(model_spec_or_dir)
+    model.eval()
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
+    per_group = max(1, batch_size // k)
+    groups = [order[start : start + per_group] for start in range(0, len(order), per_group)]
+    skipped = set(skip)
+    total = k * sum(1 for i in range(len(prompts)) if i not in skipped)
+    started = time.perf_counter()
+    done = new_tokens = 0
+    for number, group in enumerate(groups):
+        if all(i in skipped for i in group):
+            continue
+        generator = torch.Generator().manual_seed(_group_seed(seed, number))
+        slots = [(i, j) for i in group for j in range(k)]
+        found: dict[int, list[Sample | None]] = {i: [None] * k for i in group}
+        for start in range(0, len(slots), batch_size):
+            chunk = slots[start : start + batch_size]
+            samples = sample_batch(
+                model,
+                tokenizer,
+                [ids[i] for i, _ in chunk],
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                generator=generator,
+            )
+            reported: list[tuple[int, int, Sample]] = []
+            for (i, j), sample in zip(chunk, samples, strict=True):
+                found[i][j] = sample
+                if i not in skipped:
+                    reported.append((i, j, sample))
+                    new_tokens += sample.token_count
+            done += len(reported)
+            last = start + batch_size >= len(slots)
+            completed = (
+                {i: [s for s in found[i] if s is not None] for i in group if i not in skipped}
+                if last
+                else {}
+            )
+            yield Batch(
+                samples=reported,
+                completed=completed,
+                sequences_done=done,
+                sequences_total=total,
+                new_tokens=new_tokens,
+                seconds=time.perf_counter() - started,
+            )
+
+
 def generate(
     model_spec_or_dir: str | Path | tuple[Any, Any],
     prompts: Sequence[list[Message] | str],
@@ -201,35 +308,21 @@ def generate(
     Returns:
         One list of ``k`` `Sample` per prompt, in the order of ``prompts``.
     """
-    if isinstance(model_spec_or_dir, tuple):
-        model, tokenizer = model_spec_or_dir
-    else:
-        model, tokenizer = load_model(model_spec_or_dir)
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    ids = [_prompt_ids(tokenizer, p) for p in prompts]
-    # every (prompt, sample) slot, sorted by prompt length to cut left padding
-    slots = sorted(
-        ((i, j) for i in range(len(prompts)) for j in range(k)), key=lambda s: len(ids[s[0]])
-    )
-    results: list[list[Sample | None]] = [[None] * k for _ in prompts]
-    started = time.perf_counter()
-    new_tokens = 0
-    for start in range(0, len(slots), batch_size):
-        chunk = slots[start : start + batch_size]
-        samples = sample_batch(
-            model,
-            tokenizer,
-            [ids[i] for i, _ in chunk],
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            generator=generator,
-        )
-        for (i, j), sample in zip(chunk, samples, strict=True):
-            results[i][j] = sample
-            new_tokens += sample.token_count
-    last_stats.seconds = time.perf_counter() - started
-    last_stats.new_tokens = new_tokens
-    last_stats.sequences = len(slots)
-    return [[s for s in row if s is not None] for row in results]
+    results: list[list[Sample]] = [[] for _ in prompts]
+    batch: Batch | None = None
+    for batch in generate_batches(
+        model_spec_or_dir,
+        prompts,
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+    ):
+        for i, samples in batch.completed.items():
+            results[i] = samples
+    last_stats.seconds = batch.seconds if batch else 0.0
+    last_stats.new_tokens = batch.new_tokens if batch else 0
+    last_stats.sequences = batch.sequences_done if batch else 0
+    return results

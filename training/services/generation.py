@@ -1,8 +1,8 @@
 """Opening a round and sampling its comparisons; the round lookups the views use.
 
 ``start_round`` draws the round's prompts and queues ``generate_round``, which samples the
-serving version (and, on eval prompts, its opponents) and writes the comparisons once, however
-often the task is delivered.
+serving version (and, on eval prompts, its opponents), stores each batch's completions as it
+goes, and writes the comparisons once, however often the task is delivered or stopped.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import math
 import random
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -23,20 +22,22 @@ from django.utils import timezone
 from annotate.errors import Conflict, InvalidInput, NotFound
 from annotate.models import Comparison, Completion, Project, Prompt
 
+from ..core.data import with_system_prompt
 from ..core.loading import load_model
 from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round
 from . import dispatch
-from .progress import throttled
+from .round_stats import sample_stats
 from .splits import ensure_splits
 from .versions import base_version, serving_version
 
 if TYPE_CHECKING:
-    from ..core.generation import Sample
+    from ..core.generation import Batch, Sample
 
 # Added to a round's seed for the one sample per eval prompt that each side of a match draws.
 _EVAL_SEED_OFFSET = 500
+
 
 # scorer(messages, texts) -> a score per text, higher is better: a simulated judge's, which
 # "best_vs_worst" pairing needs
@@ -103,7 +104,8 @@ def start_round(project: Project) -> Round:
             settings=ls.to_dict(),
             prompt_ids=prompt_ids,
             eval_prompt_ids=eval_ids,
-            progress_total=len(prompt_ids) + len(eval_ids),
+            # completions: the policy's k per train prompt, two per eval prompt
+            progress_total=ls.k * len(prompt_ids) + 2 * len(eval_ids),
         )
         dispatch.enqueue(dispatch.GENERATE_ROUND, loop_round.pk)
     return loop_round
@@ -112,72 +114,120 @@ def start_round(project: Project) -> Round:
 # --- Sampling ------------------------------------------------------------------------------
 
 
-class _SamplingProgress:
-    """Prompts sampled so far, written to the round's row (throttled) and to the task."""
+class _RoundWriter:
+    """Stores each batch's completions as soon as it is sampled and reports the round's progress.
+
+    Progress counts completions (rows) of the round: the policy's k per train prompt and two per
+    eval prompt (the policy's and its opponent's); rows a stopped delivery already stored count
+    as done. The pace (tokens/s, seconds left) is this delivery's.
+    """
 
     def __init__(
-        self, round_id: int, total: int, progress: Callable[[int, int], None] | None
+        self,
+        loop_round: Round,
+        ls: LoopSettings,
+        seed: int,
+        done: int,
+        total: int,
+        progress: Callable[[int, int], None] | None,
     ) -> None:
-        self.round_id = round_id
+        self.round = loop_round
+        self.ls = ls
+        self.seed = seed
+        self.done = done
         self.total = total
         self.progress = progress
-        self.done = 0
-        self._report = throttled(self._write)
+        self.stats = dict(loop_round.stats)
+        self.rows = 0
+        self.tokens = 0
+        self.seconds = 0.0
 
-    def advance(self, n: int) -> None:
-        self.done += n
-        self._report()
+    def stream(
+        self,
+        batches: Iterator[Batch],
+        prompts: list[Prompt],
+        version: ModelVersion,
+        seed: int,
+    ) -> None:
+        """Store the completed prompts of each batch (``prompts`` indexed as the batches are)."""
+        params = _params(self.ls, version, seed)
+        seen_seconds, seen_tokens = 0.0, 0
+        for batch in batches:
+            rows = [
+                _completion(prompts[i], j, sample, version, params, self.round.number)
+                for i, samples in batch.completed.items()
+                for j, sample in enumerate(samples)
+            ]
+            # the unique key skips rows that a concurrent delivery stored first
+            Completion.objects.bulk_create(rows, ignore_conflicts=True)
+            self.seconds += batch.seconds - seen_seconds
+            self.tokens += batch.new_tokens - seen_tokens
+            seen_seconds, seen_tokens = batch.seconds, batch.new_tokens
+            self.rows += len(batch.samples)
+            self.done = min(self.total, self.done + len(batch.samples))
+            self.report()
 
-    def finish(self) -> None:
-        self._report(force=True)
-
-    def _write(self) -> None:
-        Round.objects.filter(pk=self.round_id).update(
-            progress_done=self.done, progress_total=self.total
+    def report(self, final: bool = False) -> None:
+        pace = self.rows / self.seconds if self.seconds > 0 else 0.0
+        self.stats["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
+        self.stats["eta_s"] = (
+            None if final or not pace else round((self.total - self.done) / pace, 1)
+        )
+        Round.objects.filter(pk=self.round.pk).update(
+            progress_done=self.done, progress_total=self.total, stats=self.stats
         )
         if self.progress is not None:
             self.progress(self.done, self.total)
 
 
-@dataclass
-class _EvalMatch:
-    """One eval prompt's sample of the round's policy against an opponent version's."""
+class _Models:
+    """The model of one version at a time, loaded on first use (a resumed round may need none)."""
 
-    prompt: Prompt
-    mine: Sample
-    opponent: ModelVersion
-    theirs: Sample
+    def __init__(self) -> None:
+        self.version_id: int | None = None
+        self.loaded: Any = None
+
+    def of(self, version: ModelVersion) -> Any:
+        if self.version_id != version.pk:
+            self.loaded = None  # one model in memory at a time
+            self.loaded = load_model(version.spec)
+            self.version_id = version.pk
+        return self.loaded
 
 
 def _sample(
-    model: Any,
+    writer: _RoundWriter,
+    models: _Models,
+    version: ModelVersion,
     prompts: list[Prompt],
     k: int,
-    ls: LoopSettings,
     seed: int,
-    on_prompt_done: Callable[[int], None],
-) -> list[list[Sample]]:
+    stored: set[tuple[int, int, int]],
+) -> None:
+    """Sample and store ``version``'s k completions of the ``prompts`` that lack them."""
+    skip = {
+        i
+        for i, prompt in enumerate(prompts)
+        if all((prompt.pk, version.pk, j) in stored for j in range(k))
+    }
+    if len(skip) == len(prompts):
+        return
     # imported here to keep torch (loaded by the generation module) out of the web process
-    from ..core.generation import generate
+    from ..core.generation import generate_batches
 
-    per_call = max(1, ls.generation_batch_size // k)
-    out: list[list[Sample]] = []
-    for start in range(0, len(prompts), per_call):
-        chunk = prompts[start : start + per_call]
-        out.extend(
-            generate(
-                model,
-                [p.messages for p in chunk],
-                k=k,
-                temperature=ls.temperature,
-                top_p=ls.top_p,
-                max_new_tokens=ls.max_new_tokens,
-                seed=seed + start,
-                batch_size=ls.generation_batch_size,
-            )
-        )
-        on_prompt_done(len(chunk))
-    return out
+    ls = writer.ls
+    batches = generate_batches(
+        models.of(version),
+        [with_system_prompt(p.messages, ls.system_prompt) for p in prompts],
+        k=k,
+        temperature=ls.temperature,
+        top_p=ls.top_p,
+        max_new_tokens=ls.max_new_tokens,
+        seed=seed,
+        batch_size=ls.generation_batch_size,
+        skip=skip,
+    )
+    writer.stream(batches, prompts, version, seed)
 
 
 def _opponents(policy: ModelVersion, project: Project) -> list[ModelVersion]:
@@ -186,60 +236,69 @@ def _opponents(policy: ModelVersion, project: Project) -> list[ModelVersion]:
     return [v for i, v in enumerate(found) if v not in found[:i]]
 
 
+def _assigned(eval_prompts: list[Prompt], opponents: list[ModelVersion], j: int) -> list[Prompt]:
+    """The eval prompts of opponent ``j``: they are shared out among the opponents in turn."""
+    return [p for i, p in enumerate(eval_prompts) if i % len(opponents) == j]
+
+
+def _stored(loop_round: Round, prompts: list[Prompt]) -> set[tuple[int, int, int]]:
+    """(prompt, version, sample index) of the round's completions already stored."""
+    rows = Completion.objects.filter(
+        prompt__in=[p.pk for p in prompts], round_number=loop_round.number
+    ).values_list("prompt_id", "model_version_id", "sample_index")
+    return {(p, v, j) for p, v, j in rows if v is not None and j is not None}
+
+
 def _sample_round(
     loop_round: Round,
     prompts: list[Prompt],
     eval_prompts: list[Prompt],
-    ls: LoopSettings,
-    seed: int,
-    counter: _SamplingProgress,
-) -> tuple[list[list[Sample]], list[_EvalMatch]]:
-    """The policy's k samples per train prompt, and the eval prompts' matches.
+    writer: _RoundWriter,
+    stored: set[tuple[int, int, int]],
+) -> None:
+    """Store the policy's k samples per train prompt and both sides of each eval prompt's match.
 
-    Eval prompts are shared out among the opponents in turn; each side draws one sample.
+    Each side of a match draws one sample; what a stopped delivery stored is not sampled again.
     """
-    policy = loop_round.policy
-    loaded = load_model(policy.spec)
-    samples = _sample(loaded, prompts, ls.k, ls, seed, counter.advance)
+    policy, ls, seed = loop_round.policy, writer.ls, writer.seed
+    models = _Models()
+    _sample(writer, models, policy, prompts, ls.k, seed, stored)
     if not eval_prompts:
-        return samples, []
+        return
     eval_seed = seed + _EVAL_SEED_OFFSET
-    mine = _sample(loaded, eval_prompts, 1, ls, eval_seed, lambda n: None)
-    del loaded  # one model in memory at a time
+    _sample(writer, models, policy, eval_prompts, 1, eval_seed, stored)
     opponents = _opponents(policy, loop_round.project)
-    matches: list[_EvalMatch] = []
     for j, opponent in enumerate(opponents):
-        assigned = [i for i in range(len(eval_prompts)) if i % len(opponents) == j]
-        theirs = _sample(
-            load_model(opponent.spec),
-            [eval_prompts[i] for i in assigned],
-            1,
-            ls,
-            eval_seed,
-            counter.advance,
-        )
-        for i, row in zip(assigned, theirs, strict=True):
-            matches.append(_EvalMatch(eval_prompts[i], mine[i][0], opponent, row[0]))
-    return samples, matches
+        assigned = _assigned(eval_prompts, opponents, j)
+        _sample(writer, models, opponent, assigned, 1, eval_seed, stored)
 
 
 # --- Writing the comparisons ---------------------------------------------------------------
 
 
 def _params(ls: LoopSettings, version: ModelVersion, seed: int) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "version": version.label,
         "temperature": ls.temperature,
         "top_p": ls.top_p,
         "max_new_tokens": ls.max_new_tokens,
         "seed": seed,
     }
+    if ls.system_prompt:
+        # training puts the same system message before the prompt
+        params["system_prompt"] = ls.system_prompt
+    return params
 
 
 def _completion(
-    prompt: Prompt, sample: Sample, version: ModelVersion, params: dict[str, Any]
+    prompt: Prompt,
+    sample_index: int,
+    sample: Sample,
+    version: ModelVersion,
+    params: dict[str, Any],
+    round_number: int,
 ) -> Completion:
-    return Completion.objects.create(
+    return Completion(
         prompt=prompt,
         text=sample.text,
         source=Completion.Source.MODEL,
@@ -247,6 +306,23 @@ def _completion(
         generation_params=params,
         token_count=sample.token_count,
         logprob=sample.logprob,
+        finished=sample.finished,
+        token_ids=sample.token_ids,
+        round_number=round_number,
+        sample_index=sample_index,
+    )
+
+
+def _as_sample(row: Completion) -> Sample:
+    # imported here to keep torch (loaded by the generation module) out of the web process
+    from ..core import generation
+
+    return generation.Sample(
+        text=row.text,
+        token_count=row.token_count or 0,
+        logprob=row.logprob or 0.0,
+        finished=row.finished is not False,
+        token_ids=list(row.token_ids or []),
     )
 
 
@@ -266,37 +342,44 @@ def _comparison(
 def _write_comparisons(
     loop_round: Round,
     prompts: list[Prompt],
-    samples: list[list[Sample]],
-    matches: list[_EvalMatch],
+    eval_prompts: list[Prompt],
     ls: LoopSettings,
     seed: int,
     scorer: PromptScorer | None = None,
 ) -> int:
-    """The round's completions and comparisons (the caller holds the transaction); how many."""
+    """The round's comparisons from its stored completions (the caller holds the transaction).
+
+    Returns how many were made.
+    """
     policy = loop_round.policy
-    params = _params(ls, policy, seed)
+    rows: dict[tuple[int, int | None], list[Completion]] = {}
+    for row in Completion.objects.filter(
+        prompt__in=[p.pk for p in prompts + eval_prompts], round_number=loop_round.number
+    ).order_by("sample_index"):
+        rows.setdefault((row.prompt_id, row.model_version_id), []).append(row)
     made = 0
-    for prompt, group in zip(prompts, samples, strict=True):
-        rows = [_completion(prompt, sample, policy, params) for sample in group]
+    for prompt in prompts:
+        group = rows[(prompt.pk, policy.pk)]
+        samples = [_as_sample(row) for row in group]
         score = None if scorer is None else functools.partial(scorer, prompt.messages)
         pairs = make_pairs(
-            group,
+            samples,
             max_pairs=ls.pairs_per_prompt,
             seed=seed + prompt.pk,
             strategy=ls.pairing,
             score=score,
         )
         for a, b in pairs:
-            _comparison(loop_round, prompt, rows[a], rows[b], Comparison.Kind.TRAIN)
+            _comparison(loop_round, prompt, group[a], group[b], Comparison.Kind.TRAIN)
             made += 1
-    eval_seed = seed + _EVAL_SEED_OFFSET
-    for match in matches:
-        sides = [
-            _completion(match.prompt, sample, version, _params(ls, version, eval_seed))
-            for version, sample in ((policy, match.mine), (match.opponent, match.theirs))
-        ]
-        _comparison(loop_round, match.prompt, sides[0], sides[1], Comparison.Kind.EVAL)
-        made += 1
+    if eval_prompts:
+        opponents = _opponents(policy, loop_round.project)
+        for j, opponent in enumerate(opponents):
+            for prompt in _assigned(eval_prompts, opponents, j):
+                mine = rows[(prompt.pk, policy.pk)][0]
+                theirs = rows[(prompt.pk, opponent.pk)][0]
+                _comparison(loop_round, prompt, mine, theirs, Comparison.Kind.EVAL)
+                made += 1
     return made
 
 
@@ -307,10 +390,12 @@ def generate_round(
 ) -> str:
     """Sample the round's completions and make its comparisons; once per round.
 
-    Sampling happens outside any transaction; the rows are written in one transaction that
-    first checks, under the round's row lock, that no other delivery wrote them already.
-    ``scorer`` is the simulated judge that ``best_vs_worst`` pairing asks for; without it such
-    a round fails before sampling.
+    Each batch's completions are stored as soon as it is sampled, keyed by round, prompt,
+    version and sample index, so a delivery that stops (killed worker, error) keeps its work and
+    the next one samples only what is missing. The comparisons are made once every completion
+    is stored, in one transaction that first checks, under the round's row lock, that no other
+    delivery made them already. ``scorer`` is the simulated judge that ``best_vs_worst``
+    pairing asks for; without it such a round fails before sampling.
     """
     loop_round = Round.objects.select_related("project", "policy").get(pk=round_id)
     if loop_round.state != Round.State.GENERATING:
@@ -318,16 +403,18 @@ def generate_round(
     ls = LoopSettings.from_dict(loop_round.settings)
     prompts = list(Prompt.objects.filter(pk__in=loop_round.prompt_ids).order_by("pk"))
     eval_prompts = list(Prompt.objects.filter(pk__in=loop_round.eval_prompt_ids).order_by("pk"))
-    counter = _SamplingProgress(round_id, len(prompts) + len(eval_prompts), progress)
     seed = ls.seed + 1000 * loop_round.number
+    stored = _stored(loop_round, prompts + eval_prompts)
+    total = ls.k * len(prompts) + 2 * len(eval_prompts)
+    writer = _RoundWriter(loop_round, ls, seed, min(len(stored), total), total, progress)
     try:
         if ls.pairing == "best_vs_worst" and scorer is None:
             raise InvalidInput(
                 "pairing best_vs_worst needs a simulated judge to score the samples: run the "
                 "round with `run_rounds --simulate <rule>`, or choose random or most_different"
             )
-        samples, matches = _sample_round(loop_round, prompts, eval_prompts, ls, seed, counter)
-        counter.finish()
+        _sample_round(loop_round, prompts, eval_prompts, writer, stored)
+        writer.report(final=True)
     except Exception as exc:
         _fail_round(round_id, Round.State.GENERATING, exc)
         raise
@@ -336,13 +423,21 @@ def generate_round(
         locked = Round.objects.select_for_update().get(pk=round_id)
         if locked.state != Round.State.GENERATING:
             return f"skipped: round is {locked.state}"
-        made = _write_comparisons(loop_round, prompts, samples, matches, ls, seed, scorer)
+        made = _write_comparisons(loop_round, prompts, eval_prompts, ls, seed, scorer)
         locked.state = Round.State.COLLECTING
         locked.error = ""
         locked.progress_done = 0
         locked.progress_total = made * loop_round.project.overlap
+        locked.stats = {**locked.stats, **sample_stats(locked)}
         locked.save(
-            update_fields=["state", "error", "progress_done", "progress_total", "updated_at"]
+            update_fields=[
+                "state",
+                "error",
+                "progress_done",
+                "progress_total",
+                "stats",
+                "updated_at",
+            ]
         )
     return f"{made} comparisons"
 

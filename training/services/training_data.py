@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from annotate.datasets.labels import PairOptions, comparison_pairs, preference_pairs
 from annotate.models import Comparison, Judgment
 
-from ..core.data import PreferencePair
+from ..core.data import PreferencePair, with_system_prompt
 from ..loop_settings import LoopSettings
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ class AggregatedPair:
     weight: float
     # The minority's vote share when the round trains on soft labels, else 0.
     label_smoothing: float = 0.0
+    chosen_finished: bool | None = None
+    rejected_finished: bool | None = None
+    chosen_token_ids: list[int] | None = None
+    rejected_token_ids: list[int] | None = None
 
     def to_preference_pair(self) -> PreferencePair:
         return PreferencePair(
@@ -42,6 +46,10 @@ class AggregatedPair:
             rejected=self.rejected,
             weight=self.weight,
             label_smoothing=self.label_smoothing,
+            chosen_finished=self.chosen_finished,
+            rejected_finished=self.rejected_finished,
+            chosen_token_ids=self.chosen_token_ids,
+            rejected_token_ids=self.rejected_token_ids,
         )
 
 
@@ -51,15 +59,25 @@ def _options(settings: LoopSettings, **selection: Any) -> PairOptions:
     return PairOptions(weight="agreement" if settings.agreement_weight else "uniform", **selection)
 
 
+def _trained_prompt(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The prompt as the policy saw it when sampling: with the round's system prompt, if any."""
+    params = row.get("chosen_generation_params") or {}
+    return with_system_prompt(row["prompt"], str(params.get("system_prompt") or ""))
+
+
 def _aggregated(rows: Iterable[dict[str, Any]], settings: LoopSettings) -> list[AggregatedPair]:
     return [
         AggregatedPair(
             comparison_id=row["comparison_id"],
-            messages=row["prompt"],
+            messages=_trained_prompt(row),
             chosen=row["chosen"],
             rejected=row["rejected"],
             weight=row["weight"],
             label_smoothing=row["label_smoothing"] if settings.soft_labels else 0.0,
+            chosen_finished=row.get("chosen_finished"),
+            rejected_finished=row.get("rejected_finished"),
+            chosen_token_ids=row.get("chosen_token_ids"),
+            rejected_token_ids=row.get("rejected_token_ids"),
         )
         for row in rows
     ]

@@ -24,6 +24,7 @@ from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
 from .gate import evaluate_round
 from .progress import throttled
+from .round_stats import judgment_stats
 from .training_data import round_pairs
 from .versions import base_version, models_dir, next_version_number
 
@@ -86,7 +87,8 @@ def _open_training_run(
     )
     locked.state = Round.State.TRAINING
     locked.error = ""
-    locked.save(update_fields=["state", "error", "updated_at"])
+    locked.stats = {**locked.stats, **judgment_stats(locked)}
+    locked.save(update_fields=["state", "error", "stats", "updated_at"])
     dispatch.enqueue(dispatch.TRAIN_ROUND, run.pk)
     return run
 

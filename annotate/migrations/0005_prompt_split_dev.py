@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0003_project_loop_fields_to_training'),
+        ('annotate', '0004_completion_finished_token_ids_round_key'),
     ]
 
     operations = [

@@ -15,7 +15,7 @@ def drop_key(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("training", "0003_copy_project_loop"),
+        ("training", "0004_round_stats"),
     ]
 
     operations = [
