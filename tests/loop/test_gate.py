@@ -14,9 +14,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.test import Client
 
 from annotate import services as annotate_services
 from annotate.models import Comparison, Membership, Project, Prompt
+from tests.conftest import api_for
 from tests.factories import MembershipFactory, UserFactory
 from training import services
 from training.core.stats import WinRate
@@ -257,6 +259,10 @@ def test_the_human_gate_holds_promotion_until_people_have_judged(
     version.refresh_from_db()
     assert version.gate["decision"] == "waiting" and version.gate["judged"] == needed - 1
     assert Round.objects.get(pk=loop_round.pk).state == Round.State.EVALUATING
+    lead = Client()
+    lead.force_login(project.memberships.get(role=Membership.Role.LEAD).user)
+    page = lead.get(f"/projects/{project.pk}/loop/").content.decode()
+    assert f"the human gate: {needed - 1} / {needed} comparisons of v1 against base" in page
 
     # the last judgment decides, through the judgment_recorded receiver
     with django_capture_on_commit_callbacks(execute=True):
@@ -361,3 +367,37 @@ def test_the_migration_turns_the_gate_switch_into_gate_mode() -> None:
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert ProjectLoop.objects.get(project_id=off.pk).settings == {"k": 3, "gate_mode": "off"}
     assert ProjectLoop.objects.get(project_id=on.pk).settings == {}
+
+
+def test_the_page_and_the_api_show_the_gate_with_its_interval(loop_project: Project) -> None:
+    base = services.base_version(loop_project)
+    ModelVersion.objects.create(
+        project=loop_project,
+        number=1,
+        spec="unused",
+        parent=base,
+        state=ModelVersion.State.REJECTED,
+        gate={
+            "mode": "simulated",
+            "judge": "contains:please",
+            "opponent": "base",
+            "win_rate": 0.31,
+            "ci95": [0.22, 0.4],
+            "prompts": 30,
+            "comparisons": 120,
+            "passed": False,
+            "decision": "rejected",
+            "reasons": ["win rate 0.31 [0.22, 0.40] is below the required 0.50"],
+        },
+    )
+    lead = loop_project.memberships.get(role=Membership.Role.LEAD).user
+    client = Client()
+    client.force_login(lead)
+    body = client.get(f"/projects/{loop_project.pk}/loop/").content.decode()
+    assert "rejected by the simulated gate" in body
+    assert "win rate 0.31 [0.22, 0.40] over base" in body and "contains:please" in body
+
+    rows = api_for(lead).get(f"/api/projects/{loop_project.pk}/versions/").json()
+    gate = rows[1]["gate"]
+    assert gate["decision"] == "rejected" and gate["mode"] == "simulated"
+    assert (gate["win_rate"], gate["ci95"], gate["prompts"]) == (0.31, [0.22, 0.4], 30)
