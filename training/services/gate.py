@@ -251,8 +251,8 @@ def _refused(gate: dict[str, Any], reason: str) -> dict[str, Any]:
 
 def _too_few_dev_prompts(n: int) -> str:
     return (
-        f"the gate needs at least {MIN_PROMPTS} dev prompts and the project has {n}: import "
-        f'prompts with "split": "dev"'
+        f"judging text needs at least {MIN_PROMPTS} dev prompts and the project has {n}: "
+        f'import prompts with "split": "dev"'
     )
 
 
@@ -509,7 +509,10 @@ def _gate(loop_round: Round, version: ModelVersion, ls: LoopSettings) -> dict[st
     if mode == "off":
         return {"mode": "off", "passed": True, "decision": PROMOTED, "reasons": ["gate off"]}
     if mode == "heldout":
-        return heldout_check(version, ls)
+        gate = heldout_check(version, ls)
+        if ls.gate_judge:  # auto with a judge: say why it did not judge
+            gate["reasons"] = [_too_few_dev_prompts(len(prompts)), *gate["reasons"]]
+        return gate
     opponent = serving_version(loop_round.project)
     try:
         if mode == "human":
