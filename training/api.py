@@ -18,7 +18,62 @@ from .models import ModelVersion, Round
 from .services.evaluation import leaderboard as rate_versions
 
 
+def _interval() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        help_text="95% interval of the win rate, from a bootstrap over prompts",
+    )
+
+
+class RollbackSerializer(serializers.Serializer):
+    round = serializers.IntegerField(help_text="the round whose eval judgments were checked")
+    opponent = serializers.CharField(help_text="the parent version")
+    win_rate = serializers.FloatField(help_text="people's win rate over the parent, ties half")
+    ci95 = _interval()
+    prompts = serializers.IntegerField()
+    comparisons = serializers.IntegerField(help_text="judgments counted")
+    rolled_back = serializers.BooleanField(help_text="the interval lay wholly below 0.5")
+
+
+class GateSerializer(serializers.Serializer):
+    """The promotion gate's decision on a version; keys a gate did not use are left out."""
+
+    mode = serializers.ChoiceField(
+        ["simulated", "human", "heldout", "off"], help_text="the gate that decided"
+    )
+    decision = serializers.ChoiceField(["promoted", "rejected", "waiting"])
+    passed = serializers.BooleanField(allow_null=True, help_text="null while waiting")
+    reasons = serializers.ListField(child=serializers.CharField())
+    opponent = serializers.CharField(help_text="the serving version it was compared with")
+    judge = serializers.CharField(help_text="the simulated gate's rule")
+    win_rate = serializers.FloatField(help_text="win rate over the opponent, ties half")
+    ci95 = _interval()
+    prompts = serializers.IntegerField(help_text="dev prompts (bootstrap clusters)")
+    comparisons = serializers.IntegerField(help_text="outcomes counted")
+    samples = serializers.IntegerField(help_text="samples per dev prompt and version")
+    criterion = serializers.DictField(
+        child=serializers.FloatField(), help_text="min_win_rate and margin it was held to"
+    )
+    needed = serializers.IntegerField(help_text="human gate: comparisons shown to people")
+    judged = serializers.IntegerField(help_text="human gate: comparisons people have judged")
+    identical = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="human gate: per dev prompt id, slots with equal texts, counted as ties",
+    )
+    checks = serializers.DictField(help_text="held-out pair checks: before, after, limits")
+    rollback = RollbackSerializer(help_text="auto_rollback's check in the next round")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False  # each gate stores only the keys it uses
+
+
 class VersionSerializer(serializers.ModelSerializer):
+    gate = GateSerializer(read_only=True)
+
     class Meta:
         model = ModelVersion
         fields = ["id", "number", "state", "spec", "parent", "metrics", "gate", "created_at"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
 MAX_SYSTEM_PROMPT = 4000
+GATE_MODES = ("auto", "simulated", "human", "off")
 
 
 @dataclass
@@ -85,14 +86,44 @@ class LoopSettings:
     # Share of each round's comparisons that pit the serving version against the previous one
     # and the base on eval prompts; those are never trained on.
     eval_share: float = 0.2
-    # Promote only versions that pass the gate below; False promotes every trained version.
-    gate: bool = True
-    # The new version's held-out reward accuracy may trail the previous version's by at most
-    # this much beyond sampling noise (1.96 standard errors on the round's held-out pairs);
-    # 0 = it must be at least as good up to noise.
+    # How a trained version (the candidate) earns promotion over the serving version:
+    # "simulated" (a rule judge, `gate_judge`, prefers the candidate's samples on the project's
+    # dev prompts, by the win-rate criterion below), "human" (the round waits in "evaluating"
+    # until people have judged `human_gate_comparisons` comparisons of the candidate against
+    # the serving version on dev prompts, then the same criterion decides), "off" (promote
+    # every trained version), or "auto": "simulated" when a judge is known (`gate_judge`, or
+    # the rule of `run_rounds --simulate`) and the project has dev prompts, else the held-out
+    # pair checks below, which need neither a judge nor people.
+    gate_mode: str = "auto"
+    # The simulated gate's judge, a rule as for `run_rounds --simulate` (contains:<word>,
+    # regex:<pattern>, a dotted path, ...); empty: `run_rounds --simulate` lends its own rule.
+    gate_judge: str = ""
+    # Samples per dev prompt and version that the simulated gate judges, drawn with the same
+    # seed for both versions; 4 samples on 30 dev prompts bound the 95% interval of a win rate
+    # near 0.5 to about +-0.1 at worst, less with ties.
+    gate_samples: int = 4
+    # Promotion needs the candidate's win rate over the serving version (a tie counts half) to
+    # reach this: 0.5 = the judge prefers it at least as often as the serving version.
+    gate_min_win_rate: float = 0.5
+    # ...and the lower end of the rate's 95% interval no further than this below
+    # `gate_min_win_rate` (a non-inferiority test): 0.1 rules out, with 97.5% confidence, that
+    # the candidate is worse by more than 0.1, and keeps a few lucky prompts from promoting it.
+    gate_margin: float = 0.1
+    # Comparisons people judge before the human gate decides; with 50 and no ties the 95%
+    # interval spans about +-0.14, so the human gate promotes from a win rate near 0.54.
+    human_gate_comparisons: int = 50
+    # Roll a promoted version back to its parent when the next round's human eval judgments
+    # show it significantly worse (the upper end of the 95% interval of its win rate over the
+    # parent below 0.5), checked when that round's collection closes; that round then ends
+    # without training. Off by default: it needs people judging the eval comparisons.
+    auto_rollback: bool = False
+    # The held-out pair checks ("auto" without a judge): the new version's held-out reward
+    # accuracy (ties count half) may trail the previous version's by at most this much beyond
+    # sampling noise (1.96 standard errors on the round's held-out pairs); 0 = it must be at
+    # least as good up to noise.
     gate_accuracy_tolerance: float = 0.0
-    # Largest allowed fall of the held-out chosen log-prob, as a fraction of its magnitude
-    # (0.5: from -40 to below -60 nats is a collapse).
+    # Held-out check: largest allowed fall of the held-out chosen log-prob, as a fraction of
+    # its magnitude (0.5: from -40 to below -60 nats is a collapse).
     gate_max_chosen_logp_drop: float = 0.5
     # Sequences per forward pass when sampling.
     generation_batch_size: int = 8
@@ -124,7 +155,12 @@ _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", 
 def json_schema() -> dict[str, Any]:
     """The OpenAPI/JSON schema of stored loop settings: every key, its type, default and the
     values a choice allows (the API documents ``loop_settings`` with it)."""
-    choices = {"trigger": TRIGGERS, "ties": TIE_POLICIES, "pairing": PAIRING_STRATEGIES}
+    choices = {
+        "trigger": TRIGGERS,
+        "ties": TIE_POLICIES,
+        "pairing": PAIRING_STRATEGIES,
+        "gate_mode": GATE_MODES,
+    }
     defaults = LoopSettings().to_dict()
     properties: dict[str, Any] = {}
     for f in dataclasses.fields(LoopSettings):
@@ -150,8 +186,16 @@ _POSITIVE_INTS = (
     "max_new_tokens",
     "min_pairs",
     "generation_batch_size",
+    "gate_samples",
+    "human_gate_comparisons",
 )
-_FRACTIONS = ("replay_share", "gate_accuracy_tolerance", "top_p")
+_FRACTIONS = (
+    "replay_share",
+    "gate_accuracy_tolerance",
+    "top_p",
+    "gate_min_win_rate",
+    "gate_margin",
+)
 
 
 def _type_ok(value: Any, expected: type) -> bool:
@@ -212,6 +256,8 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError(f"pairing: must be one of {', '.join(PAIRING_STRATEGIES)}")
     if len(merged["system_prompt"]) > MAX_SYSTEM_PROMPT:
         raise ValidationError(f"system_prompt: must be at most {MAX_SYSTEM_PROMPT} characters")
+    if merged["gate_mode"] not in GATE_MODES:
+        raise ValidationError(f"gate_mode: must be one of {', '.join(GATE_MODES)}")
     if merged["ties"] not in TIE_POLICIES:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
     if "dpo" in out:

@@ -36,10 +36,15 @@ def _status_context(project: Project) -> dict[str, Any]:
     collecting = None
     if loop_round is not None and loop_round.state == Round.State.COLLECTING:
         collecting = services.collecting_progress(loop_round)
+    new_version = None
+    if loop_round is not None and loop_round.state == Round.State.EVALUATING:
+        new_version = ModelVersion.objects.filter(trained_in=loop_round).first()
     return {
         "project": project,
         "round": loop_round,
         "run": run,
+        # the evaluating round's gate, to show how far a waiting human gate is
+        "gate": new_version.gate if new_version is not None else {},
         "run_lost": run is not None and run.is_lost(),
         "collecting": collecting,
         "serving": services.serving_version(project),

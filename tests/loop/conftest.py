@@ -20,7 +20,7 @@ TINY_LOOP = {
     "temperature": 1.0,
     "top_p": 1.0,
     "eval_share": 0.34,
-    "gate": False,
+    "gate_mode": "off",
     "dpo": {
         "batch_size": 2,
         "lora_r": 4,

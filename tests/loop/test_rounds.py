@@ -105,7 +105,7 @@ def test_it_keeps_a_version_that_fails_the_gate_for_inspection(
     import training.core.trainer
 
     ProjectLoop.store(
-        loop_project, settings={**ProjectLoop.of(loop_project).settings, "gate": True}
+        loop_project, settings={**ProjectLoop.of(loop_project).settings, "gate_mode": "auto"}
     )
     real_train = training.core.trainer.train_dpo
 
@@ -172,7 +172,7 @@ def test_it_rolls_back_to_an_older_version(loop_project: Any) -> None:
 
 def test_it_does_not_reject_a_drop_within_sampling_noise() -> None:
     from training.loop_settings import LoopSettings
-    from training.services.gate import gate_check
+    from training.services.gate import heldout_check
 
     version = ModelVersion(
         metrics={
@@ -181,8 +181,8 @@ def test_it_does_not_reject_a_drop_within_sampling_noise() -> None:
             "heldout_after": {"reward_accuracy": 0.43, "chosen_logp": -41.0},
         }
     )
-    assert gate_check(version, LoopSettings())["passed"] is True
+    assert heldout_check(version, LoopSettings())["passed"] is True
     version.metrics["num_heldout_pairs"] = 400
-    result = gate_check(version, LoopSettings())
+    result = heldout_check(version, LoopSettings())
     assert result["passed"] is False
     assert "fell from 0.71 to 0.43" in result["reasons"][0]

@@ -144,7 +144,14 @@ def _summarise(
 ) -> dict[str, float]:
     return {
         "loss": float(loss),
-        "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
+        # a tie counts half, as in a win rate: where the policy still equals the reference
+        # (round 1's "before") every reward is 0, which is chance, not a wrong answer
+        "reward_accuracy": float(
+            (
+                (chosen_rewards > rejected_rewards).float()
+                + 0.5 * (chosen_rewards == rejected_rewards).float()
+            ).mean()
+        ),
         "chosen_reward": float(chosen_rewards.mean()),
         "rejected_reward": float(rejected_rewards.mean()),
         "margin": float((chosen_rewards - rejected_rewards).mean()),

@@ -13,7 +13,13 @@ tasks that carry a round from one step to the next.
 
 from ..loop_settings import base_model_of, loop_settings
 from .dispatch import in_process
-from .gate import evaluate_round, gate_check
+from .gate import (
+    check_human_gate,
+    evaluate_round,
+    heldout_check,
+    roll_back_if_worse,
+    use_gate_judge,
+)
 from .generation import current_round, generate_round, get_round, start_round
 from .simulation import resolve_rule, rule_win_rate, simulate_annotators
 from .training_data import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
@@ -34,6 +40,7 @@ __all__ = [
     "base_model_of",
     "base_version",
     "begin_training",
+    "check_human_gate",
     "check_trigger",
     "check_triggers",
     "collecting_progress",
@@ -41,10 +48,10 @@ __all__ = [
     "eval_win_rates",
     "evaluate_round",
     "fail_lost_runs",
-    "gate_check",
     "generate_round",
     "get_round",
     "get_version",
+    "heldout_check",
     "in_process",
     "loop_settings",
     "models_dir",
@@ -52,6 +59,7 @@ __all__ = [
     "promote",
     "resolve_rule",
     "retry",
+    "roll_back_if_worse",
     "round_pairs",
     "rule_win_rate",
     "serving_version",
@@ -59,4 +67,5 @@ __all__ = [
     "start_round",
     "train_round",
     "trigger_fired",
+    "use_gate_judge",
 ]

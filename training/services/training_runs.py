@@ -22,7 +22,7 @@ from ..core.config import DPOConfig
 from ..loop_settings import LoopSettings
 from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
-from .gate import evaluate_round
+from .gate import evaluate_round, roll_back_if_worse
 from .progress import throttled
 from .round_stats import judgment_stats
 from .training_data import round_pairs
@@ -46,9 +46,13 @@ def begin_training(loop_round: Round) -> TrainingRun:
     """Close collection and queue the training run (a lead's click or the trigger).
 
     Raises:
-        Conflict: the round is not collecting judgments.
+        Conflict: the round is not collecting judgments, or it just ended because people
+            found its policy worse than the parent and ``auto_rollback`` restored the parent.
         InvalidInput: no comparison of the round has a majority yet.
     """
+    rolled_back = roll_back_if_worse(loop_round)
+    if rolled_back is not None:
+        raise Conflict(rolled_back)
     with transaction.atomic():
         locked = Round.objects.select_for_update().select_related("project").get(pk=loop_round.pk)
         if locked.state != Round.State.COLLECTING:

@@ -2,7 +2,8 @@
 
 The trigger is checked after each judgment commits (``on_judgment_recorded``, receiving
 annotate's ``judgment_recorded`` signal) and by the beat (``check_triggers``), which catches
-judgments written without the signal (imports).
+judgments written without the signal (imports). Both also re-check a round whose human gate
+waits for people's judgments (``gate.check_human_gate``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from annotate.models import Comparison, Judgment
 from ..loop_settings import LoopSettings
 from ..models import Round
 from . import dispatch
+from .gate import check_human_gate
 from .training_runs import begin_training
 
 
@@ -67,7 +69,12 @@ def check_trigger(round_id: int) -> bool:
 
 
 def check_triggers() -> int:
-    """For the beat: check every collecting round; returns how many started training."""
+    """For the beat: check every collecting round and every human gate that waits; returns
+    how many rounds started training."""
+    for round_id in list(
+        Round.objects.filter(state=Round.State.EVALUATING).values_list("pk", flat=True)
+    ):
+        check_human_gate(round_id)
     ids = Round.objects.filter(state=Round.State.COLLECTING).values_list("pk", flat=True)
     return sum(check_trigger(round_id) for round_id in list(ids))
 
@@ -82,14 +89,21 @@ def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None
             return
         round_number: int = row[0]
         project_id = row[1]
-        round_id = (
+        found = (
             Round.objects.filter(
-                project_id=project_id, number=round_number, state=Round.State.COLLECTING
+                project_id=project_id,
+                number=round_number,
+                state__in=[Round.State.COLLECTING, Round.State.EVALUATING],
             )
-            .values_list("pk", flat=True)
+            .values_list("pk", "state")
             .first()
         )
-        if round_id is not None:
+        if found is None:
+            return
+        round_id, state = found
+        if state == Round.State.COLLECTING:
             check_trigger(round_id)
+        else:
+            check_human_gate(round_id)
 
     dispatch.on_commit(check)

@@ -106,6 +106,7 @@ class Command(BaseCommand):
         try:
             with services.in_process():
                 loop_round = services.start_round(project)
+                services.use_gate_judge(loop_round, options["simulate"])
                 services.generate_round(loop_round.pk, scorer=self.scorer)
                 self._simulate(project, loop_round, options)
                 run = services.begin_training(Round.objects.get(pk=loop_round.pk))
@@ -123,6 +124,7 @@ class Command(BaseCommand):
                 loop_round = services.start_round(project)
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
+        services.use_gate_judge(loop_round, options["simulate"])
         deadline = time.monotonic() + options["timeout"]
         simulated = False
         while time.monotonic() < deadline:
