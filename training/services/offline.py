@@ -111,7 +111,8 @@ def online_budget(project: Project, rounds: int) -> OnlineBudget:
 
 def offline_prompt_ids(project: Project, budget: OnlineBudget, seed: int) -> list[int]:
     """As many prompts as the online rounds drew: their own prompts, each once, then (where the
-    online rounds drew a prompt more than once) other train prompts in a seeded order."""
+    online rounds drew a prompt more than once) other train prompts in a seeded order, as far
+    as the train split goes."""
     wanted = len(budget.prompt_ids)
     chosen = list(dict.fromkeys(budget.prompt_ids))
     others = sorted(
@@ -203,6 +204,11 @@ def _open_offline_round(project: Project, budget: OnlineBudget, seed: int | None
         ls.auto_next_round = False
         number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
         prompt_ids = offline_prompt_ids(project, budget, ls.seed)
+        # a train split smaller than the online draws: each prompt gives proportionally more
+        # samples and pairs, as the online rounds that drew it more than once did
+        repeats = math.ceil(len(budget.prompt_ids) / max(1, len(prompt_ids)))
+        ls.k *= repeats
+        ls.pairs_per_prompt *= repeats
         return Round.objects.create(
             project=project,
             number=number,
