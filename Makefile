@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate clean
+.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate bench-loop clean
 
 run:            ## install, migrate, seed the demo and start web + worker + beat
 	PYTHON=$(PYTHON) bash scripts/run.sh
@@ -36,6 +36,9 @@ bench-generate: setup-test
 
 bench-export: setup-test
 	$(PY) bench/bench_export.py
+
+bench-loop: setup-test  ## online vs offline DPO on the demo model, 3 seeds (hours on a CPU; resumes)
+	$(PY) bench/bench_loop.py $(ARGS)
 
 clean:
 	rm -rf var/broker var/static

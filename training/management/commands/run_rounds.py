@@ -13,6 +13,7 @@ from training import services
 from training.loop_settings import LoopSettings
 from training.models import ModelVersion, Round, TrainingRun
 from training.services.evaluation import SampleCache, eval_prompts, rule_win_rate_over
+from training.services.offline import annotator_seed, run_offline, seed_project
 from training.services.simulation import rule_scores
 
 from .simulate_annotators import find_project
@@ -62,6 +63,24 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=float, default=6 * 3600, help="seconds to wait for a worker round"
         )
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="seed of everything the run draws: stored as the project's loop and training "
+            "seed, and the simulated annotators' noise seed",
+        )
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="instead of new online rounds: the judgments of the project's first N rounds "
+            "spent on samples of the base, trained in one run with their optimizer steps",
+        )
+        parser.add_argument(
+            "--same-epochs",
+            action="store_true",
+            help="with --offline: match the online rounds' epochs instead of their steps",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = find_project(options["project"])
@@ -78,6 +97,19 @@ class Command(BaseCommand):
         self.scorer = functools.partial(rule_scores, rule)
         self.cache = SampleCache()
         self.rows: list[RoundRow] = []
+        if options["same_epochs"] and not options["offline"]:
+            raise CommandError("--same-epochs goes with --offline")
+        if options["offline"] and options["via_worker"]:
+            raise CommandError("--offline runs in this process: leave out --via-worker")
+        if options["seed"] is not None:
+            try:
+                seed_project(project, options["seed"])
+            except ServiceError as exc:
+                raise CommandError(exc.message) from None
+            self.stdout.write(f"Seed {options['seed']}: the project's loop and training seed.")
+        if options["offline"]:
+            self._offline(project, options)
+            return
         self.stdout.write(RoundRow.HEADER)
         for _ in range(options["rounds"]):
             if options["via_worker"]:
@@ -99,8 +131,26 @@ class Command(BaseCommand):
             annotators=options["annotators"],
             noise=options["noise"],
             round_number=loop_round.number,
-            seed=loop_round.number,
+            seed=annotator_seed(options["seed"], loop_round.number),
         )
+
+    def _offline(self, project: Project, options: dict[str, Any]) -> None:
+        try:
+            result = run_offline(
+                project,
+                options["rounds"],
+                options["simulate"],
+                annotators=options["annotators"],
+                noise=options["noise"],
+                seed=options["seed"],
+                same_epochs=options["same_epochs"],
+                scorer=self.scorer,
+            )
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(RoundRow.HEADER)
+        self.stdout.write(self._row(project, result.round, options).line())
+        self.stdout.write(result.summary())
 
     def _round_in_process(self, project: Project, options: dict[str, Any]) -> Round:
         try:
