@@ -53,10 +53,14 @@ TARGET_RATE = 0.10
 # Settings of the tiny smoke run only: a round takes seconds. The demo run uses no overrides.
 TINY_SETTINGS: dict[str, Any] = {
     "prompts_per_round": 8,
+    # four samples and three pairs a prompt, so that a round of a rare-word rule still has
+    # decisive pairs (with two samples and one pair, a round often had none)
+    "k": 4,
+    "pairs_per_prompt": 3,
     "max_new_tokens": 6,
     "temperature": 1.0,
     "top_p": 1.0,
-    "gate": False,
+    "gate_mode": "off",
     "dpo": {
         "batch_size": 2,
         "lora_r": 4,
