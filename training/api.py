@@ -15,7 +15,7 @@ from annotate import services as annotate_services
 
 from . import services
 from .models import ModelVersion, Round
-from .services.evaluation import leaderboard as rate_versions
+from .services.leaderboard import leaderboard as rate_versions
 
 
 def _interval() -> serializers.ListField:

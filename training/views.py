@@ -24,8 +24,8 @@ from . import services
 from .loop_settings import LoopSettings
 from .models import ModelVersion, ProjectLoop, Round
 from .plots import Plot, cached_loop_plots
-from .services.evaluation import LeaderboardEntry
-from .services.evaluation import leaderboard as rate_versions
+from .services.leaderboard import LeaderboardEntry
+from .services.leaderboard import leaderboard as rate_versions
 from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 

@@ -18,8 +18,8 @@ from .gate import (
     evaluate_round,
     heldout_check,
     roll_back_if_worse,
-    use_gate_judge,
 )
+from .gate_rules import use_gate_judge
 from .generation import current_round, generate_round, get_round, start_round
 from .simulation import resolve_rule, rule_win_rate, simulate_annotators
 from .training_data import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
