@@ -9,16 +9,7 @@ from .models import Membership, Project
 class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = [
-            "name",
-            "instructions",
-            "overlap",
-            "show_strength",
-            "rationale",
-            "lease_seconds",
-            "undo_seconds",
-            "license",
-        ]
+        fields = list(Project.EDITABLE_FIELDS)
         widgets = {"instructions": forms.Textarea(attrs={"rows": 8})}
         labels = {"show_strength": "Ask for strength", "rationale": "Rationale"}
 

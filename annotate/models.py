@@ -69,6 +69,18 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
     )
 
+    # What a lead may change (the settings form, PATCH); slug, salt and authorship stay as created.
+    EDITABLE_FIELDS = (
+        "name",
+        "instructions",
+        "overlap",
+        "show_strength",
+        "rationale",
+        "lease_seconds",
+        "undo_seconds",
+        "license",
+    )
+
     class Meta:
         ordering = ["name", "id"]
 

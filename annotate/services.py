@@ -91,21 +91,6 @@ def create_project(user: Any, **fields: Any) -> Project:
     return project
 
 
-# What a lead may change on a project; the slug, salt and authorship stay as created.
-_EDITABLE_PROJECT_FIELDS = frozenset(
-    {
-        "name",
-        "instructions",
-        "overlap",
-        "show_strength",
-        "rationale",
-        "lease_seconds",
-        "undo_seconds",
-        "license",
-    }
-)
-
-
 @transaction.atomic
 def update_project(user: Any, project: Project, changes: dict[str, Any]) -> Project:
     """Apply a lead's changes to the project's settings and save them.
@@ -126,7 +111,7 @@ def update_project(user: Any, project: Project, changes: dict[str, Any]) -> Proj
     if role != Membership.Role.LEAD:
         raise NotAllowed("Only the project's leads can do this.")
     changes, contributed = split_contributed(changes)
-    fixed = sorted(set(changes) - _EDITABLE_PROJECT_FIELDS)
+    fixed = sorted(set(changes) - set(Project.EDITABLE_FIELDS))
     if fixed:
         raise InvalidInput(f"These project fields cannot be changed: {', '.join(fixed)}.")
     before = {name: getattr(project, name) for name in changes}
