@@ -60,9 +60,12 @@ def test_it_runs_a_round_via_the_worker_and_prints_its_row(tiny_model_dir: Path)
 
     header, row = out.getvalue().splitlines()
     assert header.split()[:4] == ["round", "version", "state", "pairs"]
-    number, label, state, pairs, _train_s, _accuracy, win = row.split()
+    number, label, state, pairs, _train_s, _accuracy, win, low, high, n = row.split()
     assert (number, label, state, int(pairs)) == ("1", "v1", "promoted", run.num_pairs)
-    assert 0.0 <= float(win) <= 1.0
+    # the win rate over the base with its prompt-clustered interval and the prompts behind it
+    low, high = float(low.strip("[,")), float(high.strip("],"))
+    assert 0.0 <= low <= float(win) <= high <= 1.0
+    assert n.startswith("n=") and int(n[2:]) > 0
     # generation and training ran in the worker, not in this process
     assert "training.tasks.generate_round" in log and "training.tasks.train_round" in log
     assert not Round.objects.filter(project=project, number=2).exists()

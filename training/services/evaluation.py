@@ -29,7 +29,7 @@ from ..core.stats import (
 )
 from ..loop_settings import LoopSettings, loop_settings
 from ..models import ModelVersion
-from .simulation import Rule, resolve_rule, rule_win_rate
+from .simulation import Rule, resolve_rule
 from .splits import ensure_splits
 from .versions import base_version
 
@@ -81,19 +81,22 @@ def rule_win_rate_over(
     prompts: list[Prompt],
     ls: LoopSettings,
     cache: SampleCache | None = None,
-) -> float:
-    """How often ``rule`` prefers ``version``'s sample to ``opponent``'s (ties count half).
+) -> WinRate:
+    """How often ``rule`` prefers ``version``'s sample to ``opponent``'s (ties count half), with
+    its prompt-clustered bootstrap 95% interval.
 
-    Each prompt's i-th sample of one version meets the i-th sample of the other.
+    Each prompt's i-th sample of one version meets the i-th sample of the other (the same
+    sampling seed), so the comparisons are paired and the interval resamples prompts.
     """
     decide = resolve_rule(rule) if isinstance(rule, str) else rule
     cache = cache or SampleCache()
     new = cache.texts(version, prompts, ls)
     old = cache.texts(opponent, prompts, ls)
-    messages = [p.messages for p, row in zip(prompts, new, strict=True) for _ in row]
-    flat_new = [text for row in new for text in row]
-    flat_old = [text for row in old for text in row]
-    return rule_win_rate(decide, messages, flat_new, flat_old)
+    verdicts = [
+        [decide(p.messages, a, b) for a, b in zip(mine, theirs, strict=True)]
+        for p, mine, theirs in zip(prompts, new, old, strict=True)
+    ]
+    return paired_win_rate(verdicts)
 
 
 # --- The evaluate command: every version on the eval prompts, with intervals ------------------

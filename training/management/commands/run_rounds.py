@@ -11,6 +11,7 @@ from annotate.errors import Conflict, ServiceError
 from annotate.models import Project
 from training import services
 from training.loop_settings import LoopSettings
+from training.core.stats import WinRate
 from training.models import ModelVersion, Round, TrainingRun
 from training.services.evaluation import SampleCache, eval_prompts, rule_win_rate_over
 from training.services.offline import annotator_seed, run_offline, seed_project
@@ -27,19 +28,20 @@ class RoundRow:
     pairs: int
     train_s: float
     heldout_accuracy: float | None
-    win_rate: float | None
+    win_rate: WinRate | None
 
     HEADER = (
         f"{'round':>5}  {'version':>7}  {'state':>9}  {'pairs':>5}  {'train s':>7}  "
-        f"{'held-out acc':>12}  {'rule win vs base':>16}"
+        f"{'held-out acc':>12}  {'rule win vs base [95% CI], prompts':>34}"
     )
 
     def line(self) -> str:
         acc = "-" if self.heldout_accuracy is None else f"{self.heldout_accuracy:.2f}"
-        win = "-" if self.win_rate is None else f"{self.win_rate:.2f}"
+        w = self.win_rate
+        win = "-" if w is None else f"{w.rate:.2f} [{w.low:.2f}, {w.high:.2f}], n={w.prompts}"
         return (
             f"{self.number:>5}  {self.version:>7}  {self.state:>9}  {self.pairs:>5}  "
-            f"{self.train_s:>7.1f}  {acc:>12}  {win:>16}"
+            f"{self.train_s:>7.1f}  {acc:>12}  {win:>34}"
         )
 
 
