@@ -32,7 +32,8 @@ def cache_key(project: Project) -> str:
         .order_by("pk")
         .values_list("pk", "gold_choice")
     )
-    basis = repr((agg["n"], agg["last"], gold, project.fast_judgment_seconds))
+    # created_at tells apart a project that reuses the id of a deleted one.
+    basis = repr((project.created_at, agg["n"], agg["last"], gold, project.fast_judgment_seconds))
     return f"prefloop:quality:{project.pk}:{hashlib.sha256(basis.encode()).hexdigest()[:32]}"
 
 
