@@ -23,7 +23,7 @@ def judged(team):
     bob:   a a a a a a b b b b b   b          (shown A on the left on even pairs)
     """
     pairs = []
-    for i in range(12):
+    for _ in range(12):
         comparison = team.pairs(1)[0]
         comparison.completion_a = CompletionFactory(prompt=comparison.prompt, text="long " * 10)
         comparison.completion_b = CompletionFactory(prompt=comparison.prompt, text="short")
@@ -50,7 +50,7 @@ def test_it_computes_agreement_on_what_annotators_meant(judged):
     # Every pair has two judgments; they agree on 6 a/a and 2 b/b of 12.
     assert agreement["items"] == 12
     assert agreement["percent"] == pytest.approx(8 / 12)
-    profiles = stats.count_profiles(zip(alice, bob), figures.CATEGORIES)
+    profiles = stats.count_profiles(zip(alice, bob, strict=True), figures.CATEGORIES)
     assert agreement["fleiss_kappa"] == pytest.approx(stats.fleiss_kappa(profiles))
     assert agreement["krippendorff_alpha"] == pytest.approx(
         stats.krippendorff_alpha_nominal(profiles)
