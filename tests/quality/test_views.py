@@ -81,3 +81,18 @@ def test_thresholds_are_on_the_settings_form(team):
     html = login(team.lead).get(_url(team, "settings/")).content.decode()
     for name in ("gold_min_items", "gold_min_accuracy", "fast_judgment_seconds"):
         assert f'name="{name}"' in html
+
+
+def test_the_settings_form_saves_thresholds_and_keeps_them_when_left_out(team):
+    client = login(team.lead)
+    base = {"name": "Team project", "overlap": 1, "rationale": "off", "lease_seconds": 600}
+    base["undo_seconds"] = 60
+    r = client.post(_url(team, "settings/"), {**base, "gold_min_accuracy": "0.8"})
+    assert r.status_code == 302
+    team.project.refresh_from_db()
+    assert team.project.gold_min_accuracy == 0.8
+    client.post(_url(team, "settings/"), base)
+    team.project.refresh_from_db()
+    assert team.project.gold_min_accuracy == 0.8
+    r = client.post(_url(team, "settings/"), {**base, "gold_min_accuracy": "2"})
+    assert r.status_code == 200 and "less than or equal to 1" in r.content.decode()
