@@ -272,6 +272,10 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float | None:
     observed (the "minimum likelihood" rule of scipy.stats.binomtest and R's binom.test), with
     a relative tolerance of 1e-7 so outcomes equally likely up to rounding count as equal.
     None when n is 0.
+
+    The pmf is unimodal, so those outcomes are the two tails: below the mode up to a bound, and
+    above it from a bound. Each tail is summed outwards from its inner end and stops once the
+    terms no longer change the sum, so a large n costs about sqrt(n) terms, not n.
     """
     if n <= 0:
         return None
@@ -279,7 +283,65 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float | None:
         raise ValueError("k must be between 0 and n")
     if not 0.0 <= p <= 1.0:
         raise ValueError("p must be between 0 and 1")
-    observed = _log_pmf(k, n, p)
-    cutoff = observed + math.log1p(1e-7)
-    total = math.fsum(math.exp(lp) for i in range(n + 1) if (lp := _log_pmf(i, n, p)) <= cutoff)
+    if p in (0.0, 1.0):
+        return 1.0 if k == (0 if p == 0.0 else n) else 0.0
+    cutoff = _log_pmf(k, n, p) + math.log1p(1e-7)
+    # The larger mode: the pmf does not decrease up to it and decreases after it.
+    mode = min(n, math.floor((n + 1) * p))
+    if k <= mode:
+        low_end = k
+        high_start = _first_at_most(max(k + 1, mode), n, n, p, cutoff)
+    else:
+        high_start = k
+        low_end = _last_at_most(0, mode, n, p, cutoff)
+    total = 0.0
+    if low_end is not None:
+        total += _tail(low_end, -1, n, p)
+    if high_start is not None:
+        total += _tail(high_start, +1, n, p)
     return min(1.0, total)
+
+
+def _first_at_most(lo: int, hi: int, n: int, p: float, cutoff: float) -> int | None:
+    """The smallest i in [lo, hi] with log pmf(i) <= cutoff, the pmf decreasing there."""
+    if lo > hi or _log_pmf(hi, n, p) > cutoff:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _log_pmf(mid, n, p) <= cutoff:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _last_at_most(lo: int, hi: int, n: int, p: float, cutoff: float) -> int | None:
+    """The largest i in [lo, hi] with log pmf(i) <= cutoff, the pmf not decreasing there."""
+    if lo > hi or _log_pmf(lo, n, p) > cutoff:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _log_pmf(mid, n, p) <= cutoff:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _tail(start: int, step: int, n: int, p: float) -> float:
+    """The sum of pmf(i) from ``start`` outwards (step -1: down to 0, +1: up to n).
+
+    The terms shrink ever faster away from the mode (the pmf is log-concave), so once a term
+    is below 1e-17 of the first the rest cannot change the sum.
+    """
+    term = math.exp(_log_pmf(start, n, p))
+    terms = [term]
+    odds = p / (1 - p)
+    i = start
+    while 0 <= i + step <= n:
+        term *= (n - i) / (i + 1) * odds if step == 1 else i / (n - i + 1) / odds
+        i += step
+        terms.append(term)
+        if term <= 1e-17 * terms[0]:
+            break
+    return math.fsum(terms)

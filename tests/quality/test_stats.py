@@ -205,3 +205,30 @@ def test_bootstrap_matches_a_plain_item_resampling_bootstrap() -> None:
     assert ci is not None
     assert ci[0] == pytest.approx(lo, abs=0.04)
     assert ci[1] == pytest.approx(hi, abs=0.04)
+
+
+def _brute_force_p(k: int, n: int, p: float) -> float:
+    """The minimum-likelihood p-value summed over every outcome, in exact fractions."""
+    q = Fraction(p).limit_denominator(10**6)
+    pmf = [math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(n + 1)]
+    return float(sum(x for x in pmf if x <= pmf[k] * Fraction(10**7 + 1, 10**7)))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.25, 0.9])
+def test_binomial_test_tails_match_the_full_sum(p: float) -> None:
+    rng = random.Random(11)
+    for _ in range(25):
+        n = rng.randint(1, 150)
+        k = rng.randint(0, n)
+        assert stats.binomial_test(k, n, p) == pytest.approx(_brute_force_p(k, n, p), rel=1e-9)
+
+
+def test_binomial_test_on_a_large_n_is_quick_and_sane() -> None:
+    import time
+
+    start = time.perf_counter()
+    assert stats.binomial_test(500_000, 1_000_000) == pytest.approx(1.0, abs=1e-3)
+    # 3 standard deviations above the mean: about 0.0027 two-sided
+    assert stats.binomial_test(501_500, 1_000_000) == pytest.approx(0.0027, rel=0.05)
+    assert stats.binomial_test(0, 1_000_000) == 0.0
+    assert time.perf_counter() - start < 1.0
