@@ -27,6 +27,9 @@ from . import stats
 CATEGORIES = tuple(Judgment.Choice.values)  # a, b, tie, both_bad
 # Cohen's kappa is listed for pairs of annotators with at least this many shared items.
 COHEN_MIN_SHARED = 10
+# Bootstrap replicates for all the pairs' Cohen intervals together (each pair gets between 100
+# and stats.BOOTSTRAP_REPLICATES): a team of 20 has 190 pairs, each a bootstrap of its own.
+COHEN_REPLICATE_BUDGET = 20_000
 _AB = (Judgment.Choice.A, Judgment.Choice.B)
 
 
@@ -53,8 +56,11 @@ def _rate(k: int, n: int) -> float | None:
     return k / n if n else None
 
 
-def _with_ci(name: str, profiles: Counter, statistic: Any) -> dict[str, Any]:
-    return {name: statistic(profiles), f"{name}_ci95": stats.bootstrap_ci(profiles, statistic)}
+def _with_ci(
+    name: str, profiles: Counter, statistic: Any, replicates: int = stats.BOOTSTRAP_REPLICATES
+) -> dict[str, Any]:
+    ci = stats.bootstrap_ci(profiles, statistic, replicates=replicates)
+    return {name: statistic(profiles), f"{name}_ci95": ci}
 
 
 def _rows(project: Project) -> Any:
@@ -175,24 +181,36 @@ def _agreement(by_item: dict[int, dict[str, str]]) -> dict[str, Any]:
             continue
         for a, b in combinations(sorted(votes), 2):
             shared[(a, b)][(votes[a], votes[b])] += 1
+    listed = {pair: t for pair, t in shared.items() if sum(t.values()) >= COHEN_MIN_SHARED}
+    replicates = cohen_replicates(len(listed))
     cohen = []
-    for pair, table in sorted(shared.items()):
-        n = sum(table.values())
-        if n >= COHEN_MIN_SHARED:
-            cohen.append(
-                {
-                    "annotators": list(pair),
-                    "items": n,
-                    **_with_ci("kappa", table, stats.cohen_kappa),
-                }
-            )
+    for pair, table in sorted(listed.items()):
+        cohen.append(
+            {
+                "annotators": list(pair),
+                "items": sum(table.values()),
+                **_with_ci("kappa", table, stats.cohen_kappa, replicates),
+            }
+        )
     return {
         "items": stats.n_items(profiles),
         **_with_ci("percent", profiles, stats.percent_agreement),
         **_with_ci("fleiss_kappa", profiles, stats.fleiss_kappa),
         **_with_ci("krippendorff_alpha", profiles, stats.krippendorff_alpha_nominal),
         "cohen_kappa": cohen,
+        "bootstrap": {
+            "replicates": stats.BOOTSTRAP_REPLICATES,
+            "cohen_replicates": replicates,
+            "seed": stats.BOOTSTRAP_SEED,
+        },
     }
+
+
+def cohen_replicates(pairs: int) -> int:
+    """Replicates per pair's Cohen interval: the budget shared out, 100 at least."""
+    if pairs == 0:
+        return stats.BOOTSTRAP_REPLICATES
+    return max(100, min(stats.BOOTSTRAP_REPLICATES, COHEN_REPLICATE_BUDGET // pairs))
 
 
 def _project_figures(people: dict[str, _Annotator], floor: float) -> dict[str, Any]:

@@ -28,6 +28,14 @@ class CohenKappaSerializer(serializers.Serializer):
     kappa_ci95 = _ci()
 
 
+class BootstrapSerializer(serializers.Serializer):
+    replicates = serializers.IntegerField(help_text="replicates of the project-level intervals")
+    cohen_replicates = serializers.IntegerField(
+        help_text="replicates of each pair's Cohen interval (a budget shared between the pairs)"
+    )
+    seed = serializers.IntegerField()
+
+
 class AgreementSerializer(serializers.Serializer):
     items = serializers.IntegerField(help_text="pairs with two or more judgments")
     percent = _num("mean share of agreeing judgment pairs per item")
@@ -37,6 +45,7 @@ class AgreementSerializer(serializers.Serializer):
     krippendorff_alpha = _num("Krippendorff's alpha, nominal")
     krippendorff_alpha_ci95 = _ci()
     cohen_kappa = CohenKappaSerializer(many=True)
+    bootstrap = BootstrapSerializer()
 
 
 class ProjectQualitySerializer(serializers.Serializer):

@@ -200,10 +200,21 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
             return mode
 
 
+# Up to this many items a resample draws each item (fast in C); above it, one binomial per
+# distinct profile (fast when items far outnumber profiles). Both are the same exact bootstrap.
+_DRAW_ITEMS_UP_TO = 5000
+
+
 def _resample(rng: random.Random, profiles: Counter[P]) -> Counter[P]:
     """Resample the items with replacement: one multinomial draw of profile multiplicities."""
     keys = list(profiles)
     total = sum(profiles.values())
+    if total <= _DRAW_ITEMS_UP_TO:
+        cum, running = [], 0
+        for key in keys:
+            running += profiles[key]
+            cum.append(running)
+        return Counter(rng.choices(keys, cum_weights=cum, k=total))
     remaining_n, remaining_w = total, total
     out: Counter[P] = Counter()
     for key in keys[:-1]:
