@@ -41,6 +41,9 @@ def quality(request: HttpRequest, project_id: int) -> HttpResponse:
         "gold_pairs": gold_pairs,
         "answers": Judgment.Choice.choices,
     }
+    if getattr(request, "htmx", False):
+        # The figures refresh themselves as judgments arrive; the forms around them stay put.
+        return render(request, "quality/quality.html#figures", context)
     return render(request, "quality/quality.html", context)
 
 

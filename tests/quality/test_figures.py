@@ -172,3 +172,10 @@ def test_undefined_figures_are_null_for_members_without_judgments(team):
     assert rows["alice"]["left_rate"] is None and rows["alice"]["median_seconds"] is None
     assert rows["alice"]["flip_rate"] is None
     assert Counter(r["paused"] for r in rows.values()) == Counter({False: 2})
+
+
+def test_cohen_intervals_share_a_replicate_budget():
+    assert figures.cohen_replicates(1) == stats.BOOTSTRAP_REPLICATES
+    assert figures.cohen_replicates(20) == 1000
+    assert figures.cohen_replicates(190) == 105
+    assert figures.cohen_replicates(5000) == 100

@@ -96,3 +96,13 @@ def test_the_settings_form_saves_thresholds_and_keeps_them_when_left_out(team):
     assert team.project.gold_min_accuracy == 0.8
     r = client.post(_url(team, "settings/"), {**base, "gold_min_accuracy": "2"})
     assert r.status_code == 200 and "less than or equal to 1" in r.content.decode()
+
+
+def test_the_figures_refresh_as_a_partial(team):
+    for c in team.pairs(3):
+        judge(team.alice, c, "a")
+    r = login(team.lead).get(_url(team, "quality/"), HTTP_HX_REQUEST="true")
+    html = r.content.decode()
+    assert html.lstrip().startswith('<div id="figures"') and "3 judgments" in html
+    assert 'id="gold-form"' not in html
+    assert login(team.alice).get(_url(team, "quality/"), HTTP_HX_REQUEST="true").status_code == 403
