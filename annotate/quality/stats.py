@@ -299,6 +299,8 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float | None:
     cutoff = _log_pmf(k, n, p) + math.log1p(1e-7)
     # The larger mode: the pmf does not decrease up to it and decreases after it.
     mode = min(n, math.floor((n + 1) * p))
+    low_end: int | None
+    high_start: int | None
     if k <= mode:
         low_end = k
         high_start = _first_at_most(max(k + 1, mode), n, n, p, cutoff)
