@@ -78,7 +78,9 @@ def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, A
         rows.append(
             {
                 "annotator": name(key),
-                "username": member.user.get_username() if member else None,
+                # Hidden with the names; members can still be resumed by pseudonym.
+                "username": member.user.get_username() if member and not pseudonyms else None,
+                "member": member is not None,
                 **figures_row,
                 "paused": bool(member and member.paused),
                 "paused_reason": member.paused_reason if member and member.paused else "",
@@ -104,6 +106,19 @@ def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, A
     }
 
 
+def member_named(project: Project, name: str, *, pseudonyms: bool) -> str | None:
+    """The username of the member shown as ``name`` (a username, or a pseudonym)."""
+    for member in Membership.objects.filter(project=project).select_related("user"):
+        shown = (
+            pseudonym(project, f"user:{member.user_id}")
+            if pseudonyms
+            else member.user.get_username()
+        )
+        if shown == name:
+            return member.user.get_username()
+    return None
+
+
 def _username(key: str) -> str:
     from django.contrib.auth import get_user_model
 
@@ -111,7 +126,7 @@ def _username(key: str) -> str:
     return user.get_username() if user else key
 
 
-def _empty_row() -> dict[str, Any]:
+def _empty_row() -> dict[str, Any]:  # the figures of someone who has judged nothing
     return {
         "judgments": 0,
         "left": 0,

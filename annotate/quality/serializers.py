@@ -65,8 +65,11 @@ class ProjectQualitySerializer(serializers.Serializer):
 class AnnotatorQualitySerializer(serializers.Serializer):
     annotator = serializers.CharField(help_text="username, or the exports' salted pseudonym")
     username = serializers.CharField(
-        allow_null=True, help_text="the member's username (for pause/resume); null if not a member"
+        allow_null=True,
+        help_text="the member's username (for pause/resume); null for non-members and when "
+        "names are hidden",
     )
+    member = serializers.BooleanField(help_text="still a member of the project")
     judgments = serializers.IntegerField()
     left = serializers.IntegerField()
     right = serializers.IntegerField()

@@ -16,7 +16,7 @@ from annotate.errors import ServiceError
 from annotate.models import Comparison, Judgment
 
 from . import gold
-from .report import quality_report
+from .report import member_named, quality_report
 
 # Gold pairs listed on the page; the API has them all.
 _GOLD_LISTED = 200
@@ -79,11 +79,14 @@ def quality_gold(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def quality_resume(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
-    username = request.POST.get("username", "")
+    shown = request.POST.get("annotator", "")
+    username = member_named(project, shown, pseudonyms=request.POST.get("names") == "pseudonyms")
     try:
+        if username is None:
+            raise ServiceError(f'No member shown as "{shown}" in this project.')
         gold.resume(request.user, project, username)
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{username} is resumed and can annotate again.")
+        messages.success(request, f"{shown} is resumed and can annotate again.")
     return _back(project.pk, request)

@@ -161,3 +161,10 @@ def test_the_schema_documents_the_quality_endpoints(team):
     assert "post" in paths["/api/projects/{project_id}/members/{username}/resume/"]
     annotator = schema["components"]["schemas"]["AnnotatorQuality"]["properties"]
     assert {"left_rate", "left_p_value", "median_seconds", "flip_rate", "paused"} <= set(annotator)
+
+
+def test_hidden_names_hide_usernames_too(judged):
+    team = judged
+    rows = api_for(team.lead).get(_url(team, "quality/"), {"names": "pseudonyms"}).json()
+    assert all(r["username"] is None and r["member"] for r in rows["annotators"])
+    assert "alice" not in str(rows)

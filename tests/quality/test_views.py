@@ -70,7 +70,7 @@ def test_a_paused_annotator_sees_why_and_the_lead_resumes(team):
     lead = login(team.lead)
     page = lead.get(_url(team, "quality/")).content.decode()
     assert "Resume" in page and "<script>alert(1)" not in page
-    r = lead.post(_url(team, "quality/resume/"), {"username": "alice"})
+    r = lead.post(_url(team, "quality/resume/"), {"annotator": "alice"})
     assert r.status_code == 302
     assert not Membership.objects.get(project=team.project, user=team.alice).paused
     html = login(team.alice).get(_url(team, "annotate/")).content.decode()
@@ -106,3 +106,21 @@ def test_the_figures_refresh_as_a_partial(team):
     assert html.lstrip().startswith('<div id="figures"') and "3 judgments" in html
     assert 'id="gold-form"' not in html
     assert login(team.alice).get(_url(team, "quality/"), HTTP_HX_REQUEST="true").status_code == 403
+
+
+def test_hidden_names_stay_hidden_and_the_lead_resumes_by_pseudonym(team):
+    from annotate.datasets.exporters import pseudonym
+
+    gold.pause(team.lead, team.project, "alice", "Too fast.")
+    lead = login(team.lead)
+    html = lead.get(_url(team, "quality/") + "?names=pseudonyms").content.decode()
+    assert "alice" not in html.split('id="annotators"')[1].split("</section>")[0]
+    shown = pseudonym(team.project, f"user:{team.alice.pk}")
+    r = lead.post(
+        _url(team, "quality/resume/"), {"annotator": "ann-0000", "names": "pseudonyms"}, follow=True
+    )
+    assert "No member shown as" in r.content.decode()
+    assert Membership.objects.get(project=team.project, user=team.alice).paused
+    r = lead.post(_url(team, "quality/resume/"), {"annotator": shown, "names": "pseudonyms"})
+    assert r.status_code == 302 and r["Location"].endswith("?names=pseudonyms")
+    assert not Membership.objects.get(project=team.project, user=team.alice).paused
