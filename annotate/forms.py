@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
@@ -12,6 +14,21 @@ class ProjectForm(forms.ModelForm):
         fields = list(Project.EDITABLE_FIELDS)
         widgets = {"instructions": forms.Textarea(attrs={"rows": 8})}
         labels = {"show_strength": "Ask for strength", "rationale": "Rationale"}
+
+    # Quality thresholds: a form that leaves them out keeps the project's values.
+    KEEP_WHEN_MISSING = ("gold_min_items", "gold_min_accuracy", "fast_judgment_seconds")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self.KEEP_WHEN_MISSING:
+            self.fields[name].required = False
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for name in self.KEEP_WHEN_MISSING:
+            if data.get(name) is None and name not in self.errors:
+                data[name] = getattr(self.instance, name)
+        return data
 
 
 class MemberForm(forms.Form):

@@ -58,6 +58,22 @@ class Project(models.Model):
     )
     rationale = models.CharField(max_length=10, choices=Rationale.choices, default=Rationale.OFF)
     license = models.CharField(max_length=100, blank=True)
+    # Quality thresholds (annotate.quality): the gold pause rule and the fast-judgment floor.
+    gold_min_items = models.PositiveSmallIntegerField(
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Gold pairs an annotator must have judged before the accuracy rule applies.",
+    )
+    gold_min_accuracy = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Gold accuracy (0-1) below which an annotator is paused; 0 never pauses.",
+    )
+    fast_judgment_seconds = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
+        help_text="Judgments made faster than this many seconds are flagged as too fast.",
+    )
     # Salt for the pseudonymous annotator ids written into exports.
     export_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_by = models.ForeignKey(
@@ -79,6 +95,9 @@ class Project(models.Model):
         "lease_seconds",
         "undo_seconds",
         "license",
+        "gold_min_items",
+        "gold_min_accuracy",
+        "fast_judgment_seconds",
     )
 
     class Meta:
@@ -121,6 +140,13 @@ class Membership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.ANNOTATOR)
+    # A paused member gets no pairs: annotate.quality.gold pauses on failed gold, a lead resumes.
+    paused = models.BooleanField(default=False)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # The gold rule only counts gold judged after the last resume, so a resumed annotator
+    # starts afresh instead of being paused again by the same mistakes.
+    resumed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -208,6 +234,10 @@ class Completion(models.Model):
         return self.text[:80]
 
 
+# The categories of a judgment (Judgment.Choice), repeated here because Comparison comes first.
+GOLD_CHOICES = [("a", "A"), ("b", "B"), ("tie", "Tie"), ("both_bad", "Both bad")]
+
+
 class Comparison(models.Model):
     class Kind(models.TextChoices):
         TRAIN = "train", "Train"
@@ -220,6 +250,9 @@ class Comparison(models.Model):
     completion_b = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
     round = models.PositiveIntegerField(null=True, blank=True)
     kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.TRAIN)
+    # The right answer of a gold pair ("a", "b", "tie" or "both_bad", on the completions, not the
+    # sides shown); empty when the pair is not gold or its answer is unknown.
+    gold_choice = models.CharField(max_length=8, choices=GOLD_CHOICES, blank=True)
     # Judgments stored so far; kept in step with the Judgment rows inside the
     # same transaction, so that the queue can skip finished pairs cheaply.
     judgment_count = models.PositiveIntegerField(default=0)

@@ -211,7 +211,15 @@ def next_assignment(project: Project, user: Any) -> Assignment | None:
     hold a live lease on it. The latest training round's pairs come first (they
     gate the next model version), then pairs closest to completion, so that
     finished pairs accumulate instead of many half-judged ones.
+
+    Raises:
+        NotAllowed: the user is paused in this project (``annotate.quality.gold``); the
+            message says why.
     """
+    paused = Membership.objects.filter(project=project, user=user, paused=True)
+    reason = paused.values_list("paused_reason", flat=True).first()
+    if reason is not None:
+        raise NotAllowed(f"You are paused in this project: {reason} Ask a lead to resume you.")
     existing = current_assignment(project, user)
     if existing is not None:
         return existing

@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from . import views
 from .datasets import views as dataset_views
+from .quality import views as quality_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -64,5 +65,17 @@ urlpatterns += [
         "projects/<int:project_id>/datasets/jobs/<int:job_id>/download/",
         dataset_views.dataset_job_download,
         name="dataset-job-download",
+    ),
+]
+
+urlpatterns += [
+    path("projects/<int:project_id>/quality/", quality_views.quality, name="quality"),
+    path(
+        "projects/<int:project_id>/quality/gold/", quality_views.quality_gold, name="quality-gold"
+    ),
+    path(
+        "projects/<int:project_id>/quality/resume/",
+        quality_views.quality_resume,
+        name="quality-resume",
     ),
 ]

@@ -18,7 +18,7 @@ from django_htmx.middleware import HtmxDetails
 from . import services
 from .access import project_for
 from .datasets.imports import import_file
-from .errors import ServiceError
+from .errors import NotAllowed, ServiceError
 from .forms import ImportForm, MemberForm, ProjectForm
 from .markdown import render_markdown
 from .models import Assignment, Judgment, Membership, Project
@@ -159,6 +159,7 @@ def _task_response(
     error: str | None = None,
     status: int = 200,
     flash: str | None = None,
+    paused: str | None = None,
 ) -> HttpResponse:
     undoable = services.last_undoable(project, request.user)
     context: dict[str, Any] = {
@@ -170,6 +171,7 @@ def _task_response(
         "client_id": uuid.uuid4(),
         "error": error,
         "flash": flash,
+        "paused": paused,
         "strengths": Judgment.Strength.choices,
     }
     if request.htmx:
@@ -198,7 +200,16 @@ def _task_view(assignment: Assignment) -> dict[str, Any]:
 @require_GET
 def annotate(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id)
-    return _task_response(request, project, services.next_assignment(project, request.user))
+    return _next_task_response(request, project)
+
+
+def _next_task_response(request: HtmxHttpRequest, project: Project) -> HttpResponse:
+    """The next pair, or why there is none for a paused annotator."""
+    try:
+        assignment = services.next_assignment(project, request.user)
+    except NotAllowed as exc:
+        return _task_response(request, project, None, paused=exc.message)
+    return _task_response(request, project, assignment)
 
 
 def _int_or_none(raw: str | None) -> int | None:
@@ -245,7 +256,7 @@ def _queue_action(
         return redirect("annotate", project_id=project.pk)
     if shown is not None:
         return _task_response(request, project, shown, flash="Undone: judge this pair again.")
-    return _task_response(request, project, services.next_assignment(project, request.user))
+    return _next_task_response(request, project)
 
 
 @login_required

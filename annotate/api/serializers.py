@@ -49,6 +49,9 @@ class ProjectSerializer(serializers.ModelSerializer):
             "lease_seconds",
             "undo_seconds",
             "license",
+            "gold_min_items",
+            "gold_min_accuracy",
+            "fast_judgment_seconds",
             "created_at",
             "role",
         ]

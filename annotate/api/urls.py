@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from annotate.datasets import api as dataset_views
+from annotate.quality import api as quality_views
 
 from . import views
 
@@ -42,5 +43,24 @@ urlpatterns += [
         "projects/<int:project_id>/jobs/<int:job_id>/download/",
         dataset_views.dataset_job_download,
         name="api-dataset-job-download",
+    ),
+]
+
+urlpatterns += [
+    path("projects/<int:project_id>/quality/", quality_views.project_quality, name="api-quality"),
+    path(
+        "projects/<int:project_id>/comparisons/<int:comparison_id>/gold/",
+        quality_views.comparison_gold,
+        name="api-gold",
+    ),
+    path(
+        "projects/<int:project_id>/members/<str:username>/pause/",
+        quality_views.member_pause,
+        name="api-member-pause",
+    ),
+    path(
+        "projects/<int:project_id>/members/<str:username>/resume/",
+        quality_views.member_resume,
+        name="api-member-resume",
     ),
 ]

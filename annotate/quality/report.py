@@ -1,0 +1,145 @@
+"""The quality report a lead reads: cached figures, named, with each annotator's pause state.
+
+The figures (``figures.compute``) read every judgment of the project, so they are cached under
+a key made of what they depend on: the number of judgments and the latest judgment id (a new
+judgment or an undo changes them), the gold answers and the fast-judgment floor. A page view
+between two judgments is a cache hit. Pause state and names are read live: they change without
+a judgment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Count, Max
+
+from annotate.datasets.exporters import pseudonym
+from annotate.models import Comparison, Judgment, Membership, Project
+
+from . import figures
+
+# A day: keys change with every judgment, so old entries are never read again anyway.
+CACHE_SECONDS = 24 * 3600
+
+
+def cache_key(project: Project) -> str:
+    agg = Judgment.objects.filter(project=project).aggregate(n=Count("pk"), last=Max("pk"))
+    gold = list(
+        Comparison.objects.filter(project=project)
+        .exclude(gold_choice="")
+        .order_by("pk")
+        .values_list("pk", "gold_choice")
+    )
+    # created_at tells apart a project that reuses the id of a deleted one.
+    basis = repr((project.created_at, agg["n"], agg["last"], gold, project.fast_judgment_seconds))
+    return f"prefloop:quality:{project.pk}:{hashlib.sha256(basis.encode()).hexdigest()[:32]}"
+
+
+def cached_figures(project: Project) -> dict[str, Any]:
+    key = cache_key(project)
+    found = cache.get(key)
+    if found is None:
+        found = figures.compute(project)
+        cache.set(key, found, CACHE_SECONDS)
+    return found
+
+
+def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, Any]:
+    """The figures with annotators named by username, or by the exports' salted pseudonyms.
+
+    Members who have judged nothing yet are listed too (with zero judgments), so that a paused
+    or idle annotator is visible.
+    """
+    data = cached_figures(project)
+    members = {
+        f"user:{m.user_id}": m
+        for m in Membership.objects.filter(project=project).select_related("user")
+    }
+
+    def name(key: str) -> str:
+        if pseudonyms:
+            return pseudonym(project, key)
+        member = members.get(key)
+        if member is not None:
+            return member.user.get_username()
+        if key.startswith("external:"):
+            return key.removeprefix("external:")
+        # A user who judged here and has left the project since.
+        return _username(key)
+
+    rows = []
+    keys = list(data["annotators"])
+    keys += [k for k, m in members.items() if k not in data["annotators"] and m.role == "annotator"]
+    for key in keys:
+        figures_row = data["annotators"].get(key) or _empty_row()
+        member = members.get(key)
+        rows.append(
+            {
+                "annotator": name(key),
+                # Hidden with the names; members can still be resumed by pseudonym.
+                "username": member.user.get_username() if member and not pseudonyms else None,
+                "member": member is not None,
+                **figures_row,
+                "paused": bool(member and member.paused),
+                "paused_reason": member.paused_reason if member and member.paused else "",
+            }
+        )
+    agreement = dict(data["agreement"])
+    agreement["cohen_kappa"] = [
+        {**row, "annotators": [name(k) for k in row["annotators"]]}
+        for row in agreement["cohen_kappa"]
+    ]
+    return {
+        "judgments": data["judgments"],
+        "names": "pseudonyms" if pseudonyms else "usernames",
+        "agreement": agreement,
+        "project": data["project"],
+        "annotators": rows,
+        "settings": {
+            "gold_min_items": project.gold_min_items,
+            "gold_min_accuracy": project.gold_min_accuracy,
+            "fast_judgment_seconds": project.fast_judgment_seconds,
+            "cohen_min_shared_items": figures.COHEN_MIN_SHARED,
+        },
+    }
+
+
+def member_named(project: Project, name: str, *, pseudonyms: bool) -> str | None:
+    """The username of the member shown as ``name`` (a username, or a pseudonym)."""
+    for member in Membership.objects.filter(project=project).select_related("user"):
+        shown = (
+            pseudonym(project, f"user:{member.user_id}")
+            if pseudonyms
+            else member.user.get_username()
+        )
+        if shown == name:
+            return member.user.get_username()
+    return None
+
+
+def _username(key: str) -> str:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=int(key.removeprefix("user:"))).first()
+    return user.get_username() if user else key
+
+
+def _empty_row() -> dict[str, Any]:  # the figures of someone who has judged nothing
+    return {
+        "judgments": 0,
+        "left": 0,
+        "right": 0,
+        "left_rate": None,
+        "left_p_value": None,
+        "longer_items": 0,
+        "longer_win_rate": None,
+        "team_longer_items": 0,
+        "team_longer_win_rate": None,
+        "median_seconds": None,
+        "fast_judgments": 0,
+        "gold_items": 0,
+        "gold_accuracy": None,
+        "flip_rate": None,
+    }
