@@ -1,4 +1,5 @@
-"""The demo project the run command seeds: users, prompts and ready-made pairs."""
+"""The demo project the run command seeds: users, prompts, ready-made pairs and a past team's
+judgments of some of them (`annotate.demo_team`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.contrib.auth.models import Permission
 from django.db import transaction
 
 from .datasets.imports import ImportReport, import_file
+from .demo_team import seed_team
 from .extensions import clean_contributed, write_contributed
 from .models import Membership, Project
 
@@ -107,4 +109,6 @@ def seed_demo() -> tuple[Project, ImportReport | None]:
     with (DEMO_DIR / "pairs.jsonl").open("rb") as fh:
         pairs = import_file(project, "pairs", fh, "pairs.jsonl")
     report.comparisons_added = pairs.comparisons_added
+    # A past team's judgments and gold pairs, so that the Quality page has figures to show.
+    seed_team(project)
     return project, report
