@@ -344,9 +344,7 @@ def simulate_annotators(
     active = simulated_users(project, annotators)
     while active and (limit is None or report.judged < limit):
         for user in list(active):
-            assignment = annotate_services.next_assignment(
-                project, user, round_number=round_number
-            )
+            assignment = annotate_services.next_assignment(project, user, round_number=round_number)
             if assignment is None:
                 active.remove(user)
                 continue
