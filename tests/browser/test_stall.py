@@ -60,7 +60,7 @@ def test_the_lead_sees_why_a_round_is_stuck_and_releases_the_lease(page, live_se
     assert "0 / 3" in row.inner_text()
     assert "alice until" in row.locator(".stall-leases").inner_text()
     assert row.locator(".stall-skips").inner_text() == "bob (twice)"
-    assert "Train on what is judged" in text and "Lower the target" in text
+    assert "nothing to train on" in text and "Lower the target to 1 pair" in text
 
     page.click("#release-leases")
     page.wait_for_selector("#messages")
