@@ -285,6 +285,11 @@ class Assignment(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     leased_at = models.DateTimeField(default=timezone.now)
     lease_expires = models.DateTimeField()
+    # How often this annotator skipped the pair: after one skip it comes back once the rest of
+    # their queue is done; after ``MAX_SKIPS`` it is never offered to them again.
+    skips = models.PositiveSmallIntegerField(default=0)
+
+    MAX_SKIPS = 2
 
     class Meta:
         constraints = [
@@ -296,6 +301,10 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.comparison_id} -> {self.annotator_id} ({self.status})"
+
+    @property
+    def skipped_for_good(self) -> bool:
+        return self.skips >= self.MAX_SKIPS
 
     def is_live(self, now: Any = None) -> bool:
         now = now or timezone.now()

@@ -33,7 +33,8 @@ User = AbstractBaseUser | AnonymousUser
 # skipped only when another annotator filled its last slot meanwhile.
 _CANDIDATES_PER_REQUEST = 20
 _LOCK_RETRIES = 50
-# Assignments that keep a pair from being offered to the same annotator again.
+# Assignments whose pair the queue does not offer again: judged, or just skipped (a pair
+# skipped once comes back after the rest of the queue, see ``_try_lease``).
 _CLOSED = (Assignment.Status.DONE, Assignment.Status.SKIPPED)
 
 
@@ -204,13 +205,20 @@ def current_assignment(project: Project, user: Any) -> Assignment | None:
     )
 
 
-def next_assignment(project: Project, user: Any) -> Assignment | None:
+def next_assignment(
+    project: Project, user: Any, *, round_number: int | None = None
+) -> Assignment | None:
     """Lease the next comparison to ``user``, or None when nothing is left for them.
 
     A pair is offered while fewer than ``overlap`` annotators have judged it or
     hold a live lease on it. The latest training round's pairs come first (they
     gate the next model version), then pairs closest to completion, so that
-    finished pairs accumulate instead of many half-judged ones.
+    finished pairs accumulate instead of many half-judged ones. A pair the user
+    skipped once comes back after the rest of their queue; skipped twice, never.
+
+    Args:
+        round_number: offer only that round's comparisons (a lease the user already
+            holds on another round's pair is left to run out).
 
     Raises:
         NotAllowed: the user is paused in this project (``annotate.quality.gold``); the
@@ -221,12 +229,12 @@ def next_assignment(project: Project, user: Any) -> Assignment | None:
     if reason is not None:
         raise NotAllowed(f"You are paused in this project: {reason} Ask a lead to resume you.")
     existing = current_assignment(project, user)
-    if existing is not None:
+    if existing is not None and round_number in (None, existing.comparison.round):
         return existing
     skip_locked = connection.features.has_select_for_update_skip_locked
     for attempt in range(_LOCK_RETRIES):
         with transaction.atomic():
-            assignment, contended = _try_lease(project, user, skip_locked)
+            assignment, contended = _try_lease(project, user, skip_locked, round_number)
         if assignment is not None or not contended:
             return assignment
         # Every open pair was being leased by someone else this instant: those
@@ -236,18 +244,53 @@ def next_assignment(project: Project, user: Any) -> Assignment | None:
     return None
 
 
-def _try_lease(project: Project, user: Any, skip_locked: bool) -> tuple[Assignment | None, bool]:
-    """One pass over the open pairs; returns (lease, whether any pair was locked)."""
-    now = timezone.now()
-    mine_closed = Assignment.objects.filter(annotator=user, project=project, status__in=_CLOSED)
-    candidate_ids = list(
-        Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
-        .exclude(pk__in=mine_closed.values("comparison_id"))
-        .annotate(held=Coalesce(_held_slots(now), Value(0)))
+def _candidates(
+    project: Project, pairs: QuerySet[Comparison], now: datetime, round_number: int | None
+) -> list[int]:
+    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them."""
+    pairs = pairs.filter(project=project, judgment_count__lt=project.overlap)
+    if round_number is not None:
+        pairs = pairs.filter(round=round_number)
+    return list(
+        pairs.annotate(held=Coalesce(_held_slots(now), Value(0)))
         .filter(held__lt=project.overlap)
         .order_by(F("round").desc(nulls_last=True), "-held", "pk")
         .values_list("pk", flat=True)[:_CANDIDATES_PER_REQUEST]
     )
+
+
+def _try_lease(
+    project: Project, user: Any, skip_locked: bool, round_number: int | None = None
+) -> tuple[Assignment | None, bool]:
+    """One pass over the open pairs; returns (lease, whether any pair was locked).
+
+    Pairs the user has not been shown, or whose lease ran out unused, come first; the
+    pairs they skipped once only when none of those is left.
+    """
+    now = timezone.now()
+    mine = Assignment.objects.filter(annotator=user, project=project)
+    seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
+    unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
+    comparison, contended = _lock_first(
+        project, _candidates(project, unseen, now, round_number), now, skip_locked
+    )
+    if comparison is None and not contended:
+        skipped_once = mine.filter(skips__gt=0, skips__lt=Assignment.MAX_SKIPS).exclude(
+            status=Assignment.Status.DONE
+        )
+        returning = Comparison.objects.filter(pk__in=skipped_once.values("comparison_id"))
+        comparison, contended = _lock_first(
+            project, _candidates(project, returning, now, round_number), now, skip_locked
+        )
+    if comparison is None:
+        return None, contended
+    return _lease(project, comparison, user, now), False
+
+
+def _lock_first(
+    project: Project, candidate_ids: list[int], now: datetime, skip_locked: bool
+) -> tuple[Comparison | None, bool]:
+    """The first candidate with a free slot, row-locked; and whether any was locked by others."""
     contended = False
     for pk in candidate_ids:
         rows = Comparison.objects.filter(pk=pk)
@@ -262,7 +305,7 @@ def _try_lease(project: Project, user: Any, skip_locked: bool) -> tuple[Assignme
         # that another transaction committed since.
         if _held_count(comparison, now) >= project.overlap:
             continue
-        return _lease(project, comparison, user, now), False
+        return comparison, contended
     return None, contended
 
 
@@ -279,8 +322,9 @@ def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -
             lease_expires=expires,
         )
     else:
-        # An earlier lease of this user's expired unused: renew it and keep the
-        # order they were shown, so a position is never re-drawn.
+        # An earlier lease of this user's expired unused, or a pair they skipped once
+        # comes back: renew it and keep the order they were shown, so a position is
+        # never re-drawn.
         assignment.status = Assignment.Status.ACTIVE
         assignment.leased_at = now
         assignment.lease_expires = expires
@@ -292,12 +336,14 @@ def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -
 
 @transaction.atomic
 def skip(project: Project, user: Any, comparison_id: int) -> None:
+    """Put the leased pair back: it returns to this user after the rest of their queue, and
+    a second skip takes it out of their queue for good (others still get it)."""
     updated = Assignment.objects.filter(
         project=project,
         annotator=user,
         comparison_id=comparison_id,
         status=Assignment.Status.ACTIVE,
-    ).update(status=Assignment.Status.SKIPPED)
+    ).update(status=Assignment.Status.SKIPPED, skips=F("skips") + 1)
     if not updated:
         raise NotFound("That pair is not leased to you.")
 
@@ -496,7 +542,10 @@ class Progress:
 def progress(project: Project, user: Any) -> Progress:
     """Judgments done and still possible, for this annotator and for the project."""
     mine_done = Judgment.objects.filter(project=project, annotator=user).count()
-    closed = Assignment.objects.filter(annotator=user, project=project, status__in=_CLOSED)
+    # Pairs skipped once still count as remaining: they come back after the rest.
+    closed = Assignment.objects.filter(annotator=user, project=project).filter(
+        Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS)
+    )
     open_for_me = (
         Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
         .exclude(pk__in=closed.values("comparison_id"))

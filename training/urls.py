@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, views
+from . import api, stall_views, views
 
 urlpatterns = [
     path("projects/<int:project_id>/loop/", views.loop, name="loop"),
@@ -16,6 +16,21 @@ urlpatterns = [
         "projects/<int:project_id>/loop/rounds/<int:round_id>/retry/",
         views.round_retry,
         name="loop-retry",
+    ),
+    path(
+        "projects/<int:project_id>/loop/rounds/<int:round_id>/release-leases/",
+        stall_views.release_leases,
+        name="loop-release-leases",
+    ),
+    path(
+        "projects/<int:project_id>/loop/rounds/<int:round_id>/lower-target/",
+        stall_views.lower_target,
+        name="loop-lower-target",
+    ),
+    path(
+        "projects/<int:project_id>/loop/rounds/<int:round_id>/train-judged/",
+        stall_views.train_judged,
+        name="loop-train-judged",
     ),
     path(
         "projects/<int:project_id>/loop/versions/<int:version_id>/promote/",

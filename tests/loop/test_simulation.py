@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotate.errors import InvalidInput
-from annotate.models import Judgment
+from annotate.models import Assignment, Judgment
 from tests.factories import ComparisonFactory, CompletionFactory, ProjectFactory, PromptFactory
 from training import services
 from training.loop_settings import LoopSettings
@@ -40,6 +40,21 @@ def test_it_judges_through_the_queue_as_simulated_users() -> None:
     assert {j.source for j in judgments} == {Judgment.Source.SIMULATED}
     assert {j.choice for j in judgments} == {Judgment.Choice.A}
     assert all(j.annotator.username.startswith(f"sim-{project.slug}-") for j in judgments)
+
+
+@pytest.mark.django_db
+def test_it_judges_one_rounds_pairs_without_skipping_the_others() -> None:
+    project = ProjectFactory(overlap=1)
+    old = [ComparisonFactory(project=project, round=1) for _ in range(2)]
+    current = [ComparisonFactory(project=project, round=2) for _ in range(2)]
+    report = services.simulate_annotators(
+        project, "shorter", annotators=2, noise=0.0, round_number=1
+    )
+    assert report.judged == 2
+    assert {j.comparison_id for j in Judgment.objects.all()} == {c.pk for c in old}
+    # The other round's pairs were never handed out, let alone skipped.
+    assert not Assignment.objects.filter(comparison__in=current).exists()
+    assert not Assignment.objects.filter(skips__gt=0).exists()
 
 
 @pytest.mark.django_db

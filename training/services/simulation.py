@@ -285,7 +285,6 @@ def rule_scores(rule: Rule, messages: list[dict[str, Any]], texts: list[str]) ->
 @dataclass
 class SimulationReport:
     judged: int = 0
-    skipped: int = 0
     by_annotator: dict[str, int] = field(default_factory=dict)
 
 
@@ -331,8 +330,7 @@ def simulate_annotators(
     as people use.
 
     Args:
-        round_number: judge only this round's comparisons; pairs of other rounds that the
-            queue offers are skipped by the simulated annotator (and not offered to it again).
+        round_number: judge only this round's comparisons (the queue offers no others).
             None judges every open comparison.
         limit: stop after this many judgments.
     """
@@ -346,15 +344,11 @@ def simulate_annotators(
     active = simulated_users(project, annotators)
     while active and (limit is None or report.judged < limit):
         for user in list(active):
-            assignment = annotate_services.next_assignment(project, user)
+            assignment = annotate_services.next_assignment(project, user, round_number=round_number)
             if assignment is None:
                 active.remove(user)
                 continue
             comparison = assignment.comparison
-            if round_number is not None and comparison.round != round_number:
-                annotate_services.skip(project, user, comparison.pk)
-                report.skipped += 1
-                continue
             a, b = comparison.completion_a, comparison.completion_b
             verdict = decide(
                 comparison.prompt.messages,
