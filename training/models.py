@@ -90,11 +90,17 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project.slug}:v{self.number}"
+        return self.model_name
 
     @property
     def label(self) -> str:
+        """The version's name on every page, in the API and in exports: "base", "v1", ..."""
         return "base" if self.number == 0 else f"v{self.number}"
+
+    @property
+    def model_name(self) -> str:
+        """What the OpenAI-compatible server calls it: "<project-slug>:base", ":v1", ..."""
+        return f"{self.project.slug}:{self.label}"
 
     @property
     def is_serving(self) -> bool:
