@@ -51,7 +51,8 @@ class ProjectLoop(models.Model):
 
 
 class ModelVersion(models.Model):
-    """One policy of a project: v0 is the base model, v(n+1) is trained by DPO from v(n)."""
+    """One policy of a project: v0 ("base") is the base model; round n trains v(n) by DPO from the
+    version serving when the round started (its ``parent``)."""
 
     class State(models.TextChoices):
         CANDIDATE = "candidate", "Trained, not promoted"
@@ -112,7 +113,8 @@ class ModelVersion(models.Model):
 
 
 class Round(models.Model):
-    """Round n: v(n) generates, people judge, v(n+1) is trained, gated and maybe promoted."""
+    """Round n: the version serving when it starts (``policy``, v(n-1) when every earlier version
+    was promoted) samples, people judge, v(n) is trained, gated and maybe promoted."""
 
     class State(models.TextChoices):
         GENERATING = "generating", "Generating"
@@ -128,7 +130,7 @@ class Round(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
-    # The version that generates this round's completions, v(n).
+    # The version that generates this round's completions: the one serving when it started.
     policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rounds")
     state = models.CharField(max_length=10, choices=State.choices, default=State.GENERATING)
     # The project's loop settings when the round started; later edits apply to the next round.
