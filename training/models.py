@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from annotate.datasets.versions import version_label
 from annotate.models import Project
 
 
@@ -96,7 +97,7 @@ class ModelVersion(models.Model):
     @property
     def label(self) -> str:
         """The version's name on every page, in the API and in exports: "base", "v1", ..."""
-        return "base" if self.number == 0 else f"v{self.number}"
+        return version_label(self.number)
 
     @property
     def model_name(self) -> str:

@@ -168,6 +168,8 @@ def test_the_api_filters_by_version_and_refuses_unknown_ones(team, versioned):
 
 def test_the_export_page_filters_by_version(team, versioned, client):
     client.force_login(team.lead)
+    page = client.get(f"/projects/{team.project.pk}/datasets/").content.decode()
+    assert 'name="versions"' in page
     url = f"/projects/{team.project.pk}/datasets/export/"
     form = {"format": "trl", "bundle": "file", "aggregation": "majority", "weight": "uniform"}
     response = client.post(url, {**form, "versions": "base"})
