@@ -73,10 +73,12 @@ class GateSerializer(serializers.Serializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
-    label = serializers.CharField(
+    # DRF's metaclass takes declared fields off the class, so "label" and "parent" do not
+    # replace Field.label and Field.parent at run time; the ignores tell mypy so.
+    label = serializers.CharField(  # type: ignore[assignment]
         read_only=True, help_text='"base", "v1", ...: the name used on every page and export'
     )
-    parent = serializers.CharField(
+    parent = serializers.CharField(  # type: ignore[assignment]
         source="parent.label",
         read_only=True,
         allow_null=True,

@@ -212,7 +212,9 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
             "`chosen_model_version` and `rejected_model_version` columns name each completion's.",
             "",
         ]
-        lines += [f"- {names.get(v, f'version id {v}')}: {n} completions" for v, n in versions]
+        for version_id, n in versions:
+            name = names.get(version_id, f"version id {version_id}") if version_id else "?"
+            lines.append(f"- {name}: {n} completions")
     else:
         lines.append("All completions were imported; none came from a model version here.")
     lines += [
