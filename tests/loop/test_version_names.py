@@ -62,3 +62,23 @@ def test_the_server_lists_and_resolves_the_same_names(team, versions):
     assert str(versions["v2"]) == versions["v2"].model_name == f"{slug}:v2"
     with pytest.raises(ApiError, match="no such version"):
         registry.resolve(f"{slug}:v3")
+
+
+def test_the_schema_documents_version_names_and_pair_counts(team):
+    schema = api_for(team.lead).get("/api/schema/", {"format": "json"}).json()
+    components = schema["components"]["schemas"]
+    version = components["Version"]["properties"]
+    assert {"label", "parent", "parent_id", "model"} <= set(version)
+    assert version["parent"]["type"] == "string"
+    round_ = components["Round"]["properties"]
+    assert {"policy_label", "new_version_label", "pairs"} <= set(round_)
+    assert set(components["PairCounts"]["properties"]) == {
+        "trained",
+        "replayed",
+        "judged",
+        "unjudged",
+        "not_trained",
+        "export",
+    }
+    export = schema["paths"]["/api/projects/{project_id}/export/"]["get"]["parameters"]
+    assert "versions" in {p["name"] for p in export}
