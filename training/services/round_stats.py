@@ -8,19 +8,21 @@ other judged comparisons give none.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from annotate.datasets.labels import PairOptions, Tally, preference_pairs, selected_comparisons
-from annotate.models import Comparison, Completion, Judgment
+from django.core.cache import cache
+from django.db.models import Count, Max
+
+from annotate.datasets.labels import Tally, preference_pairs
+from annotate.models import Comparison, Completion, Judgment, Project
 
 from ..loop_settings import LoopSettings
+from ..models import Round
 from .training_data import replay_count, train_options
-
-if TYPE_CHECKING:
-    from ..models import Round
 
 
 def sample_stats(loop_round: Round) -> dict[str, Any]:
@@ -77,6 +79,9 @@ def judgment_stats(loop_round: Round) -> dict[str, Any]:
         "pairs_with_several_votes": len(shares),
     }
 
+
+# Counts are kept while the project's votes, comparisons and rounds stay the same.
+_CACHE_SECONDS = 3600
 
 # Why a judged comparison of a round gave no training pair: (one, several, why), in page order.
 NOT_TRAINED = {
@@ -166,47 +171,103 @@ def _why_not(kind: str, tally: Tally) -> str:
     return "tie"
 
 
+def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]:
+    """``pair_counts`` of the given rounds of the project, in two passes over its data.
+
+    Which comparisons give pairs does not depend on a round's settings (they set weights, label
+    smoothing and replay), so one ``preference_pairs`` call with the options training uses
+    (``train_options``) finds the trained comparisons of every round at once.
+    """
+    defaults = LoopSettings()
+    numbers = [r.number for r in rounds]
+    # every round up to the last, for replay: imported pairs may carry round numbers of their own
+    options = train_options(defaults, sorted(set(range(1, max(numbers, default=0) + 1))))
+    trained: dict[int, set[int]] = {n: set() for n in options.rounds}
+    for row in preference_pairs(project, options, tie_votes=defaults.ties):
+        trained[row["round"]].add(row["comparison_id"])
+    votes = (
+        Judgment.objects.filter(comparison__project=project, comparison__round__in=numbers)
+        .order_by()
+        .values_list("comparison_id", "comparison__round", "comparison__kind", "choice")
+        .annotate(n=Count("pk"))
+    )
+    tallies: dict[int, tuple[int, str, Counter[str]]] = {}
+    for comparison_id, number, kind, choice, n in votes:
+        tallies.setdefault(comparison_id, (number, kind, Counter()))[2][choice] += n
+    judged: Counter[int] = Counter()
+    not_trained: dict[int, Counter[str]] = {n: Counter() for n in numbers}
+    for comparison_id, (number, kind, choices) in tallies.items():
+        judged[number] += 1
+        if comparison_id not in trained[number]:
+            tally = Tally(
+                a=choices["a"], b=choices["b"], tie=choices["tie"], both_bad=choices["both_bad"]
+            )
+            not_trained[number][_why_not(kind, tally)] += 1
+    unjudged = Counter(
+        Comparison.objects.filter(
+            project=project, round__in=numbers, kind=Comparison.Kind.TRAIN, judgment_count=0
+        ).values_list("round", flat=True)
+    )
+    counts: dict[int, PairCounts] = {}
+    for loop_round in rounds:
+        number = loop_round.number
+        settings = LoopSettings.from_dict(loop_round.settings)
+        earlier = sum(len(trained[n]) for n in range(1, number))
+        counts[number] = PairCounts(
+            round=number,
+            trained=len(trained[number]),
+            replayed=replay_count(settings, earlier) if number > 1 else 0,
+            judged=judged[number],
+            unjudged=unjudged[number],
+            not_trained={k: not_trained[number][k] for k in NOT_TRAINED if not_trained[number][k]},
+            export={
+                "rounds": [number],
+                "kinds": list(options.kinds),
+                "weight": train_options(settings, [number]).weight,
+            },
+        )
+    return counts
+
+
+def _state_key(project: Project) -> str:
+    """Changes whenever a count could: new or undone votes, comparisons, round settings."""
+    judgments = Judgment.objects.filter(project=project).aggregate(n=Count("pk"), top=Max("pk"))
+    comparisons = Comparison.objects.filter(project=project).aggregate(n=Count("pk"), top=Max("pk"))
+    rounds = list(
+        Round.objects.filter(project=project)
+        .order_by("number")
+        .values_list("pk", "number", "settings")
+    )
+    state = (
+        project.pk,
+        project.created_at.isoformat(),
+        (judgments["n"], judgments["top"]),
+        (comparisons["n"], comparisons["top"]),
+        rounds,
+    )
+    return "round-pairs:" + hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def project_pair_counts(project: Project) -> dict[int, PairCounts]:
+    """``pair_counts`` of every round of the project by number, computed again only when the
+    project's votes, comparisons or rounds have changed (the loop page asks for each row)."""
+    key = _state_key(project)
+    counts: dict[int, PairCounts] | None = cache.get(key)
+    if counts is None:
+        rounds = list(Round.objects.filter(project=project))
+        counts = _count_pairs(project, rounds)
+        cache.set(key, counts, _CACHE_SECONDS)
+    return counts
+
+
 def pair_counts(loop_round: Round) -> PairCounts:
     """The round's pairs counted with the options and rule its training uses (``round_pairs``).
 
     ``trained`` comes from ``preference_pairs`` with ``train_options``, the same call that
-    training makes, so it equals the rows of an export with ``rounds=<n>`` and ``kinds=train``.
+    training makes, so it equals the rows of an export with ``rounds=<n>`` and ``kinds=train``;
+    ``replayed`` is what ``replay_share`` adds from the earlier rounds' pairs.
     """
-    settings = LoopSettings.from_dict(loop_round.settings)
-    project, number = loop_round.project, loop_round.number
-    options = train_options(settings, [number])
-    trained = {
-        row["comparison_id"] for row in preference_pairs(project, options, tie_votes=settings.ties)
-    }
-    earlier = 0
-    if number > 1 and settings.replay_share > 0:
-        earlier_options = train_options(settings, list(range(1, number)))
-        earlier = sum(
-            1 for _ in preference_pairs(project, earlier_options, tie_votes=settings.ties)
-        )
-    every_kind = PairOptions(rounds=[number], kinds=list(Comparison.Kind.values))
-    not_trained: Counter[str] = Counter()
-    judged = 0
-    for comparison in selected_comparisons(project, every_kind).iterator(chunk_size=2000):
-        judged += 1
-        if comparison.pk in trained:
-            continue
-        tally = Tally(
-            a=comparison.votes_a,  # type: ignore[attr-defined]
-            b=comparison.votes_b,  # type: ignore[attr-defined]
-            tie=comparison.votes_tie,  # type: ignore[attr-defined]
-            both_bad=comparison.votes_both_bad,  # type: ignore[attr-defined]
-        )
-        not_trained[_why_not(comparison.kind, tally)] += 1
-    unjudged = Comparison.objects.filter(
-        project=project, round=number, kind=Comparison.Kind.TRAIN, judgment_count=0
-    ).count()
-    return PairCounts(
-        round=number,
-        trained=len(trained),
-        replayed=replay_count(settings, earlier),
-        judged=judged,
-        unjudged=unjudged,
-        not_trained={k: not_trained[k] for k in NOT_TRAINED if not_trained[k]},
-        export={"rounds": [number], "kinds": list(options.kinds), "weight": options.weight},
-    )
+    counts = project_pair_counts(loop_round.project).get(loop_round.number)
+    if counts is None:  # a round the cached state did not have yet
+        counts = _count_pairs(loop_round.project, [loop_round])[loop_round.number]
+    return counts
