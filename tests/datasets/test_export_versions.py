@@ -164,6 +164,8 @@ def test_the_api_filters_by_version_and_refuses_unknown_ones(team, versioned):
     assert "no version v9" in bad.json()["detail"]
     zipped = client.get(url, {"format": "parquet", "bundle": "zip", "versions": "v9"})
     assert zipped.status_code == 400
+    card = client.get(url, {"format": "card", "versions": "v9"})
+    assert card.status_code == 400
 
 
 def test_the_export_page_filters_by_version(team, versioned, client):

@@ -140,3 +140,13 @@ def test_the_rounds_api_reports_pair_counts_and_version_names(team, rounds):
     assert (second["policy"], second["policy_label"]) == (1, "v1")
     assert (first["new_version"], first["new_version_label"]) == (1, "v1")
     assert (second["new_version"], second["new_version_label"]) == (None, None)
+
+
+def test_the_counts_follow_new_votes(team, rounds):
+    first = rounds["first"]
+    assert pair_counts(first).trained == 2
+    unjudged = Comparison.objects.get(round=1, kind=Comparison.Kind.TRAIN, judgment_count=0)
+    vote(unjudged, "b", UserFactory())
+    counts = pair_counts(first)
+    assert (counts.trained, counts.unjudged, counts.judged) == (3, 0, 9)
+    assert pair_counts(rounds["second"]).replayed == 2  # half of round 1's three, rounded
