@@ -178,10 +178,12 @@ def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]
     smoothing and replay), so one ``preference_pairs`` call with the options training uses
     (``train_options``) finds the trained comparisons of every round at once.
     """
+    if not rounds:
+        return {}
     defaults = LoopSettings()
     numbers = [r.number for r in rounds]
     # every round up to the last, for replay: imported pairs may carry round numbers of their own
-    options = train_options(defaults, sorted(set(range(1, max(numbers, default=0) + 1))))
+    options = train_options(defaults, list(range(1, max(numbers) + 1)))
     trained: dict[int, set[int]] = {n: set() for n in options.rounds}
     for row in preference_pairs(project, options, tie_votes=defaults.ties):
         trained[row["round"]].add(row["comparison_id"])
