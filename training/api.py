@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -16,6 +16,7 @@ from annotate import services as annotate_services
 from . import services
 from .models import ModelVersion, Round
 from .services.leaderboard import leaderboard as rate_versions
+from .services.round_stats import NOT_TRAINED, pair_counts
 
 
 def _interval() -> serializers.ListField:
@@ -72,11 +73,43 @@ class GateSerializer(serializers.Serializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
+    # DRF's metaclass takes declared fields off the class, so "label" and "parent" do not
+    # replace Field.label and Field.parent at run time; the ignores tell mypy so.
+    label = serializers.CharField(  # type: ignore[assignment]
+        read_only=True, help_text='"base", "v1", ...: the name used on every page and export'
+    )
+    parent = serializers.CharField(  # type: ignore[assignment]
+        source="parent.label",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text='the version it was trained from, by name ("base", "v1", ...); null for base',
+    )
+    parent_id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="the parent's id (null for base)"
+    )
+    model = serializers.CharField(
+        source="model_name",
+        read_only=True,
+        help_text='what the OpenAI-compatible server calls it: "<project-slug>:v1"',
+    )
     gate = GateSerializer(read_only=True)
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "number", "state", "spec", "parent", "metrics", "gate", "created_at"]
+        fields = [
+            "id",
+            "number",
+            "label",
+            "model",
+            "state",
+            "spec",
+            "parent",
+            "parent_id",
+            "metrics",
+            "gate",
+            "created_at",
+        ]
 
 
 class RoundStatsSerializer(serializers.Serializer):
@@ -106,10 +139,36 @@ class RoundStatsSerializer(serializers.Serializer):
     pairs_with_several_votes = serializers.IntegerField(required=False)
 
 
+class PairCountsSerializer(serializers.Serializer):
+    """What a round trains on, counted live with the label rule training uses."""
+
+    trained = serializers.IntegerField(
+        help_text="the round's own train pairs: the rows of the export named by `export`"
+    )
+    replayed = serializers.IntegerField(help_text="earlier rounds' pairs trained with them")
+    judged = serializers.IntegerField(
+        help_text="comparisons of the round with a vote, every kind: trained + not_trained"
+    )
+    unjudged = serializers.IntegerField(help_text="train comparisons without a vote yet")
+    not_trained = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="judged comparisons that give no pair, by reason: "
+        + ", ".join(f"{key} ({why})" for key, (_, _, why) in NOT_TRAINED.items()),
+    )
+    export = serializers.DictField(
+        help_text="export options whose rows are exactly the trained pairs: rounds, kinds, weight"
+    )
+
+
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.IntegerField(source="policy.number")
+    policy_label = serializers.CharField(
+        source="policy.label", read_only=True, help_text="the version that sampled the round"
+    )
     stats = RoundStatsSerializer(read_only=True)
     new_version = serializers.SerializerMethodField()
+    new_version_label = serializers.SerializerMethodField()
+    pairs = serializers.SerializerMethodField()
     training = serializers.SerializerMethodField()
 
     class Meta:
@@ -119,10 +178,13 @@ class RoundSerializer(serializers.ModelSerializer):
             "number",
             "state",
             "policy",
+            "policy_label",
             "new_version",
+            "new_version_label",
             "progress_done",
             "progress_total",
             "training",
+            "pairs",
             "stats",
             "error",
             "created_at",
@@ -132,6 +194,17 @@ class RoundSerializer(serializers.ModelSerializer):
     def get_new_version(self, loop_round: Round) -> int | None:
         version = ModelVersion.objects.filter(trained_in=loop_round).first()
         return version.number if version else None
+
+    @extend_schema_field(
+        serializers.CharField(allow_null=True, help_text='the version it trained: "v1", ...')
+    )
+    def get_new_version_label(self, loop_round: Round) -> str | None:
+        version = ModelVersion.objects.filter(trained_in=loop_round).first()
+        return version.label if version else None
+
+    @extend_schema_field(PairCountsSerializer)
+    def get_pairs(self, loop_round: Round) -> dict[str, Any]:
+        return pair_counts(loop_round).to_dict()
 
     def get_training(self, loop_round: Round) -> dict[str, Any] | None:
         run = loop_round.latest_run()

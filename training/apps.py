@@ -12,11 +12,12 @@ class TrainingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from annotate.datasets.versions import register_version_lookup
         from annotate.extensions import ProjectField, judgment_recorded, register_project_field
         from annotate.models import Judgment
 
         from .loop_settings import clean_base_model, clean_loop_settings, json_schema
-        from .models import ProjectLoop
+        from .models import ModelVersion, ProjectLoop
         from .services import on_judgment_recorded
 
         def write_base_model(project: Any, value: str) -> None:
@@ -46,6 +47,11 @@ class TrainingConfig(AppConfig):
                 write=write_settings,
                 schema=json_schema(),
                 help_text="Round settings of the online-DPO loop; keys left out take defaults.",
+            )
+        )
+        register_version_lookup(
+            lambda project_id: dict(
+                ModelVersion.objects.filter(project_id=project_id).values_list("pk", "number")
             )
         )
         judgment_recorded.connect(

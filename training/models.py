@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from annotate.datasets.versions import version_label
 from annotate.models import Project
 
 
@@ -51,7 +52,8 @@ class ProjectLoop(models.Model):
 
 
 class ModelVersion(models.Model):
-    """One policy of a project: v0 is the base model, v(n+1) is trained by DPO from v(n)."""
+    """One policy of a project: v0 ("base") is the base model; round n trains v(n) by DPO from the
+    version serving when the round started (its ``parent``)."""
 
     class State(models.TextChoices):
         CANDIDATE = "candidate", "Trained, not promoted"
@@ -90,11 +92,17 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project.slug}:v{self.number}"
+        return self.model_name
 
     @property
     def label(self) -> str:
-        return "base" if self.number == 0 else f"v{self.number}"
+        """The version's name on every page, in the API and in exports: "base", "v1", ..."""
+        return version_label(self.number)
+
+    @property
+    def model_name(self) -> str:
+        """What the OpenAI-compatible server calls it: "<project-slug>:base", ":v1", ..."""
+        return f"{self.project.slug}:{self.label}"
 
     @property
     def is_serving(self) -> bool:
@@ -106,7 +114,8 @@ class ModelVersion(models.Model):
 
 
 class Round(models.Model):
-    """Round n: v(n) generates, people judge, v(n+1) is trained, gated and maybe promoted."""
+    """Round n: the version serving when it starts (``policy``, v(n-1) when every earlier version
+    was promoted) samples, people judge, v(n) is trained, gated and maybe promoted."""
 
     class State(models.TextChoices):
         GENERATING = "generating", "Generating"
@@ -122,7 +131,7 @@ class Round(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
-    # The version that generates this round's completions, v(n).
+    # The version that generates this round's completions: the one serving when it started.
     policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rounds")
     state = models.CharField(max_length=10, choices=State.choices, default=State.GENERATING)
     # The project's loop settings when the round started; later edits apply to the next round.

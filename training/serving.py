@@ -1,8 +1,10 @@
 """An OpenAI-compatible chat completions server for each project's versions.
 
 ``POST /v1/chat/completions`` with ``model`` set to ``"<project-slug>"`` answers with the
-project's serving version, ``"<project-slug>:v3"`` with version 3 (``:base`` or ``:v0`` with the
-base). ``GET /v1/models`` lists what can be asked for. Run it with ``manage.py serve_model``.
+project's serving version, ``"<project-slug>:v3"`` with version 3 (``:base`` with the base;
+``:v0`` is accepted as another name of it). Versions are named as on the loop page and in the
+API and exports: answers and ``GET /v1/models`` (what can be asked for) say ``:base``, ``:v1``,
+... Run it with ``manage.py serve_model``.
 
 Each request looks up the version it needs when it starts and holds on to that loaded model until
 it has answered, so promoting a version switches new requests over without cutting off any in
@@ -168,7 +170,7 @@ class ChatService:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ApiError(HTTPStatus.BAD_REQUEST, "seed must be an integer", "seed")
         version = self.registry.resolve(name)
-        version_name = f"{version.project.slug}:v{version.number}"
+        version_name = version.model_name
         close_old_connections()
         loaded = self.registry.get(version)
         with loaded.lock:
@@ -213,7 +215,7 @@ class ChatService:
     def models(self) -> dict[str, Any]:
         data = []
         for version in ModelVersion.objects.select_related("project").order_by("project", "number"):
-            ids = [f"{version.project.slug}:v{version.number}"]
+            ids = [version.model_name]
             if version.is_serving:
                 ids.insert(0, version.project.slug)
             created = int(version.created_at.timestamp())

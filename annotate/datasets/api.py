@@ -129,6 +129,12 @@ _EXPORT_PARAMETERS = [
         description="comma-separated: train, eval, gold; empty: train and gold (eval only "
         "when named)",
     ),
+    OpenApiParameter(
+        "versions",
+        str,
+        description='comma-separated version names ("base", "v1", ...; "v0" is the base): '
+        "pairs with a completion sampled by one of them; empty: all",
+    ),
     OpenApiParameter("include_ties", bool),
     OpenApiParameter("include_both_bad", bool),
     OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS)),

@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotate.models import Comparison, Completion, Judgment, Project
 
 from .labels import PairOptions
+from .versions import version_labels
 
 _CONVERSATIONAL = (
     "`prompt`, `chosen`, `rejected` as lists of chat messages (TRL's conversational format)"
@@ -64,6 +65,24 @@ def _yaml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _round_samplers(project: Project, names: dict[int, str]) -> dict[int | None, str]:
+    """Per round, " (sampled by v1)": the versions whose completions its train pairs compare."""
+    pairs = (
+        Comparison.objects.filter(project=project, kind=Comparison.Kind.TRAIN)
+        .order_by()
+        .values_list("round", "completion_a__model_version_id", "completion_b__model_version_id")
+        .distinct()
+    )
+    by_round: dict[int | None, set[str]] = {}
+    for number, a, b in pairs:
+        by_round.setdefault(number, set()).update(names[v] for v in (a, b) if v in names)
+    return {
+        number: f" (sampled by {', '.join(sorted(labels))})"
+        for number, labels in by_round.items()
+        if labels
+    }
+
+
 def dataset_card(project: Project, fmt: str, options: PairOptions, stats: ExportStats) -> str:
     """Markdown describing an export: the project, what annotators saw, counts and options.
 
@@ -84,6 +103,7 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         .annotate(n=Count("pk"))
         .values_list("round", "n")
     )
+    names = version_labels(project)
     versions = list(
         Completion.objects.filter(prompt__project=project, model_version_id__isnull=False)
         .order_by("model_version_id")
@@ -91,6 +111,7 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         .annotate(n=Count("pk"))
         .values_list("model_version_id", "n")
     )
+    samplers = _round_samplers(project, names)
     decisive = comparisons.filter(judgment_count__gt=0).aggregate(
         n=Count("pk"), multi=Count("pk", filter=Q(judgment_count__gt=1))
     )
@@ -144,7 +165,7 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         "",
     ]
     opts = options.as_dict()
-    for key in ("rounds", "splits"):
+    for key in ("rounds", "splits", "versions"):
         value = opts[key]
         lines.append(f"- `{key}`: {', '.join(str(v) for v in value) if value else 'all'}")
     kinds = opts["kinds"]
@@ -176,12 +197,24 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
     ]
     lines += ["", "## Rounds", ""]
     if rounds:
-        lines += [f"- {'no round' if r is None else f'round {r}'}: {n} pairs" for r, n in rounds]
+        lines += [
+            f"- {'no round' if r is None else f'round {r}'}: {n} pairs{samplers.get(r, '')}"
+            for r, n in rounds
+        ]
     else:
         lines.append("No pairs yet.")
     lines += ["", "## Model versions", ""]
     if versions:
-        lines += [f"- model version {v}: {n} completions" for v, n in versions]
+        lines += [
+            "Versions are named as in prefloop: `base` is the project's base model, `v<n>` the "
+            "version trained from round n's judgments. Round n is sampled by the version serving "
+            "when it starts (v(n-1) when every earlier version was promoted); the "
+            "`chosen_model_version` and `rejected_model_version` columns name each completion's.",
+            "",
+        ]
+        for version_id, n in versions:
+            name = names.get(version_id, f"version id {version_id}") if version_id else "?"
+            lines.append(f"- {name}: {n} completions")
     else:
         lines.append("All completions were imported; none came from a model version here.")
     lines += [

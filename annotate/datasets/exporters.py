@@ -3,7 +3,8 @@
 Every exporter reads the database through ``iterator()`` in chunks and writes as it goes:
 JSONL and CSV are generators of byte chunks (an HTTP response sends the first chunk at
 once), Parquet and Arrow are written in row-group batches. Annotators appear only as a
-salted hash per project.
+salted hash per project. Model versions are named as everywhere else ("base", "v1", ...), with
+the database id beside the name in the pair formats.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from annotate.models import Assignment, Project, choice_as_shown
 from .card import ExportStats, dataset_card
 from .formats import hh_transcript
 from .labels import PairOptions, preference_pairs, selected_comparisons, selected_judgments
+from .versions import version_ids, version_labels
 
 EXPORT_FORMATS = ("trl", "trl-plain", "parquet", "csv", "judgments")
 # "file": the data file alone; "zip": the data file and README.md (the card);
@@ -62,8 +64,13 @@ _PAIR_META = [
     ("votes_total", pa.int64()),
     ("agreement", pa.float64()),
     ("weight", pa.float64()),
-    ("chosen_model_version", pa.int64()),
-    ("rejected_model_version", pa.int64()),
+    # The versions that sampled the two completions, "base", "v1", ... (null: imported), and
+    # their ModelVersion ids.
+    ("chosen_model_version", pa.string()),
+    ("rejected_model_version", pa.string()),
+    ("chosen_model_version_id", pa.int64()),
+    ("rejected_model_version_id", pa.int64()),
+    # Sampling parameters: a JSON object in JSONL, a JSON string in CSV, Parquet and Arrow.
     ("chosen_generation_params", pa.string()),
     ("rejected_generation_params", pa.string()),
     # False: the model was cut off by its token budget (train it as a prefix, with no
@@ -103,6 +110,8 @@ SCHEMAS = {
             ("shown_choice", pa.string()),
             ("a_finished", pa.bool_()),
             ("b_finished", pa.bool_()),
+            ("a_model_version", pa.string()),
+            ("b_model_version", pa.string()),
             ("duration_ms", pa.int64()),
             ("shown_at", pa.string()),
             ("created_at", pa.string()),
@@ -112,6 +121,8 @@ SCHEMAS = {
 SCHEMAS["parquet"] = SCHEMAS["trl"]
 # Added to the pair formats when the options ask for soft labels (``label_smoothing``).
 _LABEL_SMOOTHING = pa.field("label_smoothing", pa.float64())
+# Object-valued columns: kept as objects in JSONL, written as JSON text where a column is a string.
+_JSON_COLUMNS = ("chosen_generation_params", "rejected_generation_params")
 
 
 def export_schema(fmt: str, options: PairOptions) -> pa.Schema:
@@ -127,6 +138,11 @@ def check_format(fmt: str, bundle: str = "file") -> None:
         raise InvalidInput(f'"format" must be one of {", ".join(EXPORT_FORMATS)}')
     if bundle not in BUNDLES:
         raise InvalidInput(f'"bundle" must be one of {", ".join(BUNDLES)}')
+
+
+def check_options(project: Project, options: PairOptions) -> None:
+    """Raise InvalidInput before anything is written if the options name an unknown version."""
+    version_ids(project, options.versions)
 
 
 def pseudonym(project: Project, key: str) -> str:
@@ -145,42 +161,56 @@ def plain_prompt(messages: list[dict[str, str]]) -> str:
 # --- Rows -----------------------------------------------------------------------------
 
 
-def _meta(pair: dict[str, Any], options: PairOptions) -> dict[str, Any]:
-    row = {name: pair[name] for name, _ in _PAIR_META}
+def _version_name(names: dict[int, str], version_id: int | None) -> str | None:
+    """A completion's version name; None for imported completions and unknown ids."""
+    return names.get(version_id) if version_id is not None else None
+
+
+def _meta(pair: dict[str, Any], options: PairOptions, names: dict[int, str]) -> dict[str, Any]:
+    row = {name: pair.get(name) for name, _ in _PAIR_META}
     for side in ("chosen", "rejected"):
-        key = f"{side}_generation_params"
-        row[key] = json.dumps(pair[key], ensure_ascii=False, sort_keys=True)
+        row[f"{side}_model_version"] = _version_name(names, pair[f"{side}_model_version_id"])
     if options.label_smoothing:
         row["label_smoothing"] = pair["label_smoothing"]
     return row
 
 
-def _pair_row(fmt: str, pair: dict[str, Any], options: PairOptions) -> dict[str, Any]:
+def _pair_row(
+    fmt: str, pair: dict[str, Any], options: PairOptions, names: dict[int, str]
+) -> dict[str, Any]:
     if fmt in ("trl", "parquet"):
         return {
             "prompt": pair["prompt"],
             "chosen": [{"role": "assistant", "content": pair["chosen"]}],
             "rejected": [{"role": "assistant", "content": pair["rejected"]}],
-            **_meta(pair, options),
+            **_meta(pair, options, names),
         }
     if fmt == "trl-plain":
         return {
             "prompt": plain_prompt(pair["prompt"]),
             "chosen": pair["chosen"],
             "rejected": pair["rejected"],
-            **_meta(pair, options),
+            **_meta(pair, options, names),
         }
     return {
         "prompt": plain_prompt(pair["prompt"]),
         "messages": json.dumps(pair["prompt"], ensure_ascii=False),
         "chosen": pair["chosen"],
         "rejected": pair["rejected"],
-        **_meta(pair, options),
+        **_meta(pair, options, names),
     }
 
 
+def _as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its object-valued columns as JSON text, for string columns."""
+    for key in _JSON_COLUMNS:
+        if key in row and row[key] is not None and not isinstance(row[key], str):
+            row[key] = json.dumps(row[key], ensure_ascii=False, sort_keys=True)
+    return row
+
+
 def judgment_rows(
-    project: Project, options: PairOptions, stats: ExportStats
+    project: Project, options: PairOptions, stats: ExportStats, versions: dict[int, str]
 ) -> Iterator[dict[str, Any]]:
     qs = selected_judgments(project, options)
     shown_at = Assignment.objects.filter(
@@ -204,6 +234,8 @@ def judgment_rows(
             "left_is_a",
             "comparison__completion_a__finished",
             "comparison__completion_b__finished",
+            "comparison__completion_a__model_version_id",
+            "comparison__completion_b__model_version_id",
             "duration_ms",
             "shown_at",
             "created_at",
@@ -236,6 +268,12 @@ def judgment_rows(
             "shown_choice": choice_as_shown(j["choice"], j["left_is_a"]),
             "a_finished": j["comparison__completion_a__finished"],
             "b_finished": j["comparison__completion_b__finished"],
+            "a_model_version": _version_name(
+                versions, j["comparison__completion_a__model_version_id"]
+            ),
+            "b_model_version": _version_name(
+                versions, j["comparison__completion_b__model_version_id"]
+            ),
             "duration_ms": j["duration_ms"],
             "shown_at": shown_at_value.isoformat() if shown_at_value else None,
             "created_at": j["created_at"].isoformat(),
@@ -248,16 +286,18 @@ def export_rows(
     """The rows of an export in format ``fmt``, as plain dicts."""
     check_format(fmt)
     stats = stats if stats is not None else ExportStats()
+    versions = version_labels(project)
     if fmt == "judgments":
-        yield from judgment_rows(project, options, stats)
+        yield from judgment_rows(project, options, stats, versions)
         return
     for pair in preference_pairs(project, options):
         stats.add_pair(pair)
-        yield _pair_row(fmt, pair, options)
+        yield _pair_row(fmt, pair, options, versions)
 
 
 def export_card(project: Project, fmt: str, options: PairOptions) -> str:
     """The card of an export that is not written: the selection runs once to count."""
+    check_options(project, options)
     stats = ExportStats()
     for _ in export_rows(project, fmt, options, stats):
         pass
@@ -302,7 +342,7 @@ def stream_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[b
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row)
+        writer.writerow(_as_text(row))
         if out.tell() >= CHUNK_BYTES:
             yield out.getvalue().encode("utf-8")
             out.seek(0)
@@ -314,7 +354,7 @@ def stream_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[b
 def _arrow_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.Table]:
     batch: list[dict[str, Any]] = []
     for row in rows:
-        batch.append(row)
+        batch.append(_as_text(row))
         if len(batch) >= ARROW_BATCH:
             yield pa.Table.from_pylist(batch, schema=schema)
             batch = []
@@ -350,6 +390,7 @@ def stream_export(
     """The bytes of a JSONL or CSV export, produced as the rows are read."""
     if fmt not in STREAMED:
         raise InvalidInput(f"{fmt} exports are written to a file, not streamed.")
+    check_options(project, options)
     rows = _counted(export_rows(project, fmt, options, stats), on_progress)
     if fmt == "csv":
         return stream_csv(rows, export_schema("csv", options).names)
@@ -438,6 +479,7 @@ def write_export(
 ) -> ExportStats:
     """Write an export to ``target``: a file, a zip, or (bundle "hf") a directory."""
     check_format(fmt, bundle)
+    check_options(project, options)
     if bundle == "hf":
         return write_hf_directory(project, fmt, options, target, on_progress)
     stats = ExportStats()

@@ -72,6 +72,11 @@ class DatasetExportForm(forms.Form):
         help_text="None ticked: train and gold pairs. Eval pairs measure the model and are "
         "never trained on, so they are exported only when ticked.",
     )
+    versions = forms.CharField(
+        required=False,
+        help_text="Comma-separated, e.g. base, v1: pairs with a completion sampled by one of "
+        "them. Empty for all.",
+    )
     include_ties = forms.BooleanField(required=False)
     include_both_bad = forms.BooleanField(required=False)
     aggregation = forms.ChoiceField(choices=[(a, a) for a in AGGREGATIONS], initial="majority")

@@ -15,7 +15,7 @@ from annotate.errors import NotFound, ServiceError
 from annotate.models import DatasetJob, Project
 
 from . import tasks
-from .exporters import check_format, export_filename
+from .exporters import check_format, check_options, export_filename
 from .formats import IMPORT_FORMATS, ImportOptions
 from .imports import check_size
 from .labels import PairOptions
@@ -71,6 +71,7 @@ def start_export_job(
     project: Project, user: Any, fmt: str, options: PairOptions, bundle: str = "file"
 ) -> DatasetJob:
     check_format(fmt, bundle)
+    check_options(project, options)
     job = DatasetJob.objects.create(
         project=project,
         kind=DatasetJob.Kind.EXPORT,

@@ -4,7 +4,8 @@ This is the one place that turns judgments into training data: the exports and t
 training app both call ``preference_pairs``. Votes from every source (human, imported,
 simulated) count alike.
 
-Selection: ``rounds``, ``splits`` and ``kinds`` pick comparisons. Eval comparisons measure
+Selection: ``rounds``, ``splits``, ``kinds`` and ``versions`` pick comparisons (``versions``: those
+with a completion sampled by one of the named versions, "base", "v1", ...). Eval comparisons measure
 the model and must never be trained on, so an empty ``kinds`` means every kind except
 "eval"; they come out only when a caller names the "eval" kind.
 
@@ -50,11 +51,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, Model, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
+
+from .versions import version_ids, version_label, version_number
 
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
 WEIGHTS = ("uniform", "agreement")
@@ -80,8 +83,12 @@ class PairOptions:
     weight: str = "uniform"
     # exports: add each pair's ``label_smoothing`` column (soft labels for conservative DPO)
     label_smoothing: bool = False
+    # empty: completions of any version (and imported ones); else comparisons with a completion
+    # sampled by one of these versions ("base", "v1", ...; "v0" is read as "base")
+    versions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.versions = [version_label(version_number(v)) for v in self.versions]
         bad_splits = set(self.splits) - set(Prompt.Split.values)
         if bad_splits:
             raise InvalidInput(f'"splits" must be among {", ".join(Prompt.Split.values)}')
@@ -138,6 +145,7 @@ class PairOptions:
             min_votes=number("min_votes", int, 1),
             weight=str(data.get("weight") or "uniform"),
             label_smoothing=flag("label_smoothing"),
+            versions=items("versions"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -247,14 +255,33 @@ def _filtered(comparisons: QuerySet[Comparison], options: PairOptions) -> QueryS
     )
 
 
+def _by_versions(
+    rows: QuerySet[_Row], project: Project, options: PairOptions, via: str = ""
+) -> QuerySet[_Row]:
+    """The rows whose comparison has a completion by one of ``options.versions`` (all if none)."""
+    if not options.versions:
+        return rows
+    ids = version_ids(project, options.versions)
+    return rows.filter(
+        Q(**{f"{via}completion_a__model_version_id__in": ids})
+        | Q(**{f"{via}completion_b__model_version_id__in": ids})
+    )
+
+
 def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
-    """The comparisons the options select, each with its votes counted in SQL."""
-    return _filtered(Comparison.objects.filter(project=project, judgment_count__gt=0), options)
+    """The comparisons the options select, each with its votes counted in SQL.
+
+    Raises:
+        InvalidInput: ``options.versions`` names a version the project does not have.
+    """
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    return _filtered(_by_versions(comparisons, project, options), options)
 
 
 def selected_judgments(project: Project, options: PairOptions) -> QuerySet[Judgment]:
     """The judgments on the comparisons the options select (exports of raw judgments)."""
-    return options.select(Judgment.objects.filter(project=project), via="comparison__")
+    judgments = options.select(Judgment.objects.filter(project=project), via="comparison__")
+    return _by_versions(judgments, project, options, via="comparison__")
 
 
 def preference_pairs(
@@ -265,7 +292,8 @@ def preference_pairs(
     Keys: comparison_id, prompt_id, prompt (messages), chosen, rejected (texts), label
     ("a", "b", "tie" or "both_bad"), round, kind, split, votes_chosen, votes_rejected,
     votes_tie, votes_both_bad, votes_total, agreement, weight, label_smoothing,
-    chosen_model_version, rejected_model_version, chosen_generation_params,
+    chosen_model_version_id, rejected_model_version_id (the training app's version ids, None
+    for imported completions), chosen_generation_params,
     rejected_generation_params, chosen_finished, rejected_finished (None when unknown),
     chosen_token_ids, rejected_token_ids (the sampled ids, or None).
     """
@@ -280,8 +308,13 @@ def comparison_pairs(
     *,
     tie_votes: str = "outcome",
 ) -> Iterator[dict[str, Any]]:
-    """``preference_pairs`` over the given comparisons instead of a whole project's."""
+    """``preference_pairs`` over the given comparisons instead of a whole project's.
+
+    ``options.versions`` must be empty: version names belong to one project.
+    """
     options = options or PairOptions()
+    if options.versions:
+        raise InvalidInput('"versions" selects within one project: use preference_pairs')
     _check_tie_votes(tie_votes)
     return _pairs(_filtered(comparisons, options), options, tie_votes)
 
@@ -328,8 +361,8 @@ def _pairs(
             "agreement": tally.agreement,
             "weight": tally.agreement if options.weight == "agreement" else 1.0,
             "label_smoothing": tally.label_smoothing,
-            "chosen_model_version": chosen.model_version_id,
-            "rejected_model_version": rejected.model_version_id,
+            "chosen_model_version_id": chosen.model_version_id,
+            "rejected_model_version_id": rejected.model_version_id,
             "chosen_generation_params": chosen.generation_params,
             "rejected_generation_params": rejected.generation_params,
             "chosen_finished": chosen.finished,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 
 import datasets
@@ -111,9 +110,10 @@ def test_it_carries_model_versions_and_sampling_parameters(team):
     comparison.save()
     vote(comparison, "a", team.alice)
     row = jsonl_rows(b"".join(stream_export(team.project, "trl", PairOptions())))[0]
-    assert row["chosen_model_version"] == 7
-    assert json.loads(row["chosen_generation_params"]) == {"temperature": 0.7, "top_p": 0.9}
-    assert row["rejected_model_version"] is None
+    # an id the project has no version for: kept as the id, with no name
+    assert row["chosen_model_version_id"] == 7 and row["chosen_model_version"] is None
+    assert row["chosen_generation_params"] == {"temperature": 0.7, "top_p": 0.9}
+    assert row["rejected_model_version"] is None and row["rejected_model_version_id"] is None
 
 
 def test_it_writes_pseudonymous_judgments_only(team, voted):

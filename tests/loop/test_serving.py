@@ -50,7 +50,7 @@ def test_it_answers_with_the_serving_version_and_switches_after_promotion(
 ) -> None:
     slug = served_project.slug
     first = _ask(client, slug)
-    assert first.model == f"{slug}:v0"
+    assert first.model == f"{slug}:base"
     assert first.choices[0].message.role == "assistant"
     assert first.usage is not None and first.usage.completion_tokens >= 1
 
@@ -59,10 +59,11 @@ def test_it_answers_with_the_serving_version_and_switches_after_promotion(
     second = _ask(client, slug)
     assert second.model == f"{slug}:v1"
     # an explicit version still answers after it stopped serving
-    assert _ask(client, f"{slug}:v0").model == f"{slug}:v0"
+    assert _ask(client, f"{slug}:v0").model == f"{slug}:base"  # v0: another name of the base
     services.promote(services.base_version(served_project))
-    assert _ask(client, slug).model == f"{slug}:v0"
-    assert {m.id for m in client.models.list()} >= {slug, f"{slug}:v0", f"{slug}:v1"}
+    assert _ask(client, slug).model == f"{slug}:base"
+    assert {m.id for m in client.models.list()} >= {slug, f"{slug}:base", f"{slug}:v1"}
+    assert f"{slug}:v0" not in {m.id for m in client.models.list()}
 
 
 @pytest.mark.slow

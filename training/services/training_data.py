@@ -59,6 +59,21 @@ def _options(settings: LoopSettings, **selection: Any) -> PairOptions:
     return PairOptions(weight="agreement" if settings.agreement_weight else "uniform", **selection)
 
 
+def train_options(settings: LoopSettings, rounds: list[int]) -> PairOptions:
+    """The export options whose rows are the train pairs of ``rounds``: kinds "train", majority.
+
+    An export with ``rounds`` and ``kinds=train`` (and no other option) has exactly these rows.
+    """
+    return _options(settings, rounds=rounds)
+
+
+def replay_count(settings: LoopSettings, earlier: int) -> int:
+    """How many of ``earlier`` pairs of earlier rounds a round replays (nearest whole pair)."""
+    if settings.replay_share <= 0:
+        return 0
+    return math.floor(settings.replay_share * earlier + 0.5)
+
+
 def _trained_prompt(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The prompt as the policy saw it when sampling: with the round's system prompt, if any."""
     params = row.get("chosen_generation_params") or {}
@@ -104,7 +119,7 @@ def _train_pairs(
     loop_round: Round, settings: LoopSettings, numbers: list[int]
 ) -> list[AggregatedPair]:
     """``aggregate`` over the train comparisons of the project's rounds ``numbers``."""
-    options = _options(settings, rounds=numbers)
+    options = train_options(settings, numbers)
     return _aggregated(
         preference_pairs(loop_round.project, options, tie_votes=settings.ties), settings
     )
@@ -122,7 +137,7 @@ def round_pairs(loop_round: Round, settings: LoopSettings) -> tuple[list[Aggrega
     replayed: list[AggregatedPair] = []
     if settings.replay_share > 0 and loop_round.number > 1:
         earlier = _train_pairs(loop_round, settings, list(range(1, loop_round.number)))
-        wanted = math.floor(settings.replay_share * len(earlier) + 0.5)
+        wanted = replay_count(settings, len(earlier))
         rng = random.Random(settings.seed * 7919 + loop_round.number)
         chosen = sorted(rng.sample(range(len(earlier)), wanted))
         replayed = [earlier[i] for i in chosen]

@@ -40,6 +40,12 @@ class Command(BaseCommand):
             help="comma-separated: train, eval, gold (default: train and gold; eval only when "
             "named)",
         )
+        parser.add_argument(
+            "--versions",
+            default="",
+            help="comma-separated version names (base, v1, ...): pairs with a completion "
+            "sampled by one of them",
+        )
         parser.add_argument("--include-ties", action="store_true")
         parser.add_argument("--include-both-bad", action="store_true")
         parser.add_argument("--aggregation", default="majority", choices=AGGREGATIONS)
