@@ -16,7 +16,12 @@ class ProjectForm(forms.ModelForm):
         labels = {"show_strength": "Ask for strength", "rationale": "Rationale"}
 
     # Quality thresholds: a form that leaves them out keeps the project's values.
-    KEEP_WHEN_MISSING = ("gold_min_items", "gold_min_accuracy", "fast_judgment_seconds")
+    KEEP_WHEN_MISSING = (
+        "gold_min_items",
+        "gold_min_accuracy",
+        "gold_rate",
+        "fast_judgment_seconds",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -69,6 +69,12 @@ class Project(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Gold accuracy (0-1) below which an annotator is paused; 0 never pauses.",
     )
+    gold_rate = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of the pairs handed out that are gold, while an annotator has gold "
+        "pairs left to judge (0-1). Gold goes to every annotator, beyond the overlap.",
+    )
     fast_judgment_seconds = models.FloatField(
         default=2.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
@@ -97,6 +103,7 @@ class Project(models.Model):
         "license",
         "gold_min_items",
         "gold_min_accuracy",
+        "gold_rate",
         "fast_judgment_seconds",
     )
 

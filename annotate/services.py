@@ -247,8 +247,14 @@ def next_assignment(
 def _candidates(
     project: Project, pairs: QuerySet[Comparison], now: datetime, round_number: int | None
 ) -> list[int]:
-    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them."""
-    pairs = pairs.filter(project=project, judgment_count__lt=project.overlap)
+    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them.
+
+    Gold pairs with an answer are not among them: they go to everyone, beyond the overlap
+    (`_gold_candidate`). A gold pair without an answer yet is served like any other.
+    """
+    pairs = pairs.filter(project=project, judgment_count__lt=project.overlap).exclude(
+        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    )
     if round_number is not None:
         pairs = pairs.filter(round=round_number)
     return list(
@@ -265,15 +271,20 @@ def _try_lease(
     """One pass over the open pairs; returns (lease, whether any pair was locked).
 
     Pairs the user has not been shown, or whose lease ran out unused, come first; the
-    pairs they skipped once only when none of those is left.
+    pairs they skipped once only when none of those is left. With probability
+    ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
+    work is left for them (gold never replaces a round's pairs when one round is asked for).
     """
     now = timezone.now()
     mine = Assignment.objects.filter(annotator=user, project=project)
     seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
     unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
-    comparison, contended = _lock_first(
-        project, _candidates(project, unseen, now, round_number), now, skip_locked
-    )
+    regular = _candidates(project, unseen, now, round_number)
+    if regular and round_number is None and random.random() < project.gold_rate:
+        gold = _gold_candidate(project, unseen)
+        if gold is not None:
+            return _lease(project, gold, user, now), False
+    comparison, contended = _lock_first(project, regular, now, skip_locked)
     if comparison is None and not contended:
         skipped_once = mine.filter(skips__gt=0, skips__lt=Assignment.MAX_SKIPS).exclude(
             status=Assignment.Status.DONE
@@ -285,6 +296,20 @@ def _try_lease(
     if comparison is None:
         return None, contended
     return _lease(project, comparison, user, now), False
+
+
+def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Comparison | None:
+    """A gold pair of the project that the user has not been shown (or not judged yet).
+
+    Gold is served to every annotator whatever its judgment count, so no slot is counted and
+    no row lock is needed: one assignment per user and pair is a database constraint.
+    """
+    return (
+        unseen.filter(project=project, kind=Comparison.Kind.GOLD)
+        .exclude(gold_choice="")
+        .order_by("?")
+        .first()
+    )
 
 
 def _lock_first(
@@ -546,12 +571,16 @@ def progress(project: Project, user: Any) -> Progress:
     closed = Assignment.objects.filter(annotator=user, project=project).filter(
         Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS)
     )
+    # Gold pairs with an answer are checks served beyond the overlap, not work toward it.
+    work = Comparison.objects.filter(project=project).exclude(
+        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    )
     open_for_me = (
-        Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
+        work.filter(judgment_count__lt=project.overlap)
         .exclude(pk__in=closed.values("comparison_id"))
         .count()
     )
-    totals = Comparison.objects.filter(project=project).aggregate(
+    totals = work.aggregate(
         n=Count("pk"), done=Sum(Least("judgment_count", Value(project.overlap)))
     )
     n_comparisons, project_done = totals["n"], totals["done"] or 0

@@ -51,6 +51,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "license",
             "gold_min_items",
             "gold_min_accuracy",
+            "gold_rate",
             "fast_judgment_seconds",
             "created_at",
             "role",

@@ -115,6 +115,7 @@ class _BatchWriter:
                 completion_a=completions[2 * i],
                 completion_b=completions[2 * i + 1],
                 kind=item.kind,
+                gold_choice=gold_answer(item.kind, [v.choice for v in item.votes]),
                 round=self.round,
                 judgment_count=len(item.votes),
             )
@@ -245,3 +246,10 @@ def _require_column(
             raise RowError(1, f'there is no "{column}" column (the header has {header})')
         first = False
         yield number, row
+
+
+def gold_answer(kind: str, choices: list[str]) -> str:
+    """The right answer of an imported gold pair: its votes' choice when they all agree."""
+    if kind != Comparison.Kind.GOLD or not choices or len(set(choices)) != 1:
+        return ""
+    return choices[0]

@@ -18,6 +18,7 @@ def test_a_paused_annotator_sees_why_and_the_lead_resumes_them(browser, page, li
     project = team.project
     project.gold_min_items = 2
     project.gold_min_accuracy = 0.5
+    project.gold_rate = 1.0  # gold first, while ordinary pairs are left
     project.save()
     gold_pairs = [ComparisonFactory(project=project) for _ in range(2)]
     for c in gold_pairs:

@@ -104,6 +104,7 @@ def test_failed_gold_pauses_and_the_lead_resumes_through_the_api(team):
     project = team.project
     project.gold_min_items = 2
     project.gold_min_accuracy = 0.5
+    project.gold_rate = 1.0  # gold first, while ordinary pairs are left
     project.save()
     lead = api_for(team.lead)
     for c in team.pairs(2):

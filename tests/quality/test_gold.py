@@ -16,12 +16,13 @@ from .helpers import judge, judge_next
 
 @pytest.fixture
 def gold_team(team):
-    """Three gold pairs (right answer "a") ahead of three ordinary ones; pause below 70%
+    """Three gold pairs (right answer "a") served ahead of three ordinary ones; pause below 70%
     after three gold pairs. Overlap 2, so that both annotators meet the gold pairs."""
     project = team.project
     project.overlap = 2
     project.gold_min_items = 3
     project.gold_min_accuracy = 0.7
+    project.gold_rate = 1.0  # gold first, while ordinary pairs are left
     project.save()
     pairs = team.pairs(6)
     for c in pairs[:3]:
