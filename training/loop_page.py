@@ -93,6 +93,13 @@ def cached_leaderboard(key: str, project: Project) -> tuple[list[Any], dict[str,
     return hit
 
 
+def _gate_floor(gate: dict[str, Any]) -> float | None:
+    criterion = gate.get("criterion") or {}
+    if "min_win_rate" not in criterion:
+        return None
+    return float(criterion["min_win_rate"]) - float(criterion.get("margin", 0.0))
+
+
 def live_state(project: Project) -> dict[str, Any]:
     serving = services.serving_version(project)  # creates the base version on first use
     rounds = list(
@@ -127,6 +134,7 @@ def live_state(project: Project) -> dict[str, Any]:
         "run_lost": run is not None and run.is_lost(),
         "step": step,
         "gate": gate,
+        "gate_floor": _gate_floor(gate),
         "new_version": new_version,
         "collecting": collecting,
         "offer": offer,

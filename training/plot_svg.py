@@ -149,13 +149,9 @@ def render_svg(figure: Figure) -> str:
             if series.intervals:
                 low = [y - lo for y, (lo, _) in zip(ys, series.intervals, strict=True)]
                 high = [hi - y for y, (_, hi) in zip(ys, series.intervals, strict=True)]
-                ax.errorbar(
-                    xs, ys, yerr=[low, high], fmt="none", ecolor=style["color"], capsize=3
-                )
+                ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor=style["color"], capsize=3)
             for x, y, note in zip(xs, ys, series.notes or [], strict=False):
-                ax.annotate(
-                    note, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7.5
-                )
+                ax.annotate(note, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
             crossed = [(x, y) for x, y in zip(xs, ys, strict=True) if round(x) in rejected]
             if crossed and series.style != "parent":
                 ax.plot(

@@ -76,7 +76,13 @@ class Field:
         return "any" if self.kind == "float" else "1"
 
 
-_KINDS = {"integer": "int", "number": "float", "boolean": "bool", "string": "text", "object": "json"}
+_KINDS = {
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "string": "text",
+    "object": "json",
+}
 
 
 def fields(stored: dict[str, Any], errors: dict[str, str] | None = None) -> list[Field]:
@@ -165,5 +171,5 @@ def error_by_field(message: str) -> dict[str, str]:
         if sep and name.strip() in names:
             out[name.strip()] = rest.strip()
         else:
-            out.setdefault("", part)
+            out.setdefault("general", part)
     return out
