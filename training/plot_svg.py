@@ -110,10 +110,9 @@ def render_svg(figure: Figure) -> str:
         "axes.spines.right": False,
     }
     with matplotlib.rc_context(rc):
-        fig = MplFigure(figsize=(4.6, 3.0), layout="constrained")
+        fig = MplFigure(figsize=(4.8, 3.4), layout="constrained")
         FigureCanvasSVG(fig)
         ax = fig.add_subplot()
-        ax.set_title(figure.title, fontsize=10, loc="left")
         ax.set_xlabel(figure.x_label)
         ax.set_ylabel(figure.y_label)
         ax.grid(True, color="#e3e6eb", linewidth=0.8)
@@ -181,7 +180,14 @@ def render_svg(figure: Figure) -> str:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             unique = dict(zip(labels, handles, strict=True))
-            ax.legend(unique.values(), unique.keys(), fontsize=7.5, loc="best", framealpha=0.8)
+            fig.legend(
+                unique.values(),
+                unique.keys(),
+                fontsize=7.5,
+                loc="outside lower center",
+                ncols=2,
+                frameon=False,
+            )
         out = io.StringIO()
         fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None})
     return _inline(out.getvalue(), figure.title)

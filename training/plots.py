@@ -292,9 +292,10 @@ def plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun 
     Row ids are reused when a database is recreated, so the project's creation time is part
     of the key too.
     """
-    versions = ModelVersion.objects.filter(project=project, number__gt=0)
-    counted = versions.aggregate(n=Count("pk"), newest=Max("pk"))
-    states = sorted(versions.values_list("pk", "state"))
+    # each version's id and state: a count and the newest id would miss a gate's decision
+    states = sorted(
+        ModelVersion.objects.filter(project=project, number__gt=0).values_list("pk", "state")
+    )
     judged = Judgment.objects.filter(
         project=project, comparison__kind=Comparison.Kind.EVAL
     ).aggregate(n=Count("pk"), newest=Max("pk"))
@@ -305,7 +306,6 @@ def plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun 
         (live_run.pk, live_run.state, live_run.step, len(live_run.losses))
         if live_run is not None
         else None,
-        (counted["n"], counted["newest"]),
         states,
         (judged["n"], judged["newest"]),
     )

@@ -194,3 +194,26 @@ def test_it_shows_an_out_of_range_value_next_to_its_field(team: Any) -> None:
     assert ProjectLoop.of(team.project).settings == {"k": 3}  # nothing written
     response = client.post(url, {"base_model": "demo", "k": "two"})
     assert response.status_code == 400 and "enter a whole number" in response.content.decode()
+
+
+def test_it_shows_generation_progress_with_pace_and_time_left(team: Any) -> None:
+    base = services.base_version(team.project)
+    Round.objects.create(
+        project=team.project,
+        number=1,
+        policy=base,
+        state=Round.State.GENERATING,
+        progress_done=8,
+        progress_total=20,
+        stats={"tokens_per_s": 412.5, "eta_s": 37.2},
+    )
+    client = Client()
+    client.force_login(team.lead)
+    body = client.get(
+        f"/projects/{team.project.pk}/loop/status/", HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert '<span id="generated">8 / 20</span>' in body
+    assert "412.5 tokens/s" in body and "about 37 s left" in body
+    assert 'hx-trigger="every 2s' in body
+    rounds = body[body.index('id="rounds"') :]
+    assert "Generating" in rounds  # the table and the card show the same state
