@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 # Colours: the new version (child) in blue, its parent in orange, rejected in red.
@@ -87,7 +88,7 @@ def y_limits(figure: Figure) -> tuple[float, float]:
     return lo - room, hi + room
 
 
-def _points_style(series: Series) -> dict[str, object]:
+def _points_style(series: Series) -> dict[str, Any]:
     if series.style == "parent":
         return {"marker": "s", "markerfacecolor": "white", "color": PARENT, "markersize": 6}
     return {"marker": "o", "color": CHILD, "markersize": 6}
@@ -100,7 +101,7 @@ def render_svg(figure: Figure) -> str:
     from matplotlib.figure import Figure as MplFigure
     from matplotlib.ticker import MaxNLocator
 
-    rc = {
+    rc: Any = {  # matplotlib types its keys as a Literal of every rcParam
         "svg.fonttype": "none",  # text stays <text>, readable and searchable
         "svg.hashsalt": figure.slug,  # stable element ids, so a cached drawing is byte-equal
         "font.size": 9,
@@ -143,7 +144,7 @@ def render_svg(figure: Figure) -> str:
                 linewidth=1.5,
                 label=series.label,
                 zorder=3 if series.style == "parent" else 2,  # parents stay visible
-                **style,  # type: ignore[arg-type]
+                **style,
             )
             if series.intervals:
                 low = [y - lo for y, (lo, _) in zip(ys, series.intervals, strict=True)]

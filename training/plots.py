@@ -142,7 +142,7 @@ def _heldout_plots(versions: list[ModelVersion]) -> list[dict[str, Any]]:
 
 
 def _loss_plot(versions: list[ModelVersion]) -> dict[str, Any]:
-    points = [
+    points: list[tuple[float, float]] = [
         (v.number, (v.metrics.get("run") or {})["loss"])
         for v in versions
         if "loss" in (v.metrics.get("run") or {})
@@ -227,7 +227,7 @@ def _gate_plot(versions: list[ModelVersion]) -> dict[str, Any] | None:
 
 
 def _live_loss_plot(run: TrainingRun) -> dict[str, Any]:
-    points = [(i + 1, v) for i, v in enumerate(run.losses)]
+    points: list[tuple[float, float]] = [(i + 1, v) for i, v in enumerate(run.losses)]
     figure = Figure(
         f"Training loss, round {run.round.number} attempt {run.attempt}",
         x_label="optimizer step",
@@ -259,7 +259,7 @@ def leaderboard_plot(entries: list[LeaderboardEntry]) -> dict[str, Any]:
     all measured on the fixed eval prompts, on one scale."""
     series = Series(
         "rating",
-        [(e.number, e.rating) for e in entries],
+        [(float(e.number), e.rating) for e in entries],
         connect=True,
         intervals=[(e.low, e.high) for e in entries],
         notes=[f"n={e.comparisons}" for e in entries],
