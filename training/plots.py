@@ -241,7 +241,7 @@ def _live_loss_plot(run: TrainingRun) -> dict[str, Any]:
     return drawn(figure, rows, "One run, step by step.")
 
 
-def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str, Any]]:
+def history_plots(project: Project) -> list[dict[str, Any]]:
     versions = list(ModelVersion.objects.filter(project=project, number__gt=0).order_by("number"))
     plots = [_win_rate_plot(project, versions)]
     gate = _gate_plot(versions)
@@ -249,9 +249,20 @@ def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str,
         plots.append(gate)
     plots += _heldout_plots(versions)
     plots.append(_loss_plot(versions))
-    if live_run is not None and live_run.losses:
-        plots.insert(0, _live_loss_plot(live_run))
     return plots
+
+
+def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str, Any]]:
+    """The live run's loss, then the history; a training step draws only the live plot again
+    (the history is cached by the versions and eval judgments it is drawn from)."""
+    key = "loop-history:" + hashlib.sha256(repr(_history_state(project)).encode()).hexdigest()
+    history: list[dict[str, Any]] | None = cache.get(key)
+    if history is None:
+        history = history_plots(project)
+        cache.set(key, history, _CACHE_SECONDS)
+    if live_run is not None and live_run.losses:
+        return [_live_loss_plot(live_run), *history]
+    return list(history)
 
 
 def leaderboard_plot(entries: list[LeaderboardEntry]) -> dict[str, Any]:
@@ -292,6 +303,18 @@ def plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun 
     Row ids are reused when a database is recreated, so the project's creation time is part
     of the key too.
     """
+    state = (
+        (loop_round.pk, loop_round.state) if loop_round is not None else None,
+        (live_run.pk, live_run.state, live_run.step, len(live_run.losses))
+        if live_run is not None
+        else None,
+        _history_state(project),
+    )
+    return "loop-plots:" + hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def _history_state(project: Project) -> tuple[Any, ...]:
+    """What the history plots are drawn from, as it stands (two queries)."""
     # each version's id and state: a count and the newest id would miss a gate's decision
     states = sorted(
         ModelVersion.objects.filter(project=project, number__gt=0).values_list("pk", "state")
@@ -299,17 +322,12 @@ def plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun 
     judged = Judgment.objects.filter(
         project=project, comparison__kind=Comparison.Kind.EVAL
     ).aggregate(n=Count("pk"), newest=Max("pk"))
-    state = (
+    return (
         project.pk,
         project.created_at.isoformat(),
-        (loop_round.pk, loop_round.state) if loop_round is not None else None,
-        (live_run.pk, live_run.state, live_run.step, len(live_run.losses))
-        if live_run is not None
-        else None,
         states,
         (judged["n"], judged["newest"]),
     )
-    return "loop-plots:" + hashlib.sha256(repr(state).encode()).hexdigest()
 
 
 def cached_loop_plots(

@@ -7,18 +7,27 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from annotate.models import Judgment
 from tests.factories import ComparisonFactory
-from training import services
-from training.models import ModelVersion, Round
+from training import plots, services
+from training.models import ModelVersion, Round, TrainingRun
 from training.plot_svg import Figure, Series, render_svg, y_limits
 from training.plots import loop_plots
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
 
 
 def _texts(svg: str) -> list[str]:
@@ -136,3 +145,23 @@ def test_it_keeps_matplotlib_out_of_the_web_process_until_a_plot_is_drawn() -> N
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_a_training_step_draws_only_the_live_loss_again(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _history(team)
+    drawn: list[int] = []
+    draw = plots.history_plots
+    monkeypatch.setattr(plots, "history_plots", lambda p: drawn.append(p.pk) or draw(p))
+    cache.clear()
+    loop_round = Round.objects.get(project=team.project, number=2)
+    run = TrainingRun.objects.create(
+        round=loop_round, version_number=3, state=TrainingRun.State.RUNNING, losses=[0.69]
+    )
+    first = plots.cached_loop_plots(team.project, loop_round, run)
+    run.losses, run.step = [0.69, 0.61], 2
+    second = plots.cached_loop_plots(team.project, loop_round, run)
+    assert drawn == [team.project.pk]
+    assert first[0]["slug"] == second[0]["slug"] == "live-loss"
+    assert first[0]["svg"] != second[0]["svg"] and first[1:] == second[1:]
