@@ -18,7 +18,7 @@ from annotate.models import Project
 from . import services
 from .loop_settings import LoopSettings
 from .models import ModelVersion, Round, TrainingRun
-from .plots import cached_loop_plots, leaderboard_plot, plots_key
+from .plots import cached_loop_plots, history_key, leaderboard_plot
 from .services.leaderboard import leaderboard as rate_versions
 
 # Seconds between polls of the live partial: quick while a round moves, slow while the loop
@@ -82,8 +82,8 @@ def train_offer(loop_round: Round) -> dict[str, Any]:
 
 
 def cached_leaderboard(key: str, project: Project) -> tuple[list[Any], dict[str, Any] | None]:
-    """The leaderboard and its plot, computed again only when the plots' state changes (the
-    ratings move with the same eval judgments and versions)."""
+    """The leaderboard and its plot, computed again only when the history changes (the
+    ratings move with the eval judgments and versions the history plots are drawn from)."""
     key = f"{key}:leaderboard"
     hit = cache.get(key)
     if hit is None:
@@ -125,8 +125,7 @@ def live_state(project: Project) -> dict[str, Any]:
     if step == "collecting" and current is not None:
         offer = train_offer(current)
         collecting = (offer["judged"], offer["target"])
-    key = plots_key(project, current, run)
-    leaderboard, board_plot = cached_leaderboard(key, project)
+    leaderboard, board_plot = cached_leaderboard(history_key(project), project)
     return {
         "project": project,
         "round": current,

@@ -255,7 +255,7 @@ def history_plots(project: Project) -> list[dict[str, Any]]:
 def loop_plots(project: Project, live_run: TrainingRun | None) -> list[dict[str, Any]]:
     """The live run's loss, then the history; a training step draws only the live plot again
     (the history is cached by the versions and eval judgments it is drawn from)."""
-    key = "loop-history:" + hashlib.sha256(repr(_history_state(project)).encode()).hexdigest()
+    key = history_key(project)
     history: list[dict[str, Any]] | None = cache.get(key)
     if history is None:
         history = history_plots(project)
@@ -311,6 +311,11 @@ def plots_key(project: Project, loop_round: Round | None, live_run: TrainingRun 
         _history_state(project),
     )
     return "loop-plots:" + hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def history_key(project: Project) -> str:
+    """A key that changes whenever the history (versions, eval judgments) may have changed."""
+    return "loop-history:" + hashlib.sha256(repr(_history_state(project)).encode()).hexdigest()
 
 
 def _history_state(project: Project) -> tuple[Any, ...]:
