@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 
+from annotate import services as annotate_services
 from annotate.models import Project
+from tests.factories import ComparisonFactory
 from training import services
 from training.models import ModelVersion, ProjectLoop, Round
 
@@ -107,3 +110,28 @@ def test_the_loop_page_and_project_list_fit_a_phone(browser, live_server, team):
         )
     finally:
         context.close()
+
+
+def test_train_now_below_target_says_how_many_pairs_and_asks_first(page, live_server, team):
+    base = services.base_version(team.project)
+    loop_round = Round.objects.create(
+        project=team.project, number=1, policy=base, state=Round.State.COLLECTING
+    )
+    for _ in range(3):
+        ComparisonFactory(project=team.project, round=1)
+    assignment = annotate_services.next_assignment(team.project, team.alice)
+    data = annotate_services.JudgmentInput(choice="left", client_id=uuid.uuid4())
+    annotate_services.submit_judgment(team.alice, assignment.comparison.pk, data)
+
+    log_in(page, live_server, "lead")
+    page.goto(f"{live_server.url}/projects/{team.project.pk}/loop/")
+    assert not page.locator("#train-confirm").is_visible()
+    page.click("#train-now")
+    offer = page.locator("#train-offer").inner_text()
+    assert "Train now on 1 pair" in offer and "1 of the round's 3 judgments" in offer
+    page.wait_for_timeout(2500)  # a poll would close the confirmation; it waits instead
+    page.click("#train-confirm")
+    page.wait_for_selector(".msg.success")
+    loop_round.refresh_from_db()
+    assert loop_round.state == Round.State.TRAINING
+    assert loop_round.latest_run().num_pairs == 1
