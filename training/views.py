@@ -1,12 +1,12 @@
 """The lead's pages for the loop: rounds live, history plots, actions, and the playground.
 
-Every view: access check, at most one service call, render or redirect. The page polls its
-status partial while a round is open; the plots come from ``training.plots``.
+Every view: access check, at most one service call, render or redirect. The page polls one
+partial (``loop_status``) that holds everything that changes as the loop runs, drawn from one
+read of the loop's state (``training.loop_page``), so its parts never disagree.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -17,90 +17,50 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotate.access import project_for
-from annotate.errors import ServiceError
+from annotate.errors import Conflict, InvalidInput, ServiceError
 from annotate.models import Project
 
-from . import services
-from .loop_settings import LoopSettings
+from . import services, settings_form
+from .loop_page import live_state, train_offer
 from .models import ModelVersion, ProjectLoop, Round
-from .plots import Plot, cached_loop_plots
-from .services.leaderboard import LeaderboardEntry
-from .services.leaderboard import leaderboard as rate_versions
 from .services.project_settings import update_loop_settings
 from .serving_client import ask_model_server
 
 
-def _status_context(project: Project) -> dict[str, Any]:
-    loop_round = services.current_round(project)
-    run = loop_round.latest_run() if loop_round is not None else None
-    collecting = None
-    if loop_round is not None and loop_round.state == Round.State.COLLECTING:
-        collecting = services.collecting_progress(loop_round)
-    new_version = None
-    if loop_round is not None and loop_round.state == Round.State.EVALUATING:
-        new_version = ModelVersion.objects.filter(trained_in=loop_round).first()
-    return {
-        "project": project,
-        "round": loop_round,
-        "run": run,
-        # the evaluating round's gate, to show how far a waiting human gate is
-        "gate": new_version.gate if new_version is not None else {},
-        "run_lost": run is not None and run.is_lost(),
-        "collecting": collecting,
-        "serving": services.serving_version(project),
-        "polling": loop_round is not None and loop_round.is_open,
-        "plots": cached_loop_plots(project, loop_round, run),
-    }
-
-
-def _leaderboard_plot(entries: list[LeaderboardEntry]) -> dict[str, Any]:
-    """Each rated version's rating with its 95% interval, by version number."""
-    return Plot(
-        "Leaderboard: rating with 95% interval",
-        [
-            {
-                "label": "rating (base = 1000)",
-                "cls": "s1",
-                "points": [(e.number, e.rating) for e in entries],
-            }
-        ],
-        bars=[{"x": e.number, "low": e.low, "high": e.high, "y": e.rating} for e in entries],
-        x_label="version",
-    ).scaled()
+def _page(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: list[settings_form.Field] | None = None,
+    base_model: str | None = None,
+    form_errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    loop_row = ProjectLoop.of(project)
+    context = live_state(project)
+    context.update(
+        settings_fields=form if form is not None else settings_form.fields(loop_row.settings or {}),
+        base_model=loop_row.base_model if base_model is None else base_model,
+        form_errors=form_errors or {},
+        serve_port=settings.PREFLOOP_SERVE_PORT,
+    )
+    return render(request, "training/loop.html", context, status=status)
 
 
 @login_required
 @require_GET
 def loop(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = project_for(request, project_id, lead=True)
-    context = _status_context(project)
-    ls = services.loop_settings(project)
-    loop_row = ProjectLoop.of(project)
-    leaderboard = rate_versions(project)
-    context.update(
-        leaderboard=leaderboard,
-        leaderboard_plot=_leaderboard_plot(leaderboard) if leaderboard else None,
-        rounds=Round.objects.filter(project=project)
-        .select_related("policy", "new_version")
-        .order_by("-number"),
-        versions=ModelVersion.objects.filter(project=project).order_by("-number"),
-        base_model=loop_row.base_model,
-        settings_json=json.dumps(loop_row.settings or {}, indent=2),
-        defaults_json=json.dumps(LoopSettings().to_dict(), indent=2),
-        trigger=ls.trigger,
-        serve_port=settings.PREFLOOP_SERVE_PORT,
-    )
-    return render(request, "training/loop.html", context)
+    return _page(request, project_for(request, project_id, lead=True))
 
 
 @login_required
 @require_GET
 def loop_status(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request, project_id, lead=True)
-    context = _status_context(project)
     if not getattr(request, "htmx", False):
         return redirect("loop", project_id=project.pk)
-    return render(request, "training/loop.html#status", context)
+    context = {**live_state(project), "serve_port": settings.PREFLOOP_SERVE_PORT}
+    return render(request, "training/loop.html#live", context)
 
 
 def _act(request: HttpRequest, project_id: int, action: Any, done: str) -> HttpResponse:
@@ -123,12 +83,21 @@ def round_start(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def round_train(request: HttpRequest, project_id: int, round_id: int) -> HttpResponse:
-    return _act(
-        request,
-        project_id,
-        lambda p: services.begin_training(services.get_round(p, round_id)),
-        "Training queued.",
-    )
+    """Close collection and train now; below the round's target only once the lead has
+    confirmed the number of pairs the page showed."""
+
+    def train(project: Project) -> None:
+        loop_round = services.get_round(project, round_id)
+        if loop_round.state == Round.State.COLLECTING and request.POST.get("confirm") != "1":
+            offer = train_offer(loop_round)
+            if offer["below_target"]:
+                raise InvalidInput(
+                    f"Round {loop_round.number} has {offer['judged']} of its "
+                    f"{offer['target']} judgments. Confirm to train on {offer['pairs']} pairs."
+                )
+        services.begin_training(loop_round)
+
+    return _act(request, project_id, train, "Training queued.")
 
 
 @login_required
@@ -145,28 +114,38 @@ def round_retry(request: HttpRequest, project_id: int, round_id: int) -> HttpRes
 @login_required
 @require_POST
 def version_promote(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
-    return _act(
-        request,
-        project_id,
-        lambda p: services.promote(services.get_version(p, version_id)),
-        "Serving version changed.",
-    )
+    def promote(project: Project) -> None:
+        version = services.get_version(project, version_id)
+        if version.state == ModelVersion.State.REJECTED:
+            raise Conflict(
+                f"{version.label} failed the gate and never served, so the page does not serve "
+                "it; start the next round instead."
+            )
+        services.promote(version)
+
+    return _act(request, project_id, promote, "Serving version changed.")
 
 
 @login_required
 @require_POST
 def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Save the base model and the round settings form; a wrong value is shown next to its
+    field, with what was typed kept, and nothing is stored."""
     project = project_for(request, project_id, lead=True)
-    try:
-        update_loop_settings(
-            project,
-            base_model=request.POST.get("base_model", ProjectLoop.of(project).base_model),
-            loop_settings=request.POST.get("loop_settings") or "{}",
+    base_model = request.POST.get("base_model", ProjectLoop.of(project).base_model)
+    values, errors, form = settings_form.parse(request.POST)
+    if not errors:
+        try:
+            update_loop_settings(project, base_model=base_model, loop_settings=values)
+        except ServiceError as exc:
+            errors = settings_form.error_by_field(exc.message)
+            for field in form:
+                field.error = errors.get(field.name, "")
+    if errors:
+        return _page(
+            request, project, form=form, base_model=base_model, form_errors=errors, status=400
         )
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "Loop settings saved; they apply from the next round.")
+    messages.success(request, "Loop settings saved; they apply from the next round.")
     return redirect("loop", project_id=project.pk)
 
 
