@@ -27,6 +27,12 @@ def messages_hash(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# A lease or undo window longer than a week only hides abandoned work (and far longer ones
+# overflow date arithmetic on every page that reads the queue).
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+MAX_UNDO_SECONDS = 7 * 24 * 3600
+
+
 def _new_salt() -> str:
     return secrets.token_hex(16)
 
@@ -47,11 +53,13 @@ class Project(models.Model):
     )
     lease_seconds = models.PositiveIntegerField(
         default=600,
-        validators=[MinValueValidator(10)],
+        validators=[MinValueValidator(10), MaxValueValidator(MAX_LEASE_SECONDS)],
         help_text="How long a pair handed to an annotator stays reserved for them.",
     )
     undo_seconds = models.PositiveIntegerField(
-        default=60, help_text="How long after judging an annotator may undo."
+        default=60,
+        validators=[MaxValueValidator(MAX_UNDO_SECONDS)],
+        help_text="How long after judging an annotator may undo.",
     )
     show_strength = models.BooleanField(
         default=False, help_text="Ask how much better (slightly / clearly / much)."

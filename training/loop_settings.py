@@ -291,10 +291,15 @@ def validate_base_model(spec: Any) -> None:
     if not text or text == "demo":
         return
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError):
+        # A name the file system refuses (a component over 255 bytes, a NUL) names nothing.
+        is_dir = is_file = False
+    if is_dir:
         return
     if path.suffix == ".gguf":
-        if not path.is_file():
+        if not is_file:
             raise ValidationError(f"base_model: no such GGUF file: {text}")
         return
     if path.is_absolute() or text.startswith((".", "~")):

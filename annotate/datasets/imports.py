@@ -9,6 +9,7 @@ whole file back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -163,7 +164,7 @@ def import_rows(
             writer = _BatchWriter(project, options.round, report)
             for number, row in rows:
                 report.rows += 1
-                writer.add(parse(number, row, tabular, options))
+                writer.add(_storable(number, parse(number, row, tabular, options)))
                 if on_progress is not None and report.rows % BATCH == 0:
                     on_progress(report.rows)
             writer.flush()
@@ -174,6 +175,19 @@ def import_rows(
             raise
         raise RowError(exc.line, exc.detail, unit=unit) from None
     return report
+
+
+def _storable(number: int, item: Item) -> Item:
+    """The item, once its metadata is JSON a database stores (no NaN or Infinity, which
+    Parquet floats and lenient JSON writers produce)."""
+    try:
+        json.dumps(item.metadata, allow_nan=False)
+    except ValueError:
+        detail = '"metadata" holds NaN or Infinity, which JSON does not allow'
+        raise RowError(number, detail) from None
+    except (TypeError, RecursionError):
+        raise RowError(number, '"metadata" is not a JSON object') from None
+    return item
 
 
 def check_size(size: int | None) -> None:

@@ -56,6 +56,8 @@ from django.db.models.functions import Coalesce
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
 
+from .formats import MAX_ROUND
+
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
 WEIGHTS = ("uniform", "agreement")
 CHOICES = tuple(Judgment.Choice.values)
@@ -127,6 +129,8 @@ class PairOptions:
             rounds = [int(r) for r in items("rounds")]
         except ValueError:
             raise InvalidInput('"rounds" must be whole numbers') from None
+        if any(not 0 <= r <= MAX_ROUND for r in rounds):
+            raise InvalidInput(f'"rounds" must lie between 0 and {MAX_ROUND}')
         return cls(
             rounds=rounds,
             splits=items("splits"),

@@ -112,14 +112,22 @@ def decoded_lines(stream: Iterable[bytes | str]) -> Iterator[tuple[int, str]]:
         yield number, text
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_jsonl(stream: Iterable[bytes | str]) -> Rows:
     for number, text in decoded_lines(stream):
         if not text.strip():
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"))
+            obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except ValueError as exc:
+            raise RowError(number, f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RowError(number, "not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise RowError(number, "each line must be a JSON object")
         yield number, obj
@@ -182,7 +190,7 @@ def read_parquet(source: IO[bytes]) -> Rows:
 
 def read_json_list(stream: IO[bytes]) -> Rows:
     """The objects of a JSON list (a Label Studio export), decoded one at a time."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
     buffer = ""
     position = 0
     eof = False
@@ -245,6 +253,10 @@ def read_json_list(stream: IO[bytes]) -> Rows:
             except json.JSONDecodeError as exc:
                 if not more():
                     raise RowError(number, f"not valid JSON ({exc.msg})", unit="item") from None
+            except ValueError as exc:
+                raise RowError(number, f"not valid JSON ({exc})", unit="item") from None
+            except RecursionError:
+                raise RowError(number, "not valid JSON (nested too deeply)", unit="item") from None
         position = end
         if not isinstance(obj, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")

@@ -32,6 +32,8 @@ def update_loop_settings(
         validate_loop_settings(data)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"Loop settings are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("Loop settings are not valid JSON: nested too deeply.") from None
     except ValidationError as exc:
         raise InvalidInput("; ".join(exc.messages)) from None
     with transaction.atomic():
