@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -31,6 +31,8 @@ def messages_hash(messages: list[dict[str, Any]]) -> str:
 # overflow date arithmetic on every page that reads the queue).
 MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_UNDO_SECONDS = 7 * 24 * 3600
+# Instructions are read before every session; a hundred thousand characters is a long manual.
+MAX_INSTRUCTIONS = 100_000
 
 
 def _new_salt() -> str:
@@ -45,7 +47,11 @@ class Project(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200, unique=True)
-    instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    instructions = models.TextField(
+        blank=True,
+        validators=[MaxLengthValidator(MAX_INSTRUCTIONS)],
+        help_text="Markdown shown to annotators.",
+    )
     overlap = models.PositiveSmallIntegerField(
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
