@@ -232,3 +232,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Base models a lead may name (see training/model_roots.py) ---------------
+# Directories whose model directories and .gguf files a project's base_model may name, after
+# resolving links; empty: $PREFLOOP_VAR_DIR/models and the converted-model cache.
+PREFLOOP_MODEL_ROOTS = env_list("PREFLOOP_MODEL_ROOTS", [])
+# Hub ids a base_model may name ("org/name" or "org/*"); empty: only what the local hub
+# cache already holds.
+PREFLOOP_HUB_ALLOWLIST = env_list("PREFLOOP_HUB_ALLOWLIST", [])

@@ -162,6 +162,7 @@ def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
             project,
             base_model=request.POST.get("base_model", ProjectLoop.of(project).base_model),
             loop_settings=request.POST.get("loop_settings") or "{}",
+            new_chain=request.POST.get("new_chain") in ("on", "true", "1"),
         )
     except ServiceError as exc:
         messages.error(request, exc.message)
