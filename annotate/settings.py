@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotate.throttle.LoginThrottleMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -240,3 +241,21 @@ PREFLOOP_MODEL_ROOTS = env_list("PREFLOOP_MODEL_ROOTS", [])
 # Hub ids a base_model may name ("org/name" or "org/*"); empty: only what the local hub
 # cache already holds.
 PREFLOOP_HUB_ALLOWLIST = env_list("PREFLOOP_HUB_ALLOWLIST", [])
+
+# --- Cache and login throttling (see annotate/throttle.py) -------------------
+# Shared by every web process: Redis when PREFLOOP_CACHE_URL names one, else files under var/.
+_CACHE_URL = env_str("PREFLOOP_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+        if _CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    )
+}
+# Failed logins allowed per username, and per client address, in each window.
+PREFLOOP_LOGIN_FAILURES_PER_USER = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 10, minimum=1)
+PREFLOOP_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLOOP_LOGIN_FAILURES_PER_ADDRESS", 200, minimum=1)
+PREFLOOP_LOGIN_WINDOW_SECONDS = env_int("PREFLOOP_LOGIN_WINDOW_SECONDS", 900, minimum=1)

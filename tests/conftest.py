@@ -43,6 +43,15 @@ def _model_roots(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Non
     settings.PREFLOOP_HUB_ALLOWLIST = ["org/*"]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(settings: Any) -> None:
+    # Login failures counted by one test (or an earlier run) must not block another.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @dataclass
 class Team:
     project: Project
