@@ -85,15 +85,19 @@ def _login_paths() -> set[str]:
 
 
 def _posted_username(request: HttpRequest) -> str | None:
-    """The username a login request names, from a form or a JSON body; None if unreadable."""
+    """The username a login request names, from a form or a JSON body; None if unreadable.
+
+    Raises:
+        RequestDataTooBig: the body is over DATA_UPLOAD_MAX_MEMORY_SIZE.
+    """
     try:
         if request.content_type == "application/json":
             data = json.loads(request.body or b"{}")
             value = data.get("username") if isinstance(data, dict) else None
         else:
             value = request.POST.get("username")
-    except (RequestDataTooBig, ValueError, RecursionError):
-        # The view answers these itself (413, 400).
+    except (ValueError, RecursionError):
+        # The view answers a malformed body itself (400).
         return None
     return str(value) if isinstance(value, str | int) else None
 
@@ -109,18 +113,20 @@ class LoginThrottleMiddleware:
         if request.method == "POST":
             if self.paths is None:
                 self.paths = _login_paths()
-            if request.path_info in self.paths and is_blocked(
-                _posted_username(request), client_address(request)
-            ):
-                return self._refuse(request)
+            if request.path_info in self.paths:
+                try:
+                    username = _posted_username(request)
+                except RequestDataTooBig:
+                    return self._respond(request, "The request body is too large.", 413)
+                if is_blocked(username, client_address(request)):
+                    _, remaining = _window()
+                    response = self._respond(request, MESSAGE, 429)
+                    response["Retry-After"] = str(remaining)
+                    return response
         return self.get_response(request)
 
     @staticmethod
-    def _refuse(request: HttpRequest) -> HttpResponse:
-        _, remaining = _window()
+    def _respond(request: HttpRequest, message: str, status: int) -> HttpResponse:
         if request.path_info.startswith("/api/"):
-            response: HttpResponse = JsonResponse({"detail": MESSAGE}, status=429)
-        else:
-            response = HttpResponse(MESSAGE, status=429, content_type="text/plain; charset=utf-8")
-        response["Retry-After"] = str(remaining)
-        return response
+            return JsonResponse({"detail": message}, status=status)
+        return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
