@@ -259,3 +259,8 @@ CACHES = {
 PREFLOOP_LOGIN_FAILURES_PER_USER = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 10, minimum=1)
 PREFLOOP_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLOOP_LOGIN_FAILURES_PER_ADDRESS", 200, minimum=1)
 PREFLOOP_LOGIN_WINDOW_SECONDS = env_int("PREFLOOP_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+
+# --- Imports -----------------------------------------------------------------
+# Decoded size caps (characters) on one imported value and on one row's text together.
+PREFLOOP_IMPORT_MAX_CELL_CHARS = env_int("PREFLOOP_IMPORT_MAX_CELL_CHARS", 1_000_000, minimum=1)
+PREFLOOP_IMPORT_MAX_ROW_CHARS = env_int("PREFLOOP_IMPORT_MAX_ROW_CHARS", 4_000_000, minimum=1)

@@ -24,6 +24,7 @@ ROLES = ("system", "user", "assistant")
 MAX_ROUND = 2**31 - 1
 # An imported judgment's duration is kept only up to a day, as the API's own submits.
 MAX_DURATION_MS = 86_400_000
+ON_ERROR = ("stop", "skip")
 Messages = list[dict[str, str]]
 
 
@@ -55,6 +56,11 @@ class ImportOptions:
     kind: str | None = None
     round: int | None = None
     split: str | None = None
+    # "stop": the first bad row rejects the file (nothing written); "skip": the good rows are
+    # imported and every bad one is reported with its reason.
+    on_error: str = "stop"
+    # Check every row and report every problem, writing nothing.
+    validate: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImportOptions:
@@ -76,10 +82,33 @@ class ImportOptions:
                 raise InvalidInput('"round" must not be negative')
             if round_number > MAX_ROUND:
                 raise InvalidInput(f'"round" must be at most {MAX_ROUND}')
-        return cls(column=column, kind=kind, round=round_number, split=split)
+        on_error = data.get("on_error") or ("skip" if _flag(data.get("skip_bad_rows")) else "stop")
+        if on_error not in ON_ERROR:
+            raise InvalidInput(f'"on_error" must be one of {", ".join(ON_ERROR)}')
+        return cls(
+            column=column,
+            kind=kind,
+            round=round_number,
+            split=split,
+            on_error=str(on_error),
+            validate=_flag(data.get("validate")),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "kind": self.kind, "round": self.round, "split": self.split}
+        return {
+            "column": self.column,
+            "kind": self.kind,
+            "round": self.round,
+            "split": self.split,
+            "on_error": self.on_error,
+            "validate": self.validate,
+        }
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # --- Fields ---------------------------------------------------------------------------

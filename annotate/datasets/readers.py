@@ -14,11 +14,13 @@ from pathlib import PurePath
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from annotate.errors import InvalidInput
 
 from .errors import RowError
+from .readers_limits import check_row, check_text_length, limits
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
@@ -44,6 +46,8 @@ _JSON_CHUNK = 1 << 16
 # Cells may hold whole long completions; the upload limit bounds them instead.
 csv.field_size_limit(2**31 - 1)
 _PARQUET_BATCH = 1000
+# Decoded bytes a Parquet batch aims at.
+_PARQUET_BATCH_BYTES = 64 * 1024 * 1024
 
 
 def file_type(filename: str) -> str:
@@ -97,16 +101,29 @@ class CountingReader:
         return False
 
 
-def decoded_lines(stream: Iterable[bytes | str]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoding UTF-8 one line at a time."""
+def decoded_lines(
+    stream: Iterable[bytes | str], *, lenient: bool = False
+) -> Iterator[tuple[int, str | RowError]]:
+    """(line number, text) of each line, decoding UTF-8 one line at a time.
+
+    A line that is not UTF-8 or longer than a row may be raises, or with ``lenient`` comes as
+    its RowError in place of the text.
+    """
     for number, raw in enumerate(stream, start=1):
-        if isinstance(raw, bytes):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise RowError(number, "the file is not UTF-8 text") from None
-        else:
-            text = raw
+        try:
+            check_text_length(number, len(raw))
+            if isinstance(raw, bytes):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise RowError(number, "the file is not UTF-8 text") from None
+            else:
+                text = raw
+        except RowError as exc:
+            if not lenient:
+                raise
+            yield number, exc
+            continue
         if number == 1:
             text = text.removeprefix("\ufeff")
         yield number, text
@@ -116,39 +133,64 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_jsonl(stream: Iterable[bytes | str]) -> Rows:
-    for number, text in decoded_lines(stream):
+def _json_line(number: int, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:
+        raise RowError(number, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RowError(number, "not valid JSON (nested too deeply)") from None
+    if not isinstance(obj, dict):
+        raise RowError(number, "each line must be a JSON object")
+    return obj
+
+
+def read_jsonl(stream: Iterable[bytes | str], *, lenient: bool = False) -> Rows:
+    for number, text in decoded_lines(stream, lenient=lenient):
+        if isinstance(text, RowError):
+            yield number, text  # type: ignore[misc]
+            continue
         if not text.strip():
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
-        except json.JSONDecodeError as exc:
-            raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except ValueError as exc:
-            raise RowError(number, f"not valid JSON ({exc})") from None
-        except RecursionError:
-            raise RowError(number, "not valid JSON (nested too deeply)") from None
-        if not isinstance(obj, dict):
-            raise RowError(number, "each line must be a JSON object")
+            obj = _json_line(number, text)
+        except RowError as exc:
+            if not lenient:
+                raise
+            yield number, exc  # type: ignore[misc]
+            continue
         yield number, obj
 
 
-def read_text(stream: Iterable[bytes | str]) -> Rows:
+def read_text(stream: Iterable[bytes | str], *, lenient: bool = False) -> Rows:
     """One prompt per non-blank line; the line's own text, without its line ending."""
-    for number, text in decoded_lines(stream):
+    for number, text in decoded_lines(stream, lenient=lenient):
+        if isinstance(text, RowError):
+            yield number, text  # type: ignore[misc]
+            continue
         line = text.rstrip("\r\n")
         if line.strip():
             yield number, {"prompt": line}
 
 
-def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
-    """Rows of a CSV or TSV file with a header line, as {column: text}."""
-    lines = decoded_lines(stream)
+def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",", lenient: bool = False) -> Rows:
+    """Rows of a CSV or TSV file with a header line, as {column: text}.
+
+    With ``lenient``, a bad record comes as its RowError and reading goes on.
+    """
+    lines = decoded_lines(stream, lenient=lenient)
     position = {"line": 0}
+    pending: list[RowError] = []
 
     def feed() -> Iterator[str]:
         for number, text in lines:
             position["line"] = number
+            if isinstance(text, RowError):
+                pending.append(text)
+                yield "\n"
+                continue
             yield text
 
     reader = csv.reader(feed(), delimiter=delimiter, strict=True)
@@ -158,6 +200,8 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
         return
     except csv.Error as exc:
         raise RowError(1, f"not valid CSV ({exc})") from None
+    if pending:
+        raise pending[0]
     if not any(h.strip() for h in header):
         raise RowError(1, "the first line must name the columns")
     header = [h.strip() for h in header]
@@ -166,26 +210,87 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
         try:
             record = next(reader)
         except StopIteration:
+            yield from ((e.line, e) for e in pending)  # type: ignore[misc]
             return
         except csv.Error as exc:
-            raise RowError(start, f"not valid CSV ({exc})") from None
+            error = RowError(start, f"not valid CSV ({exc})")
+            if not lenient:
+                raise error from None
+            yield start, error  # type: ignore[misc]
+            continue
+        while pending:
+            error = pending.pop(0)
+            yield error.line, error  # type: ignore[misc]
         if not record or not any(cell.strip() for cell in record):
             continue
         if len(record) != len(header):
-            raise RowError(start, f"expected {len(header)} fields, found {len(record)}")
+            error = RowError(start, f"expected {len(header)} fields, found {len(record)}")
+            if not lenient:
+                raise error
+            yield start, error  # type: ignore[misc]
+            continue
         yield start, dict(zip(header, record, strict=True))
 
 
 def read_parquet(source: IO[bytes]) -> Rows:
+    """Rows of a Parquet file, in batches small enough that their decoded text stays bounded;
+    every text column is measured before a batch becomes Python objects."""
     try:
         parquet = pq.ParquetFile(source)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(f"The file is not a Parquet file ({exc}).") from None
     number = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH):
+    for batch in parquet.iter_batches(batch_size=_parquet_batch_size(parquet)):
+        _check_parquet_batch(batch, number)
         for row in batch.to_pylist():
             number += 1
             yield number, row
+
+
+def _parquet_batch_size(parquet: pq.ParquetFile) -> int:
+    """Rows per batch: at most _PARQUET_BATCH, fewer when the row groups' decoded size says
+    rows are large, so a batch holds about _PARQUET_BATCH_BYTES."""
+    meta = parquet.metadata
+    widest = 1.0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        if group.num_rows:
+            widest = max(widest, group.total_byte_size / group.num_rows)
+    return max(1, min(_PARQUET_BATCH, int(_PARQUET_BATCH_BYTES // widest)))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
+
+
+def _check_parquet_batch(batch: pa.RecordBatch, before: int) -> None:
+    """Refuse a batch whose text columns hold a cell or a row over the limits."""
+    cell_limit, row_limit = limits()
+    totals = None
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if not _is_text(column.type):
+            continue
+        lengths = pc.fill_null(pc.binary_length(column), 0)
+        longest = pc.max(lengths).as_py() or 0
+        if longest > cell_limit:
+            index = pc.index(lengths, longest).as_py()
+            raise RowError(
+                before + index + 1,
+                f'"{name}" holds {longest:,} bytes, over the limit of {cell_limit:,} '
+                "(PREFLOOP_IMPORT_MAX_CELL_CHARS)",
+                unit="row",
+            )
+        totals = lengths if totals is None else pc.add(totals, lengths)
+    if totals is not None and len(totals):
+        largest = pc.max(totals).as_py() or 0
+        if largest > row_limit:
+            index = pc.index(totals, largest).as_py()
+            check_text_length(before + index + 1, largest, unit="row")
 
 
 def read_json_list(stream: IO[bytes]) -> Rows:
@@ -257,6 +362,7 @@ def read_json_list(stream: IO[bytes]) -> Rows:
                 raise RowError(number, f"not valid JSON ({exc})", unit="item") from None
             except RecursionError:
                 raise RowError(number, "not valid JSON (nested too deeply)", unit="item") from None
+        check_text_length(number, end - position, unit="item")
         position = end
         if not isinstance(obj, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")
@@ -272,21 +378,43 @@ def read_records(records: Any) -> Rows:
     for number, item in enumerate(records, start=1):
         if not isinstance(item, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")
+        check_row(number, item, unit="item")
         yield number, item
 
 
-def read_rows(stream: IO[bytes], kind: str) -> Rows:
-    """The rows of a file of type ``kind`` (see FILE_TYPES)."""
+def read_rows(stream: IO[bytes], kind: str, *, lenient: bool = False) -> Rows:
+    """The rows of a file of type ``kind`` (see FILE_TYPES), each within the size caps.
+
+    With ``lenient``, a bad line of a JSONL, CSV, TSV or text file comes as its RowError (in
+    place of the row) and reading goes on; a file that cannot be read on still raises.
+    """
+    unit = UNITS.get(kind, "line")
+    return _capped(_rows(stream, kind, lenient), unit, lenient)
+
+
+def _rows(stream: IO[bytes], kind: str, lenient: bool) -> Rows:
     if kind == "jsonl":
-        return read_jsonl(stream)
+        return read_jsonl(stream, lenient=lenient)
     if kind == "json":
         return read_json_list(stream)
     if kind == "csv":
-        return read_csv(stream)
+        return read_csv(stream, lenient=lenient)
     if kind == "tsv":
-        return read_csv(stream, delimiter="\t")
+        return read_csv(stream, delimiter="\t", lenient=lenient)
     if kind == "txt":
-        return read_text(stream)
+        return read_text(stream, lenient=lenient)
     if kind == "parquet":
         return read_parquet(stream)
     raise InvalidInput(f"Unknown file type {kind!r}.")
+
+
+def _capped(rows: Rows, unit: str, lenient: bool) -> Rows:
+    for number, row in rows:
+        if isinstance(row, dict):
+            try:
+                check_row(number, row, unit)
+            except RowError as exc:
+                if not lenient:
+                    raise
+                row = exc  # type: ignore[assignment]
+        yield number, row
