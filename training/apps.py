@@ -15,10 +15,10 @@ class TrainingConfig(AppConfig):
         from annotate.extensions import ProjectField, judgment_recorded, register_project_field
         from annotate.models import Judgment
 
-        from .base_chain import check_field, clean_new_chain, write_new_chain
         from .loop_settings import clean_base_model, clean_loop_settings, json_schema
         from .models import ProjectLoop
         from .services import on_judgment_recorded
+        from .services.base_chain import check_field, clean_new_chain, write_new_chain
 
         def write_base_model(project: Any, value: str) -> None:
             ProjectLoop.store(project, base_model=value)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.base_chain import has_trained_versions
 from training.model_roots import REFUSED
 from training.models import ModelVersion, ProjectLoop
 from training.services import base_version, serving_version
+from training.services.base_chain import has_trained_versions
 
 from ..conftest import api_for
 from ..factories import ProjectFactory

@@ -10,9 +10,9 @@ from django.db import transaction
 
 from annotate.errors import InvalidInput
 from annotate.models import Project
-from training.base_chain import check_change, start_new_chain
 from training.loop_settings import clean_base_model, validate_loop_settings
 from training.models import ProjectLoop
+from training.services.base_chain import check_change, start_new_chain
 
 
 def update_loop_settings(
@@ -26,7 +26,7 @@ def update_loop_settings(
 
     ``loop_settings`` is the JSON object as a lead typed it, or already decoded. Once the
     project has trained versions a new ``base_model`` needs ``new_chain`` (see
-    ``training.base_chain``).
+    ``training.services.base_chain``).
 
     Raises:
         InvalidInput: the text is not JSON, or a value is wrong; the message names the field.

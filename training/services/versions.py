@@ -22,7 +22,7 @@ def models_dir(project: Project) -> Path:
 
 def base_version(project: Project) -> ModelVersion:
     """The root of the project's current chain: v0, its base model, created (serving) on first
-    use, or the newest root a lead started with ``new_chain`` (see ``training.base_chain``)."""
+    use, or the newest root a lead started with ``new_chain`` (see ``base_chain``)."""
     version = (
         ModelVersion.objects.filter(project=project, parent__isnull=True)
         .order_by("-number")

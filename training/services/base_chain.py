@@ -18,8 +18,8 @@ from django.utils import timezone
 from annotate.errors import InvalidInput
 from annotate.models import Project
 
-from .models import ModelVersion, ProjectLoop
-from .services.versions import next_version_number, promote
+from ..models import ModelVersion, ProjectLoop
+from .versions import next_version_number, promote
 
 FIXED = (
     "base_model: this project has trained versions, which were trained against its base "
