@@ -13,14 +13,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from annotate.errors import InvalidInput
 
 from .errors import RowError
-from .readers_limits import check_row, check_text_length, limits
+from .readers_limits import check_row, check_text_length
+from .readers_parquet import read_parquet
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
@@ -45,9 +42,6 @@ UNITS = {
 _JSON_CHUNK = 1 << 16
 # Cells may hold whole long completions; the upload limit bounds them instead.
 csv.field_size_limit(2**31 - 1)
-_PARQUET_BATCH = 1000
-# Decoded bytes a Parquet batch aims at.
-_PARQUET_BATCH_BYTES = 64 * 1024 * 1024
 
 
 def file_type(filename: str) -> str:
@@ -111,7 +105,6 @@ def decoded_lines(
     """
     for number, raw in enumerate(stream, start=1):
         try:
-            check_text_length(number, len(raw))
             if isinstance(raw, bytes):
                 try:
                     text = raw.decode("utf-8")
@@ -119,6 +112,7 @@ def decoded_lines(
                     raise RowError(number, "the file is not UTF-8 text") from None
             else:
                 text = raw
+            check_text_length(number, len(text))
         except RowError as exc:
             if not lenient:
                 raise
@@ -230,67 +224,6 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",", lenient: bo
             yield start, error  # type: ignore[misc]
             continue
         yield start, dict(zip(header, record, strict=True))
-
-
-def read_parquet(source: IO[bytes]) -> Rows:
-    """Rows of a Parquet file, in batches small enough that their decoded text stays bounded;
-    every text column is measured before a batch becomes Python objects."""
-    try:
-        parquet = pq.ParquetFile(source)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"The file is not a Parquet file ({exc}).") from None
-    number = 0
-    for batch in parquet.iter_batches(batch_size=_parquet_batch_size(parquet)):
-        _check_parquet_batch(batch, number)
-        for row in batch.to_pylist():
-            number += 1
-            yield number, row
-
-
-def _parquet_batch_size(parquet: pq.ParquetFile) -> int:
-    """Rows per batch: at most _PARQUET_BATCH, fewer when the row groups' decoded size says
-    rows are large, so a batch holds about _PARQUET_BATCH_BYTES."""
-    meta = parquet.metadata
-    widest = 1.0
-    for i in range(meta.num_row_groups):
-        group = meta.row_group(i)
-        if group.num_rows:
-            widest = max(widest, group.total_byte_size / group.num_rows)
-    return max(1, min(_PARQUET_BATCH, int(_PARQUET_BATCH_BYTES // widest)))
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-    )
-
-
-def _check_parquet_batch(batch: pa.RecordBatch, before: int) -> None:
-    """Refuse a batch whose text columns hold a cell or a row over the limits."""
-    cell_limit, row_limit = limits()
-    totals = None
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if not _is_text(column.type):
-            continue
-        lengths = pc.fill_null(pc.binary_length(column), 0)
-        longest = pc.max(lengths).as_py() or 0
-        if longest > cell_limit:
-            index = pc.index(lengths, longest).as_py()
-            raise RowError(
-                before + index + 1,
-                f'"{name}" holds {longest:,} bytes, over the limit of {cell_limit:,} '
-                "(PREFLOOP_IMPORT_MAX_CELL_CHARS)",
-                unit="row",
-            )
-        totals = lengths if totals is None else pc.add(totals, lengths)
-    if totals is not None and len(totals):
-        largest = pc.max(totals).as_py() or 0
-        if largest > row_limit:
-            index = pc.index(totals, largest).as_py()
-            check_text_length(before + index + 1, largest, unit="row")
 
 
 def read_json_list(stream: IO[bytes]) -> Rows:
