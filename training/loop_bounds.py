@@ -46,7 +46,7 @@ DPO_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "weight_decay": (0.0, 10.0),
     "warmup_ratio": (0.0, 1.0),
     "max_grad_norm": (0.0, 10_000.0),
-    "epochs": (1, 100),
+    "epochs": (1, 1000),
     "max_steps": (1, 1_000_000),
     "batch_size": (1, 1024),
     "grad_accum_steps": (1, 1024),

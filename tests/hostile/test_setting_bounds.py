@@ -84,7 +84,7 @@ def test_the_schema_documents_the_bounds():
     }
     dpo = schema["dpo"]
     assert dpo["additionalProperties"] is False
-    assert dpo["properties"]["epochs"]["maximum"] == 100
+    assert dpo["properties"]["epochs"]["maximum"] == 1000
     assert dpo["properties"]["seed"]["type"] == "integer"
     assert dpo["properties"]["max_steps"]["nullable"] is True
     assert "cuda" in dpo["properties"]["device"]["pattern"]
