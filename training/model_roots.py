@@ -77,24 +77,27 @@ def _hub_allowed(hub_id: str) -> bool:
         return False
 
 
-def _is_version_directory(path: Path, project_slugs: list[str]) -> bool:
+def _is_version_directory(path: Path) -> bool:
     """Whether ``path`` lies in a project's versions or is itself a trained version."""
+    from annotate.models import Project
+
     root = versions_root()
-    for slug in project_slugs:
-        if path.is_relative_to(root / slug):
+    if path.is_relative_to(root) and path != root:
+        slug = path.relative_to(root).parts[0]
+        if Project.objects.filter(slug=slug).exists():
             return True
     for candidate in (path, *path.parents):
         if (candidate / MANIFEST).is_file():
             return True
-        if candidate == root or candidate == candidate.parent:
+        if candidate == root:
             break
     return False
 
 
-def _path_allowed(path: Path, project_slugs: list[str]) -> bool:
+def _path_allowed(path: Path) -> bool:
     if not any(path.is_relative_to(root) for root in model_roots()):
         return False
-    if _is_version_directory(path, project_slugs):
+    if _is_version_directory(path):
         return False
     if path.suffix == ".gguf":
         return path.is_file()
@@ -107,16 +110,12 @@ def check_base_model(text: str) -> None:
     ``text`` is already stripped and not empty or "demo". Raises ValidationError with the same
     message whether the model is not allowed or not there.
     """
-    from annotate.models import Project
-
     if is_hub_id(text) and not text.endswith(".gguf"):
         if _hub_allowed(text):
             return
         raise ValidationError(REFUSED)
     try:
-        path = Path(text).expanduser().resolve()
-        slugs = list(Project.objects.values_list("slug", flat=True))
-        allowed = _path_allowed(path, slugs)
+        allowed = _path_allowed(Path(text).expanduser().resolve())
     except (OSError, ValueError, RuntimeError):
         # Names the file system refuses (a component over 255 bytes, a NUL, a link loop).
         allowed = False
