@@ -49,6 +49,10 @@ class ProjectField:
     write: Callable[[Project, Any], None]
     # OpenAPI schema of the value.
     schema: Mapping[str, Any] = field(default_factory=dict)
+    # Checks a cleaned value against the project it is about to be written to, seeing every
+    # other contributed value of the same change; raises annotate.errors.ServiceError. Called
+    # for every field before any is written.
+    check: Callable[[Project, Any, Mapping[str, Any]], None] | None = None
     help_text: str = ""
 
 
@@ -86,5 +90,11 @@ def clean_contributed(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_contributed(project: Project, cleaned: Mapping[str, Any]) -> None:
+    """Check every value against the project, then write them in registration order."""
     for name, value in cleaned.items():
-        _registry[name].write(project, value)
+        check = _registry[name].check
+        if check is not None:
+            check(project, value, cleaned)
+    for name, spec in _registry.items():
+        if name in cleaned:
+            spec.write(project, cleaned[name])

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -27,6 +27,14 @@ def messages_hash(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# A lease or undo window longer than a week only hides abandoned work (and far longer ones
+# overflow date arithmetic on every page that reads the queue).
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+MAX_UNDO_SECONDS = 7 * 24 * 3600
+# Instructions are read before every session; a hundred thousand characters is a long manual.
+MAX_INSTRUCTIONS = 100_000
+
+
 def _new_salt() -> str:
     return secrets.token_hex(16)
 
@@ -39,7 +47,11 @@ class Project(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200, unique=True)
-    instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    instructions = models.TextField(
+        blank=True,
+        validators=[MaxLengthValidator(MAX_INSTRUCTIONS)],
+        help_text="Markdown shown to annotators.",
+    )
     overlap = models.PositiveSmallIntegerField(
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
@@ -47,11 +59,13 @@ class Project(models.Model):
     )
     lease_seconds = models.PositiveIntegerField(
         default=600,
-        validators=[MinValueValidator(10)],
+        validators=[MinValueValidator(10), MaxValueValidator(MAX_LEASE_SECONDS)],
         help_text="How long a pair handed to an annotator stays reserved for them.",
     )
     undo_seconds = models.PositiveIntegerField(
-        default=60, help_text="How long after judging an annotator may undo."
+        default=60,
+        validators=[MaxValueValidator(MAX_UNDO_SECONDS)],
+        help_text="How long after judging an annotator may undo.",
     )
     show_strength = models.BooleanField(
         default=False, help_text="Ask how much better (slightly / clearly / much)."

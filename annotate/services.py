@@ -155,6 +155,14 @@ def add_member(project: Project, username: str, role: str) -> Membership:
         project=project, user=member, defaults={"role": role}
     )
     if not created and membership.role != role:
+        if membership.role == Membership.Role.LEAD:
+            # Locks the project's lead rows, so two leads demoting each other at once cannot
+            # both pass the count.
+            leads = Membership.objects.select_for_update().filter(
+                project=project, role=Membership.Role.LEAD
+            )
+            if len(leads) <= 1:
+                raise Conflict("A project needs at least one lead: make someone else lead first.")
         membership.role = role
         membership.save(update_fields=["role"])
     return membership
@@ -427,8 +435,28 @@ def submit_judgment(user: Any, comparison_id: int, data: JudgmentInput) -> tuple
             and replay.annotator_id == user.pk
             and replay.comparison_id == comparison_id
         ):
-            return replay, False
+            return _replayed(replay, data), False
         raise Conflict("You have already judged this pair.") from None
+
+
+def _replayed(replay: Judgment, data: JudgmentInput) -> Judgment:
+    """The stored judgment of a resent ``client_id``, if the resend says the same thing.
+
+    A retry after a lost answer repeats the request; a request that reuses the id with another
+    choice, strength or rationale is a different judgment, and storing either silently would
+    lose one of them.
+    """
+    choice = _canonical_choice(data.choice, replay.left_is_a)
+    strength = data.strength if data.choice in ("left", "right") else None
+    if (choice, strength, data.rationale.strip()) != (
+        replay.choice,
+        replay.strength,
+        replay.rationale,
+    ):
+        raise Conflict(
+            "client_id was already used for a judgment with another choice, strength or rationale."
+        )
+    return replay
 
 
 def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
@@ -444,7 +472,7 @@ def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgmen
     if replay is not None:
         if replay.annotator_id != user.pk or replay.comparison_id != comparison.pk:
             raise Conflict("client_id was already used for another judgment.")
-        return replay, False
+        return _replayed(replay, data), False
     project = comparison.project
     assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
     if assignment is None or assignment.status == Assignment.Status.SKIPPED:

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotate.throttle.LoginThrottleMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,6 +156,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "annotate.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "annotate.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "prefloop API",
@@ -227,3 +233,34 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Base models a lead may name (see training/model_roots.py) ---------------
+# Directories whose model directories and .gguf files a project's base_model may name, after
+# resolving links; empty: $PREFLOOP_VAR_DIR/models and the converted-model cache.
+PREFLOOP_MODEL_ROOTS = env_list("PREFLOOP_MODEL_ROOTS", [])
+# Hub ids a base_model may name ("org/name" or "org/*"); empty: only what the local hub
+# cache already holds.
+PREFLOOP_HUB_ALLOWLIST = env_list("PREFLOOP_HUB_ALLOWLIST", [])
+
+# --- Cache and login throttling (see annotate/throttle.py) -------------------
+# Shared by every web process: Redis when PREFLOOP_CACHE_URL names one, else files under var/.
+_CACHE_URL = env_str("PREFLOOP_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+        if _CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    )
+}
+# Failed logins allowed per username, and per client address, in each window.
+PREFLOOP_LOGIN_FAILURES_PER_USER = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 10, minimum=1)
+PREFLOOP_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLOOP_LOGIN_FAILURES_PER_ADDRESS", 200, minimum=1)
+PREFLOOP_LOGIN_WINDOW_SECONDS = env_int("PREFLOOP_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+
+# --- Imports -----------------------------------------------------------------
+# Decoded size caps (characters) on one imported value and on one row's text together.
+PREFLOOP_IMPORT_MAX_CELL_CHARS = env_int("PREFLOOP_IMPORT_MAX_CELL_CHARS", 1_000_000, minimum=1)
+PREFLOOP_IMPORT_MAX_ROW_CHARS = env_int("PREFLOOP_IMPORT_MAX_ROW_CHARS", 4_000_000, minimum=1)

@@ -35,6 +35,23 @@ def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _model_roots(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Tests keep their tiny models under pytest's temporary directory, and name hub ids of a
+    # made-up organisation that nothing downloads.
+    settings.PREFLOOP_MODEL_ROOTS = [str(tmp_path_factory.getbasetemp())]
+    settings.PREFLOOP_HUB_ALLOWLIST = ["org/*"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(settings: Any) -> None:
+    # Login failures counted by one test (or an earlier run) must not block another.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @dataclass
 class Team:
     project: Project

@@ -12,8 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate import services as annotate_services
+from annotate.models import Membership
 
 from . import services
+from .model_roots import is_hub_id
 from .models import ModelVersion, Round
 from .services.leaderboard import leaderboard as rate_versions
 from .services.round_stats import NOT_TRAINED, pair_counts
@@ -72,6 +74,11 @@ class GateSerializer(serializers.Serializer):
             field.required = False  # each gate stores only the keys it uses
 
 
+def _for_leads(serializer: serializers.Serializer) -> bool:
+    """Leads see server paths and error details; annotators see neither."""
+    return bool(serializer.context.get("lead", True))
+
+
 class VersionSerializer(serializers.ModelSerializer):
     # DRF's metaclass takes declared fields off the class, so "label" and "parent" do not
     # replace Field.label and Field.parent at run time; the ignores tell mypy so.
@@ -94,6 +101,10 @@ class VersionSerializer(serializers.ModelSerializer):
         help_text='what the OpenAI-compatible server calls it: "<project-slug>:v1"',
     )
     gate = GateSerializer(read_only=True)
+    spec = serializers.SerializerMethodField(
+        help_text="what the version loads: a path or hub id for leads; for annotators a hub "
+        'id or "demo" only, null for a path'
+    )
 
     class Meta:
         model = ModelVersion
@@ -110,6 +121,11 @@ class VersionSerializer(serializers.ModelSerializer):
             "gate",
             "created_at",
         ]
+
+    def get_spec(self, version: ModelVersion) -> str | None:
+        if _for_leads(self) or version.spec == "demo" or is_hub_id(version.spec):
+            return version.spec
+        return None
 
 
 class RoundStatsSerializer(serializers.Serializer):
@@ -216,8 +232,19 @@ class RoundSerializer(serializers.ModelSerializer):
             "step": run.step,
             "total_steps": run.total_steps,
             "loss": run.loss,
-            "error": run.error,
+            "error": run.error if _for_leads(self) else _hidden(run.error),
         }
+
+    def to_representation(self, instance: Round) -> dict[str, Any]:
+        data = dict(super().to_representation(instance))
+        if not _for_leads(self):
+            data["error"] = _hidden(data.get("error"))
+        return data
+
+
+def _hidden(error: str | None) -> str:
+    """An error as annotators see it: that there was one, without its details."""
+    return "Failed; a lead can see why." if error else ""
 
 
 @extend_schema(methods=["GET"], responses=RoundSerializer(many=True))
@@ -229,7 +256,8 @@ def rounds(request: Request, project_id: int) -> Response:
         loop_round = services.start_round(project)
         return Response(RoundSerializer(loop_round).data, status=status.HTTP_201_CREATED)
     queryset = Round.objects.filter(project=project).select_related("policy").order_by("number")
-    return Response(RoundSerializer(queryset, many=True).data)
+    context = {"lead": project.role_of(request.user) == Membership.Role.LEAD}
+    return Response(RoundSerializer(queryset, many=True, context=context).data)
 
 
 @extend_schema(responses=VersionSerializer(many=True))
@@ -238,7 +266,8 @@ def versions(request: Request, project_id: int) -> Response:
     project = annotate_services.get_project(request.user, project_id)
     services.base_version(project)
     queryset = ModelVersion.objects.filter(project=project).order_by("number")
-    return Response(VersionSerializer(queryset, many=True).data)
+    context = {"lead": project.role_of(request.user) == Membership.Role.LEAD}
+    return Response(VersionSerializer(queryset, many=True, context=context).data)
 
 
 class LeaderboardEntrySerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ class TrainingConfig(AppConfig):
         from .loop_settings import clean_base_model, clean_loop_settings, json_schema
         from .models import ModelVersion, ProjectLoop
         from .services import on_judgment_recorded
+        from .services.base_chain import check_field, clean_new_chain, write_new_chain
 
         def write_base_model(project: Any, value: str) -> None:
             ProjectLoop.store(project, base_model=value)
@@ -34,8 +35,25 @@ class TrainingConfig(AppConfig):
                 write=write_base_model,
                 schema={"type": "string", "maxLength": 500},
                 help_text=(
-                    'What the policy starts from: "demo", a model directory, a .gguf file '
-                    "or a hub id."
+                    'What the policy starts from: "demo", a model directory or .gguf file '
+                    "under the server's model roots (PREFLOOP_MODEL_ROOTS), or a hub id it "
+                    "allows (PREFLOOP_HUB_ALLOWLIST or its local hub cache). Fixed once the "
+                    "project has trained versions, unless sent with new_chain: true."
+                ),
+                check=check_field,
+            )
+        )
+        register_project_field(
+            ProjectField(
+                name="new_chain",
+                read=lambda project: False,
+                clean=clean_new_chain,
+                write=write_new_chain,
+                schema={"type": "boolean", "default": False, "writeOnly": True},
+                help_text=(
+                    "With a new base_model on a project that has trained versions: start a "
+                    "new chain, whose root (the new base) serves from now on and is the "
+                    "reference of later rounds. Never stored; reads as false."
                 ),
             )
         )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 
 from .core.config import DPOConfig
 from .core.pairing import PAIRING_STRATEGIES
+from .loop_bounds import check_dpo_fields, check_loop_bounds, dpo_schema, loop_schema_bounds
+from .model_roots import check_base_model
 from .models import ProjectLoop
 
 if TYPE_CHECKING:
@@ -153,8 +154,9 @@ _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", 
 
 
 def json_schema() -> dict[str, Any]:
-    """The OpenAPI/JSON schema of stored loop settings: every key, its type, default and the
-    values a choice allows (the API documents ``loop_settings`` with it)."""
+    """The OpenAPI/JSON schema of stored loop settings: every key, its type, default, bounds
+    (see ``loop_bounds``) and the values a choice allows (the API documents ``loop_settings``
+    with it)."""
     choices = {
         "trigger": TRIGGERS,
         "ties": TIE_POLICIES,
@@ -174,8 +176,9 @@ def json_schema() -> dict[str, Any]:
             prop["minimum"] = 1
         if f.name in _FRACTIONS:
             prop.update(minimum=0.0, maximum=1.0)
+        prop.update(loop_schema_bounds(f.name))
         properties[f.name] = prop
-    properties["dpo"]["description"] = "DPOConfig fields that differ from the core's defaults"
+    properties["dpo"] = {**dpo_schema(), "default": {}}
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
@@ -209,6 +212,7 @@ def _type_ok(value: Any, expected: type) -> bool:
 def validate_dpo(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError("dpo: must be an object of DPOConfig fields")
+    check_dpo_fields(data)
     try:
         DPOConfig.from_dict(dict(data))
     except (TypeError, ValueError) as exc:
@@ -260,6 +264,7 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError(f"gate_mode: must be one of {', '.join(GATE_MODES)}")
     if merged["ties"] not in TIE_POLICIES:
         raise ValidationError(f"ties: must be one of {', '.join(TIE_POLICIES)}")
+    check_loop_bounds(merged)
     if "dpo" in out:
         out["dpo"] = validate_dpo(out["dpo"])
     loss = DPOConfig.from_dict(dict(merged["dpo"])).loss
@@ -284,23 +289,10 @@ def clean_base_model(spec: Any) -> str:
 
 
 def validate_base_model(spec: Any) -> None:
-    """A base model spec must be "demo", an existing directory or .gguf file, or a hub id."""
+    """A base model spec must be "demo", or a model the server allows (``model_roots``)."""
     if not isinstance(spec, str):
         raise ValidationError("base_model: must be a string")
     text = spec.strip()
     if not text or text == "demo":
         return
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ValidationError(f"base_model: no such GGUF file: {text}")
-        return
-    if path.is_absolute() or text.startswith((".", "~")):
-        raise ValidationError(f"base_model: no such model directory: {text}")
-    parts = text.split("/")
-    if len(parts) > 2 or not all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts):
-        raise ValidationError(
-            f"base_model: {text!r} is not a directory, a .gguf file, 'demo' or a hub id"
-        )
+    check_base_model(text)

@@ -136,7 +136,12 @@ def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     values, errors, form = settings_form.parse(request.POST)
     if not errors:
         try:
-            update_loop_settings(project, base_model=base_model, loop_settings=values)
+            update_loop_settings(
+                project,
+                base_model=base_model,
+                loop_settings=values,
+                new_chain=request.POST.get("new_chain") in ("on", "true", "1"),
+            )
         except ServiceError as exc:
             errors = settings_form.error_by_field(exc.message)
             for field in form:

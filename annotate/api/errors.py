@@ -1,10 +1,13 @@
-"""Every API error is JSON: service errors keep their status, anything else is a JSON 500."""
+"""Every API error is JSON: service errors keep their status, a body over
+DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, anything else is a JSON 500."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -16,6 +19,12 @@ log = logging.getLogger(__name__)
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response({"detail": exc.message}, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"detail": f"The request body is too large: at most {limit} bytes are read."},
+            status=413,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("Unhandled API error", exc_info=exc)

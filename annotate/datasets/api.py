@@ -8,7 +8,7 @@ from typing import Any
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -81,15 +81,43 @@ def job_data(request: Request, project: Project, job: DatasetJob) -> dict[str, A
                 "round": {"type": "integer"},
                 "split": {"type": "string", "enum": ["train", "eval", "dev"]},
                 "background": {"type": "boolean"},
+                "on_error": {
+                    "type": "string",
+                    "enum": ["stop", "skip"],
+                    "default": "stop",
+                    "description": "stop: a bad row rejects the file; skip: import the good "
+                    'rows and list each bad one in "skipped" with its line and reason',
+                },
+                "validate": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "check every row and list every problem, writing nothing",
+                },
             },
             "required": ["file", "format"],
         }
     },
-    responses={201: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+    responses={
+        201: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description='The counts, "imported" (rows accepted) and "skipped": '
+            '[{"line": n, "error": "..."}] (empty unless on_error=skip).',
+        ),
+        200: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description='validate=true: {"valid": bool, "rows": n, "problems": '
+            '[{"line": n, "error": "..."}]}; nothing was written.',
+        ),
+        202: OpenApiTypes.OBJECT,
+        400: OpenApiTypes.OBJECT,
+        413: OpenApiTypes.OBJECT,
+    },
     description=(
         "Import a file (.jsonl, .json, .csv, .tsv, .txt, .parquet) as prompts, pairs or labeled "
         "preference data (trl, hh, ultrafeedback, label-studio). One transaction: a bad row "
-        "rejects the file with a message naming its line and field. Large files (or "
+        "rejects the file with a message naming its line and field, unless on_error=skip. "
+        "Rows over PREFLOOP_IMPORT_MAX_CELL_CHARS / _ROW_CHARS decoded are bad rows. Large "
+        "files (or "
         "background=true) run as a job: 202 with the job to poll."
     ),
 )
@@ -115,7 +143,7 @@ def dataset_import(request: Request, project_id: int) -> Response:
         )
         return Response(job_data(request, project, job), status=202)
     report = import_file(project, fmt, upload, name, size=upload.size, options=options)
-    return Response(report.as_report(), status=201)
+    return Response(report.as_report(), status=200 if options.validate else 201)
 
 
 _EXPORT_PARAMETERS = [

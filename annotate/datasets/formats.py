@@ -8,6 +8,7 @@ RowError naming the field. Tabular files (CSV, TSV) carry text cells only, so th
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from annotate.models import Comparison, Judgment, Prompt
 from .errors import RowError
 
 ROLES = ("system", "user", "assistant")
+# The largest round number a comparison can carry (a 32-bit column on every database).
+MAX_ROUND = 2**31 - 1
+# An imported judgment's duration is kept only up to a day, as the API's own submits.
+MAX_DURATION_MS = 86_400_000
+ON_ERROR = ("stop", "skip")
 Messages = list[dict[str, str]]
 
 
@@ -50,6 +56,11 @@ class ImportOptions:
     kind: str | None = None
     round: int | None = None
     split: str | None = None
+    # "stop": the first bad row rejects the file (nothing written); "skip": the good rows are
+    # imported and every bad one is reported with its reason.
+    on_error: str = "stop"
+    # Check every row and report every problem, writing nothing.
+    validate: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImportOptions:
@@ -69,20 +80,49 @@ class ImportOptions:
                 raise InvalidInput('"round" must be a whole number') from None
             if round_number < 0:
                 raise InvalidInput('"round" must not be negative')
-        return cls(column=column, kind=kind, round=round_number, split=split)
+            if round_number > MAX_ROUND:
+                raise InvalidInput(f'"round" must be at most {MAX_ROUND}')
+        on_error = data.get("on_error") or ("skip" if _flag(data.get("skip_bad_rows")) else "stop")
+        if on_error not in ON_ERROR:
+            raise InvalidInput(f'"on_error" must be one of {", ".join(ON_ERROR)}')
+        return cls(
+            column=column,
+            kind=kind,
+            round=round_number,
+            split=split,
+            on_error=str(on_error),
+            validate=_flag(data.get("validate")),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "kind": self.kind, "round": self.round, "split": self.split}
+        return {
+            "column": self.column,
+            "kind": self.kind,
+            "round": self.round,
+            "split": self.split,
+            "on_error": self.on_error,
+            "validate": self.validate,
+        }
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # --- Fields ---------------------------------------------------------------------------
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
 def _json_cell(line: int, name: str, value: Any, tabular: bool) -> Any:
     if tabular and isinstance(value, str):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return json.loads(value, parse_constant=_no_constant)
+        except (json.JSONDecodeError, ValueError, RecursionError):
             raise RowError(line, f'"{name}" is not valid JSON') from None
     return value
 
@@ -381,14 +421,23 @@ def _ls_vote(line: int, index: int, annotation: Any) -> Vote | None:
         selected = (result.get("value") or {}).get("selected")
         if selected not in ("left", "right"):
             raise RowError(line, f'{where}: "selected" must be "left" or "right"', unit="item")
-        lead_time = annotation.get("lead_time")
-        duration = int(float(lead_time) * 1000) if isinstance(lead_time, int | float) else None
         return Vote(
             choice=Judgment.Choice.A if selected == "left" else Judgment.Choice.B,
             external_annotator=_ls_annotator(annotation.get("completed_by")),
-            duration_ms=duration if duration is None or duration >= 0 else None,
+            duration_ms=_ls_duration(line, where, annotation.get("lead_time")),
         )
     return None
+
+
+def _ls_duration(line: int, where: str, lead_time: Any) -> int | None:
+    """Label Studio's ``lead_time`` (seconds) in milliseconds; None when absent or negative."""
+    if not isinstance(lead_time, int | float) or isinstance(lead_time, bool):
+        return None
+    if not math.isfinite(lead_time):
+        raise RowError(line, f'{where}."lead_time" must be a finite number', unit="item")
+    if lead_time < 0:
+        return None
+    return min(int(lead_time * 1000), MAX_DURATION_MS)
 
 
 def parse_label_studio(

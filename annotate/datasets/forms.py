@@ -46,6 +46,12 @@ class DatasetImportForm(forms.Form):
     split = forms.ChoiceField(
         required=False, choices=[("", "Default (train)"), *Prompt.Split.choices]
     )
+    skip_bad_rows = forms.BooleanField(
+        required=False,
+        label="Skip bad rows",
+        help_text="Import the good rows and list the bad ones; unticked, one bad row "
+        "rejects the whole file.",
+    )
 
     def clean_file(self) -> Any:
         upload = self.cleaned_data["file"]

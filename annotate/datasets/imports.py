@@ -3,12 +3,14 @@
 Every import goes through ``import_rows``: files and pasted text by ``import_file``, the
 API's JSON lists by ``import_records``. Rows are validated and buffered a batch at a time,
 then written with a handful of bulk inserts; nothing but the current batch (and the set of
-prompts seen in this file) is held in memory. The first bad row raises, which rolls the
-whole file back.
+prompts seen in this file) is held in memory. By default the first bad row raises, which
+rolls the whole file back; ``on_error="skip"`` writes the good rows and lists the bad ones,
+``validate`` lists every problem and writes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -24,6 +26,8 @@ from .formats import IMPORT_FORMATS, ImportOptions, Item
 from .readers import UNITS, CountingReader, file_type, read_records, read_rows
 
 BATCH = 500
+# Bad rows listed one by one in a report; past this a file is more bad than good.
+MAX_REPORTED = 10_000
 Progress = Callable[[int], None]
 
 
@@ -35,6 +39,11 @@ class ImportReport:
     judgments_added: int = 0
     rows: int = 0
     notes: list[str] = field(default_factory=list)
+    # Rows accepted (written, or skipped as duplicates of prompts already there).
+    imported: int = 0
+    # Bad rows left out (on_error=skip) or found (validate): {"line": n, "error": reason}.
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    validated: bool = False
 
     def as_dict(self) -> dict[str, int]:
         """The counts the prompt and pair endpoints have always answered with."""
@@ -45,8 +54,19 @@ class ImportReport:
             "comparisons_added": self.comparisons_added,
         }
 
-    def as_report(self) -> dict[str, int]:
-        return {**self.as_dict(), "judgments_added": self.judgments_added}
+    def as_report(self) -> dict[str, Any]:
+        if self.validated:
+            return {
+                "valid": not self.skipped,
+                "rows": self.rows,
+                "problems": self.skipped,
+            }
+        return {
+            **self.as_dict(),
+            "judgments_added": self.judgments_added,
+            "imported": self.imported,
+            "skipped": self.skipped,
+        }
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows read", f"{self.prompts_added} prompts added"]
@@ -56,6 +76,10 @@ class ImportReport:
             parts.append(f"{self.comparisons_added} pairs added")
         if self.judgments_added:
             parts.append(f"{self.judgments_added} imported judgments added")
+        if self.skipped:
+            shown = "; ".join(f"line {p['line']}: {p['error']}" for p in self.skipped[:5])
+            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+            parts.append(f"{len(self.skipped)} bad rows skipped ({shown}{more})")
         return ", ".join(parts) + "."
 
 
@@ -153,28 +177,70 @@ def import_rows(
     options: ImportOptions | None = None,
     on_progress: Progress | None = None,
 ) -> ImportReport:
-    """Parse and write every row in one transaction; any bad row rolls it all back."""
+    """Parse and write every row in one transaction.
+
+    By default any bad row rolls it all back. With ``options.on_error == "skip"`` the good
+    rows are written and each bad one is listed in ``report.skipped``; with
+    ``options.validate`` every row is checked, every problem listed, and nothing written.
+    Readers hand a bad line they could read past as its RowError in place of the row.
+    """
     if format_name not in IMPORT_FORMATS:
         raise InvalidInput(f'"format" must be one of {", ".join(IMPORT_FORMATS)}')
     parse = IMPORT_FORMATS[format_name][0]
     options = options or ImportOptions()
-    report = ImportReport()
+    collect = options.on_error == "skip" or options.validate
+    report = ImportReport(validated=options.validate)
     try:
         with transaction.atomic():
             writer = _BatchWriter(project, options.round, report)
             for number, row in rows:
                 report.rows += 1
-                writer.add(parse(number, row, tabular, options))
+                try:
+                    if isinstance(row, RowError):
+                        raise row
+                    item = _storable(number, parse(number, row, tabular, options))
+                except RowError as exc:
+                    if not collect:
+                        raise
+                    _note(report, number, exc.detail)
+                    continue
+                report.imported += 1
+                if not options.validate:
+                    writer.add(item)
                 if on_progress is not None and report.rows % BATCH == 0:
                     on_progress(report.rows)
             writer.flush()
             if report.rows == 0:
                 raise InvalidInput("The file holds no rows.")
     except RowError as exc:
+        if options.validate:
+            # A file that cannot be read on: the problems so far, and this one, last.
+            _note(report, exc.line, exc.detail)
+            return report
         if exc.unit == unit:
             raise
         raise RowError(exc.line, exc.detail, unit=unit) from None
     return report
+
+
+def _note(report: ImportReport, number: int, error: str) -> None:
+    if len(report.skipped) < MAX_REPORTED:
+        report.skipped.append({"line": number, "error": error})
+    elif len(report.skipped) == MAX_REPORTED:
+        report.skipped.append({"line": number, "error": "and more bad rows; fix these first"})
+
+
+def _storable(number: int, item: Item) -> Item:
+    """The item, once its metadata is JSON a database stores (no NaN or Infinity, which
+    Parquet floats and lenient JSON writers produce)."""
+    try:
+        json.dumps(item.metadata, allow_nan=False)
+    except ValueError:
+        detail = '"metadata" holds NaN or Infinity, which JSON does not allow'
+        raise RowError(number, detail) from None
+    except (TypeError, RecursionError):
+        raise RowError(number, '"metadata" is not a JSON object') from None
+    return item
 
 
 def check_size(size: int | None) -> None:
@@ -216,7 +282,12 @@ def import_file(
         )
     options = options or ImportOptions()
     counted = CountingReader(stream)
-    rows: Iterable[tuple[int, dict[str, Any]]] = read_rows(counted, kind)  # type: ignore[arg-type]
+    lenient = options.on_error == "skip" or options.validate
+    rows: Iterable[tuple[int, dict[str, Any]]] = read_rows(
+        counted,  # type: ignore[arg-type]
+        kind,
+        lenient=lenient,
+    )
     if kind in ("csv", "tsv") and format_name == "prompts":
         rows = _require_column(rows, options.column)
     return import_rows(
@@ -241,6 +312,9 @@ def _require_column(
     """A prompt column that is not in the header is reported once, on line 1."""
     first = True
     for number, row in rows:
+        if not isinstance(row, dict):
+            yield number, row
+            continue
         if first and column not in row and "messages" not in row:
             header = ", ".join(f'"{name}"' for name in row)
             raise RowError(1, f'there is no "{column}" column (the header has {header})')

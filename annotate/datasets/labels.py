@@ -58,6 +58,7 @@ from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
 
 from .versions import version_ids, version_label, version_number
+from .formats import MAX_ROUND
 
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
 WEIGHTS = ("uniform", "agreement")
@@ -134,6 +135,8 @@ class PairOptions:
             rounds = [int(r) for r in items("rounds")]
         except ValueError:
             raise InvalidInput('"rounds" must be whole numbers') from None
+        if any(not 0 <= r <= MAX_ROUND for r in rounds):
+            raise InvalidInput(f'"rounds" must lie between 0 and {MAX_ROUND}')
         return cls(
             rounds=rounds,
             splits=items("splits"),

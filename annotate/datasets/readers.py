@@ -13,12 +13,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from annotate.errors import InvalidInput
 
 from .errors import RowError
+from .readers_limits import check_row, check_text_length
+from .readers_parquet import read_parquet
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
@@ -43,7 +42,6 @@ UNITS = {
 _JSON_CHUNK = 1 << 16
 # Cells may hold whole long completions; the upload limit bounds them instead.
 csv.field_size_limit(2**31 - 1)
-_PARQUET_BATCH = 1000
 
 
 def file_type(filename: str) -> str:
@@ -97,50 +95,96 @@ class CountingReader:
         return False
 
 
-def decoded_lines(stream: Iterable[bytes | str]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoding UTF-8 one line at a time."""
+def decoded_lines(
+    stream: Iterable[bytes | str], *, lenient: bool = False
+) -> Iterator[tuple[int, str | RowError]]:
+    """(line number, text) of each line, decoding UTF-8 one line at a time.
+
+    A line that is not UTF-8 or longer than a row may be raises, or with ``lenient`` comes as
+    its RowError in place of the text.
+    """
     for number, raw in enumerate(stream, start=1):
-        if isinstance(raw, bytes):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise RowError(number, "the file is not UTF-8 text") from None
-        else:
-            text = raw
+        try:
+            if isinstance(raw, bytes):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise RowError(number, "the file is not UTF-8 text") from None
+            else:
+                text = raw
+            check_text_length(number, len(text))
+        except RowError as exc:
+            if not lenient:
+                raise
+            yield number, exc
+            continue
         if number == 1:
             text = text.removeprefix("\ufeff")
         yield number, text
 
 
-def read_jsonl(stream: Iterable[bytes | str]) -> Rows:
-    for number, text in decoded_lines(stream):
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_line(number: int, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:
+        raise RowError(number, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RowError(number, "not valid JSON (nested too deeply)") from None
+    if not isinstance(obj, dict):
+        raise RowError(number, "each line must be a JSON object")
+    return obj
+
+
+def read_jsonl(stream: Iterable[bytes | str], *, lenient: bool = False) -> Rows:
+    for number, text in decoded_lines(stream, lenient=lenient):
+        if isinstance(text, RowError):
+            yield number, text  # type: ignore[misc]
+            continue
         if not text.strip():
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
-            raise RowError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise RowError(number, "each line must be a JSON object")
+            obj = _json_line(number, text)
+        except RowError as exc:
+            if not lenient:
+                raise
+            yield number, exc  # type: ignore[misc]
+            continue
         yield number, obj
 
 
-def read_text(stream: Iterable[bytes | str]) -> Rows:
+def read_text(stream: Iterable[bytes | str], *, lenient: bool = False) -> Rows:
     """One prompt per non-blank line; the line's own text, without its line ending."""
-    for number, text in decoded_lines(stream):
+    for number, text in decoded_lines(stream, lenient=lenient):
+        if isinstance(text, RowError):
+            yield number, text  # type: ignore[misc]
+            continue
         line = text.rstrip("\r\n")
         if line.strip():
             yield number, {"prompt": line}
 
 
-def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
-    """Rows of a CSV or TSV file with a header line, as {column: text}."""
-    lines = decoded_lines(stream)
+def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",", lenient: bool = False) -> Rows:
+    """Rows of a CSV or TSV file with a header line, as {column: text}.
+
+    With ``lenient``, a bad record comes as its RowError and reading goes on.
+    """
+    lines = decoded_lines(stream, lenient=lenient)
     position = {"line": 0}
+    pending: list[RowError] = []
 
     def feed() -> Iterator[str]:
         for number, text in lines:
             position["line"] = number
+            if isinstance(text, RowError):
+                pending.append(text)
+                yield "\n"
+                continue
             yield text
 
     reader = csv.reader(feed(), delimiter=delimiter, strict=True)
@@ -150,6 +194,8 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
         return
     except csv.Error as exc:
         raise RowError(1, f"not valid CSV ({exc})") from None
+    if pending:
+        raise pending[0]
     if not any(h.strip() for h in header):
         raise RowError(1, "the first line must name the columns")
     header = [h.strip() for h in header]
@@ -158,31 +204,31 @@ def read_csv(stream: Iterable[bytes | str], *, delimiter: str = ",") -> Rows:
         try:
             record = next(reader)
         except StopIteration:
+            yield from ((e.line, e) for e in pending)  # type: ignore[misc]
             return
         except csv.Error as exc:
-            raise RowError(start, f"not valid CSV ({exc})") from None
+            error = RowError(start, f"not valid CSV ({exc})")
+            if not lenient:
+                raise error from None
+            yield start, error  # type: ignore[misc]
+            continue
+        while pending:
+            error = pending.pop(0)
+            yield error.line, error  # type: ignore[misc]
         if not record or not any(cell.strip() for cell in record):
             continue
         if len(record) != len(header):
-            raise RowError(start, f"expected {len(header)} fields, found {len(record)}")
+            error = RowError(start, f"expected {len(header)} fields, found {len(record)}")
+            if not lenient:
+                raise error
+            yield start, error  # type: ignore[misc]
+            continue
         yield start, dict(zip(header, record, strict=True))
-
-
-def read_parquet(source: IO[bytes]) -> Rows:
-    try:
-        parquet = pq.ParquetFile(source)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"The file is not a Parquet file ({exc}).") from None
-    number = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH):
-        for row in batch.to_pylist():
-            number += 1
-            yield number, row
 
 
 def read_json_list(stream: IO[bytes]) -> Rows:
     """The objects of a JSON list (a Label Studio export), decoded one at a time."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
     buffer = ""
     position = 0
     eof = False
@@ -245,6 +291,11 @@ def read_json_list(stream: IO[bytes]) -> Rows:
             except json.JSONDecodeError as exc:
                 if not more():
                     raise RowError(number, f"not valid JSON ({exc.msg})", unit="item") from None
+            except ValueError as exc:
+                raise RowError(number, f"not valid JSON ({exc})", unit="item") from None
+            except RecursionError:
+                raise RowError(number, "not valid JSON (nested too deeply)", unit="item") from None
+        check_text_length(number, end - position, unit="item")
         position = end
         if not isinstance(obj, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")
@@ -260,21 +311,43 @@ def read_records(records: Any) -> Rows:
     for number, item in enumerate(records, start=1):
         if not isinstance(item, dict):
             raise RowError(number, "each item must be a JSON object", unit="item")
+        check_row(number, item, unit="item")
         yield number, item
 
 
-def read_rows(stream: IO[bytes], kind: str) -> Rows:
-    """The rows of a file of type ``kind`` (see FILE_TYPES)."""
+def read_rows(stream: IO[bytes], kind: str, *, lenient: bool = False) -> Rows:
+    """The rows of a file of type ``kind`` (see FILE_TYPES), each within the size caps.
+
+    With ``lenient``, a bad line of a JSONL, CSV, TSV or text file comes as its RowError (in
+    place of the row) and reading goes on; a file that cannot be read on still raises.
+    """
+    unit = UNITS.get(kind, "line")
+    return _capped(_rows(stream, kind, lenient), unit, lenient)
+
+
+def _rows(stream: IO[bytes], kind: str, lenient: bool) -> Rows:
     if kind == "jsonl":
-        return read_jsonl(stream)
+        return read_jsonl(stream, lenient=lenient)
     if kind == "json":
         return read_json_list(stream)
     if kind == "csv":
-        return read_csv(stream)
+        return read_csv(stream, lenient=lenient)
     if kind == "tsv":
-        return read_csv(stream, delimiter="\t")
+        return read_csv(stream, delimiter="\t", lenient=lenient)
     if kind == "txt":
-        return read_text(stream)
+        return read_text(stream, lenient=lenient)
     if kind == "parquet":
         return read_parquet(stream)
     raise InvalidInput(f"Unknown file type {kind!r}.")
+
+
+def _capped(rows: Rows, unit: str, lenient: bool) -> Rows:
+    for number, row in rows:
+        if isinstance(row, dict):
+            try:
+                check_row(number, row, unit)
+            except RowError as exc:
+                if not lenient:
+                    raise
+                row = exc  # type: ignore[assignment]
+        yield number, row

@@ -100,9 +100,11 @@ def test_it_is_idempotent_on_client_id(team):
     a = services.next_assignment(team.project, team.alice)
     cid = uuid.uuid4()
     first, created = judge(team.alice, a.comparison_id, client_id=cid)
-    replay, created_again = judge(team.alice, a.comparison_id, "right", client_id=cid)
+    replay, created_again = judge(team.alice, a.comparison_id, client_id=cid)
     assert created and not created_again
     assert replay.pk == first.pk and replay.choice == first.choice
+    with pytest.raises(Conflict):
+        judge(team.alice, a.comparison_id, "right", client_id=cid)
     assert Judgment.objects.count() == 1
     assert Comparison.objects.get(pk=a.comparison_id).judgment_count == 1
 

@@ -43,6 +43,8 @@ def test_it_imports_a_file_and_reports_counts(team):
         "prompts_skipped": 0,
         "comparisons_added": 2,
         "judgments_added": 2,
+        "imported": 2,
+        "skipped": [],
     }
     assert set(team.project.comparisons.values_list("kind", "round")) == {("gold", 2)}
 

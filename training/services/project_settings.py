@@ -12,14 +12,21 @@ from annotate.errors import InvalidInput
 from annotate.models import Project
 from training.loop_settings import clean_base_model, validate_loop_settings
 from training.models import ProjectLoop
+from training.services.base_chain import check_change, start_new_chain
 
 
 def update_loop_settings(
-    project: Project, *, base_model: str, loop_settings: str | dict[str, Any]
+    project: Project,
+    *,
+    base_model: str,
+    loop_settings: str | dict[str, Any],
+    new_chain: bool = False,
 ) -> Project:
     """Check and store the project's base model and loop settings; they apply from the next round.
 
-    ``loop_settings`` is the JSON object as a lead typed it, or already decoded.
+    ``loop_settings`` is the JSON object as a lead typed it, or already decoded. Once the
+    project has trained versions a new ``base_model`` needs ``new_chain`` (see
+    ``training.services.base_chain``).
 
     Raises:
         InvalidInput: the text is not JSON, or a value is wrong; the message names the field.
@@ -32,8 +39,13 @@ def update_loop_settings(
         validate_loop_settings(data)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"Loop settings are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("Loop settings are not valid JSON: nested too deeply.") from None
     except ValidationError as exc:
         raise InvalidInput("; ".join(exc.messages)) from None
     with transaction.atomic():
+        check_change(project, base_model, new_chain=new_chain)
         ProjectLoop.store(project, base_model=base_model, settings=data)
+        if new_chain:
+            start_new_chain(project)
     return project

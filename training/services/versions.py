@@ -21,8 +21,13 @@ def models_dir(project: Project) -> Path:
 
 
 def base_version(project: Project) -> ModelVersion:
-    """v0, the project's base model, created (serving) on first use."""
-    version = ModelVersion.objects.filter(project=project, number=0).first()
+    """The root of the project's current chain: v0, its base model, created (serving) on first
+    use, or the newest root a lead started with ``new_chain`` (see ``base_chain``)."""
+    version = (
+        ModelVersion.objects.filter(project=project, parent__isnull=True)
+        .order_by("-number")
+        .first()
+    )
     if version is not None:
         return version
     try:

@@ -1,4 +1,5 @@
-"""python manage.py import_data <project> <file> --format trl [--kind gold] [--round 3]"""
+"""python manage.py import_data <project> <file> --format trl [--kind gold] [--round 3]
+[--on-error skip] [--validate]"""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ class Command(BaseCommand):
         )
         parser.add_argument("--round", type=int, help="the round the pairs belong to")
         parser.add_argument("--split", choices=Prompt.Split.values, help="split for new prompts")
+        parser.add_argument(
+            "--on-error",
+            choices=["stop", "skip"],
+            default="stop",
+            help="stop: a bad row imports nothing (default); skip: import the good rows and "
+            "list the bad ones",
+        )
+        parser.add_argument(
+            "--validate",
+            action="store_true",
+            help="list every problem in the file and write nothing",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         project = find_project(opts["project"])
@@ -51,6 +64,8 @@ class Command(BaseCommand):
                     "kind": opts["kind"],
                     "round": opts["round"],
                     "split": opts["split"],
+                    "on_error": opts["on_error"],
+                    "validate": opts["validate"],
                 }
             )
             with path.open("rb") as fh:
@@ -64,4 +79,13 @@ class Command(BaseCommand):
                 )
         except ServiceError as exc:
             raise CommandError(f"Nothing was imported: {exc.message}") from None
+        if options.validate:
+            for problem in report.skipped:
+                self.stdout.write(f"{path.name}: line {problem['line']}: {problem['error']}")
+            if report.skipped:
+                raise CommandError(f"{len(report.skipped)} problems found; nothing was written.")
+            self.stdout.write(f"{path.name}: {report.rows} rows, no problems; nothing was written.")
+            return
+        for problem in report.skipped:
+            self.stderr.write(f"skipped line {problem['line']}: {problem['error']}")
         self.stdout.write(f"Imported into {project.name}: {report.summary()}")
