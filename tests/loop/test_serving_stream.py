@@ -91,9 +91,7 @@ def test_it_streams_token_by_token_the_text_it_answers_unstreamed(
 
 
 def test_it_streams_n_choices_interleaved_by_index(port: int, project: Project) -> None:
-    response = _post(
-        port, _body(project, n=3, stream=True, stream_options={"include_usage": True})
-    )
+    response = _post(port, _body(project, n=3, stream=True, stream_options={"include_usage": True}))
     events = list(_events(response))
     assert events[-1] == "[DONE]"
     *chunks, usage = events[:-1]
