@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,19 +105,30 @@ def loop_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def slow_server(transactional_db: Any, settings: Any, monkeypatch: Any) -> Iterator[int]:
-    """`serve_model` with the tiny model, slowed so that a page can be seen waiting for it."""
+def held_answers(monkeypatch: Any) -> threading.Event:
+    """Set it to let `serve_model` answer: until then a page can be seen waiting for it."""
+    release = threading.Event()
+    release.set()
     complete = ChatService.complete
 
-    def slowly(self: ChatService, body: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(1.0)
+    def when_released(self: ChatService, body: dict[str, Any]) -> dict[str, Any]:
+        release.wait(30)
         return complete(self, body)
 
-    monkeypatch.setattr(ChatService, "complete", slowly)
+    monkeypatch.setattr(ChatService, "complete", when_released)
+    return release
+
+
+@pytest.fixture
+def slow_server(
+    transactional_db: Any, settings: Any, held_answers: threading.Event
+) -> Iterator[int]:
+    """`serve_model` with the tiny model, answering once ``held_answers`` is set."""
     server = make_server("127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     settings.PREFLOOP_SERVE_PORT = server.server_address[1]
     yield server.server_address[1]
+    held_answers.set()
     server.shutdown()
     server.server_close()
 
@@ -141,27 +152,35 @@ def _ask(page: Any, max_tokens: str) -> None:
     page.click("#playground-send", no_wait_after=True)
 
 
-def test_the_playground_shows_a_spinner_and_keeps_its_settings(page, live_server, loop_project):
+def test_the_playground_shows_a_spinner_and_keeps_its_settings(
+    page, live_server, loop_project, held_answers
+):
     log_in(page, live_server, "loop-lead")
     page.goto(f"{live_server.url}/projects/{loop_project.pk}/playground/")
     assert page.locator("#playground-spinner").is_hidden()
     options = page.locator("select[name=left] option").all_inner_texts()
     assert "v1 (rejected by the gate)" in options and "base (serving)" in options
 
-    _ask(page, "5")
-    # while both versions answer (two seconds at least) the page says it is working
-    # (read with evaluate: locators would wait for the navigation under way to finish)
-    busy = page.evaluate(
-        """() => {
-          const spinner = document.getElementById("playground-spinner");
-          return {
-            shown: !spinner.hidden && spinner.getBoundingClientRect().height > 0,
-            text: spinner.innerText,
-            disabled: document.getElementById("playground-send").disabled,
-          };
-        }"""
+    # what the page shows just after the form is sent, reported from inside the page (a
+    # script run from the test could wait for the navigation under way)
+    page.evaluate(
+        """() => document.getElementById("playground-form").addEventListener("submit", () =>
+          setTimeout(() => {
+            const spinner = document.getElementById("playground-spinner");
+            console.log("busy " + JSON.stringify({
+              shown: !spinner.hidden && spinner.getBoundingClientRect().height > 0,
+              text: spinner.innerText,
+              disabled: document.getElementById("playground-send").disabled,
+            }));
+          }, 50))"""
     )
+    held_answers.clear()
+    with page.expect_console_message(lambda m: m.text.startswith("busy ")) as message:
+        _ask(page, "5")
+    busy = json.loads(message.value.text.removeprefix("busy "))
+    # while the versions answer, the page says it is working
     assert busy["shown"] and "Generating" in busy["text"] and busy["disabled"]
+    held_answers.set()
     page.wait_for_selector("#playground-results", timeout=60_000)
     assert page.locator("#playground-spinner").is_hidden()
     assert page.locator("#playground-send").is_enabled()
