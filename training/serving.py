@@ -172,7 +172,7 @@ class ChatRequest:
         }
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -258,56 +258,18 @@ class ChatService:
                 }
                 for i, s in enumerate(samples)
             ],
-            "usage": _usage(prompt_tokens, completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens),
         }
 
     def stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """The answer as OpenAI stream chunks, each new piece of text as soon as it is sampled.
+        """The answer as OpenAI stream chunks (see `training.serving_stream`).
 
         The request is checked and its model loaded before this returns, so a bad request
-        raises `ApiError` here rather than in the middle of a stream. Chunks carry one choice
-        each: first every choice's role, then text pieces interleaved by ``index`` as the
-        choices grow together, each choice's ``finish_reason`` after its last piece, and with
-        ``stream_options.include_usage`` a final chunk with no choices and the usage. The
-        pieces of a choice add up to the text the same request answers without streaming.
+        raises `ApiError` here rather than in the middle of a stream.
         """
-        request = self.parse(body)
-        return self._chunks(request)
+        from .serving_stream import stream_chunks
 
-    def _chunks(self, request: ChatRequest) -> Iterator[dict[str, Any]]:
-        # imported here to keep torch out of the web process
-        from .core.streaming import Finished, stream_samples
-
-        head = {**request.head(), "object": "chat.completion.chunk"}
-
-        def chunk(index: int, delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return {**head, "choices": [choice]}
-
-        loaded = request.loaded
-        completion_tokens = 0
-        # held while the answer is written out: the model samples one request at a time
-        with loaded.lock:
-            prompt_tokens = request.prompt_tokens()
-            for i in range(request.n):
-                yield chunk(i, {"role": "assistant", "content": ""})
-            for event in stream_samples(
-                loaded.model,
-                loaded.tokenizer,
-                request.messages,
-                n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_new_tokens=request.max_tokens,
-                seed=request.seed,
-            ):
-                if isinstance(event, Finished):
-                    completion_tokens += event.token_count
-                    yield chunk(event.index, {}, "stop" if event.finished else "length")
-                else:
-                    yield chunk(event.index, {"content": event.text})
-        if request.include_usage:
-            yield {**head, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+        return stream_chunks(self.parse(body))
 
     def models(self) -> dict[str, Any]:
         data = []
