@@ -73,7 +73,9 @@ class _Detokenizer:
     def finish(self) -> tuple[str, str]:
         """(the rest of the text, the whole text) once no token follows."""
         text = self._decode()
-        if not text.startswith(self.sent):  # the decoder rewrote handed-out text; never seen
+        # no known clean-up rule rewrites text before held-back characters; should one, fail
+        # loudly rather than hand out pieces that do not add up to the answer
+        if not text.startswith(self.sent):
             raise RuntimeError(f"streamed text {self.sent!r} is not a prefix of {text!r}")
         return text[len(self.sent) :], text
 
