@@ -4,7 +4,8 @@
 project's serving version, ``"<project-slug>:v3"`` with version 3 (``:base`` with the base;
 ``:v0`` is accepted as another name of it). Versions are named as on the loop page and in the
 API and exports: answers and ``GET /v1/models`` (what can be asked for) say ``:base``, ``:v1``,
-... Run it with ``manage.py serve_model``.
+... With ``"stream": true`` the answer comes as server-sent events, token by token (all ``n``
+choices at once, interleaved by ``index``). Run it with ``manage.py serve_model``.
 
 Each request looks up the version it needs when it starts and holds on to that loaded model until
 it has answered, so promoting a version switches new requests over without cutting off any in
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -140,16 +142,53 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     return float(value)
 
 
+@dataclass
+class ChatRequest:
+    """One checked chat completion request, with the loaded model that answers it."""
+
+    messages: list[dict[str, str]]
+    version_name: str
+    loaded: Loaded
+    n: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    include_usage: bool  # streaming: end with a chunk that carries the usage
+
+    def prompt_tokens(self) -> int:
+        return len(
+            self.loaded.tokenizer.apply_chat_template(
+                self.messages, tokenize=True, add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+        )
+
+    def head(self) -> dict[str, Any]:
+        """The fields every response and chunk of this request shares."""
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": self.version_name,
+            "system_fingerprint": f"{self.version_name}@{self.loaded.spec}",
+        }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
 class ChatService:
     """The request-independent part: parse, resolve, generate, shape the answer."""
 
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or Registry()
 
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        # imported here to keep torch (loaded by the generation module) out of the web process
-        from .core.generation import generate
-
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        """Check the request and load its model; raises `ApiError` before anything is sent."""
         messages = _messages(body)
         name = body.get("model")
         if not isinstance(name, str):
@@ -169,33 +208,48 @@ class ChatService:
         seed = body.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ApiError(HTTPStatus.BAD_REQUEST, "seed must be an integer", "seed")
+        stream_options = body.get("stream_options") or {}
+        if not isinstance(stream_options, dict):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, "stream_options must be an object", "stream_options"
+            )
         version = self.registry.resolve(name)
         version_name = version.model_name
         close_old_connections()
-        loaded = self.registry.get(version)
+        return ChatRequest(
+            messages=messages,
+            version_name=version_name,
+            loaded=self.registry.get(version),
+            n=n,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed if seed is not None else time.time_ns() % (2**31),
+            include_usage=bool(stream_options.get("include_usage")),
+        )
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        # imported here to keep torch (loaded by the generation module) out of the web process
+        from .core.generation import generate
+
+        request = self.parse(body)
+        loaded = request.loaded
         with loaded.lock:
             samples = generate(
                 (loaded.model, loaded.tokenizer),
-                [messages],
-                k=n,
-                temperature=temperature,
-                top_p=top_p,
-                max_new_tokens=max_tokens,
-                seed=seed if seed is not None else time.time_ns() % (2**31),
-                batch_size=n,
+                [request.messages],
+                k=request.n,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_new_tokens=request.max_tokens,
+                seed=request.seed,
+                batch_size=request.n,
             )[0]
-            prompt_tokens = len(
-                loaded.tokenizer.apply_chat_template(
-                    messages, tokenize=True, add_generation_prompt=True, return_dict=True
-                )["input_ids"]
-            )
+            prompt_tokens = request.prompt_tokens()
         completion_tokens = sum(s.token_count for s in samples)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            **request.head(),
             "object": "chat.completion",
-            "created": int(time.time()),
-            "model": version_name,
-            "system_fingerprint": f"{version_name}@{loaded.spec}",
             "choices": [
                 {
                     "index": i,
@@ -205,12 +259,18 @@ class ChatService:
                 }
                 for i, s in enumerate(samples)
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage(prompt_tokens, completion_tokens),
         }
+
+    def stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The answer as OpenAI stream chunks (see `training.serving_stream`).
+
+        The request is checked and its model loaded before this returns, so a bad request
+        raises `ApiError` here rather than in the middle of a stream.
+        """
+        from .serving_stream import stream_chunks
+
+        return stream_chunks(self.parse(body))
 
     def models(self) -> dict[str, Any]:
         data = []
@@ -224,27 +284,6 @@ class ChatService:
                 for i in ids
             ]
         return {"object": "list", "data": data}
-
-
-def _stream_chunks(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """The answer as OpenAI stream chunks (role, content, finish) per choice."""
-    base = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint")}
-    chunks = []
-    for choice in answer["choices"]:
-        index = choice["index"]
-        for delta, finish in (
-            ({"role": "assistant", "content": ""}, None),
-            ({"content": choice["message"]["content"]}, None),
-            ({}, choice["finish_reason"]),
-        ):
-            chunks.append(
-                {
-                    **base,
-                    "object": "chat.completion.chunk",
-                    "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-                }
-            )
-    return chunks
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -304,11 +343,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-            answer = self.service.complete(body)
             if body.get("stream"):
-                self._stream(answer)
+                self._stream(self.service.stream(body))
             else:
-                self._send_json(200, answer)
+                self._send_json(200, self.service.complete(body))
         except ApiError as exc:
             self._error(exc)
         except Exception:
@@ -317,15 +355,31 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             connection.close()
 
-    def _stream(self, answer: dict[str, Any]) -> None:
+    def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
+        """Server-sent events, one per chunk, each flushed as soon as it is made."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        for chunk in _stream_chunks(answer):
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        try:
+            for chunk in chunks:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # the client went away: closing the generator stops sampling and frees the model
+            log.info("stream closed by the client")
+            return
+        except Exception:
+            # the status line is sent; the error goes out as an event, as OpenAI does
+            log.exception("streamed chat completion failed")
+            error = {"error": {"message": "generation failed", "type": "server_error"}}
+            self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 

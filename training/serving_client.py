@@ -21,6 +21,7 @@ class Reply(TypedDict):
 
     text: str
     error: str | None
+    finished: bool | None  # False when max_tokens cut the answer off; None without an answer
 
 
 def ask_model_server(model: str, prompt: str, max_tokens: int) -> Reply:
@@ -41,8 +42,15 @@ def ask_model_server(model: str, prompt: str, max_tokens: int) -> Reply:
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310
             data = json.loads(response.read())
-        return {"text": data["choices"][0]["message"]["content"], "error": None}
+        choice = data["choices"][0]
+        return {
+            "text": choice["message"]["content"],
+            "error": None,
+            "finished": choice.get("finish_reason") != "length",
+        }
     except urllib.error.HTTPError as exc:
-        return {"text": "", "error": f"{exc.code}: {exc.read().decode(errors='replace')[:300]}"}
+        detail = exc.read().decode(errors="replace")[:300]
+        return {"text": "", "error": f"{exc.code}: {detail}", "finished": None}
     except (OSError, ValueError, KeyError) as exc:
-        return {"text": "", "error": f"the model server is not reachable at {url}: {exc}"}
+        error = f"the model server is not reachable at {url}: {exc}"
+        return {"text": "", "error": error, "finished": None}

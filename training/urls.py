@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, stall_views, views
+from . import api, playground_views, stall_views, views
 
 urlpatterns = [
     path("projects/<int:project_id>/loop/", views.loop, name="loop"),
@@ -37,7 +37,11 @@ urlpatterns = [
         views.version_promote,
         name="loop-promote",
     ),
-    path("projects/<int:project_id>/playground/", views.playground, name="playground"),
+    path(
+        "projects/<int:project_id>/playground/",
+        playground_views.playground,
+        name="playground",
+    ),
     path("api/projects/<int:project_id>/rounds/", api.rounds, name="api-rounds"),
     path("api/projects/<int:project_id>/versions/", api.versions, name="api-versions"),
     path("api/projects/<int:project_id>/leaderboard/", api.leaderboard, name="api-leaderboard"),

@@ -1,4 +1,4 @@
-"""The lead's pages for the loop: rounds live, history plots, actions, and the playground.
+"""The lead's pages for the loop: rounds live, history plots and actions.
 
 Every view: access check, at most one service call, render or redirect. The page polls one
 partial (``loop_status``) that holds everything that changes as the loop runs, drawn from one
@@ -24,7 +24,6 @@ from . import services, settings_form
 from .loop_page import live_state, train_offer
 from .models import ModelVersion, ProjectLoop, Round
 from .services.project_settings import update_loop_settings
-from .serving_client import ask_model_server
 
 
 def _page(
@@ -152,40 +151,3 @@ def loop_settings(request: HttpRequest, project_id: int) -> HttpResponse:
         )
     messages.success(request, "Loop settings saved; they apply from the next round.")
     return redirect("loop", project_id=project.pk)
-
-
-@login_required
-def playground(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = project_for(request, project_id, lead=True)
-    versions = list(ModelVersion.objects.filter(project=project).order_by("-number"))
-    labels = {str(v.number): v for v in versions}
-    serving = services.serving_version(project)
-    left = request.POST.get("left", str(serving.number))
-    right = request.POST.get("right", "0")
-    prompt = request.POST.get("prompt", "")
-    results = None
-    if request.method == "POST" and prompt.strip():
-        if left not in labels or right not in labels:
-            messages.error(request, "Pick two versions of this project.")
-        else:
-            try:
-                max_tokens = max(1, min(1024, int(request.POST.get("max_tokens", "128"))))
-            except ValueError:
-                max_tokens = 128
-            results = [
-                {
-                    "version": labels[n],
-                    **ask_model_server(f"{project.slug}:v{n}", prompt, max_tokens),
-                }
-                for n in (left, right)
-            ]
-    context = {
-        "project": project,
-        "versions": versions,
-        "left": left,
-        "right": right,
-        "prompt": prompt,
-        "results": results,
-        "serve_port": settings.PREFLOOP_SERVE_PORT,
-    }
-    return render(request, "training/playground.html", context)

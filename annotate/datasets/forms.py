@@ -69,14 +69,17 @@ class DatasetExportForm(forms.Form):
     bundle = forms.ChoiceField(choices=[(b, BUNDLE_LABELS[b]) for b in BUNDLES], initial="file")
     rounds = forms.CharField(required=False, help_text="Comma-separated; empty for all.")
     splits = forms.MultipleChoiceField(
-        required=False, choices=Prompt.Split.choices, widget=forms.CheckboxSelectMultiple
+        required=False,
+        choices=Prompt.Split.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked means every split.",
     )
     kinds = forms.MultipleChoiceField(
         required=False,
         choices=Comparison.Kind.choices,
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked: train and gold pairs. Eval pairs measure the model and are "
-        "never trained on, so they are exported only when ticked.",
+        help_text="None ticked means every kind but eval: train and gold pairs. Eval pairs "
+        "measure the model and are never trained on, so they are exported only when ticked.",
     )
     versions = forms.CharField(
         required=False,

@@ -57,8 +57,8 @@ from django.db.models.functions import Coalesce
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
 
-from .versions import version_ids, version_label, version_number
 from .formats import MAX_ROUND
+from .versions import version_ids, version_label, version_number
 
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
 WEIGHTS = ("uniform", "agreement")

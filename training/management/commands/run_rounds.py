@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotate.errors import Conflict, ServiceError
 from annotate.models import Project
 from training import services
-from training.loop_settings import LoopSettings
 from training.core.stats import WinRate
+from training.loop_settings import LoopSettings
 from training.models import ModelVersion, Round, TrainingRun
 from training.services.evaluation import SampleCache, eval_prompts, rule_win_rate_over
 from training.services.offline import annotator_seed, run_offline, seed_project
