@@ -255,6 +255,9 @@ CACHES = {
         }
     )
 }
+# Quality figures: above this many judgments a view after a change shows the latest figures and
+# a worker refreshes them, instead of recomputing in the web process.
+PREFLOOP_QUALITY_INLINE_JUDGMENTS = env_int("PREFLOOP_QUALITY_INLINE_JUDGMENTS", 20_000, minimum=0)
 # Failed logins allowed per username, and per client address, in each window.
 PREFLOOP_LOGIN_FAILURES_PER_USER = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 10, minimum=1)
 PREFLOOP_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLOOP_LOGIN_FAILURES_PER_ADDRESS", 200, minimum=1)

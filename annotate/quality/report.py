@@ -5,6 +5,12 @@ a key made of what they depend on: the number of judgments and the latest judgme
 judgment or an undo changes them), the gold answers and the fast-judgment floor. A page view
 between two judgments is a cache hit. Pause state and names are read live: they change without
 a judgment.
+
+On a large project (more than ``PREFLOOP_QUALITY_INLINE_JUDGMENTS`` judgments) a view after a
+change does not recompute in the web process: it shows the latest figures, says how many
+judgments they cover, and asks a worker to refresh them (``annotate.tasks.refresh_quality``,
+one at a time per project). The cache is shared by every process (file system or Redis), so the
+worker's figures reach the web. Only the first view of a large project computes inline.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Count, Max
+from django.utils import timezone
 
 from annotate.datasets.exporters import pseudonym
 from annotate.models import Comparison, Judgment, Membership, Project
@@ -24,7 +33,15 @@ from . import figures
 CACHE_SECONDS = 24 * 3600
 
 
+# How long a refresh may run before another one may be queued (a worker that died mid-way).
+REFRESH_LOCK_SECONDS = 15 * 60
+
+
 def cache_key(project: Project) -> str:
+    return _key_and_count(project)[0]
+
+
+def _key_and_count(project: Project) -> tuple[str, int]:
     agg = Judgment.objects.filter(project=project).aggregate(n=Count("pk"), last=Max("pk"))
     gold = list(
         Comparison.objects.filter(project=project)
@@ -34,16 +51,46 @@ def cache_key(project: Project) -> str:
     )
     # created_at tells apart a project that reuses the id of a deleted one.
     basis = repr((project.created_at, agg["n"], agg["last"], gold, project.fast_judgment_seconds))
-    return f"prefloop:quality:{project.pk}:{hashlib.sha256(basis.encode()).hexdigest()[:32]}"
+    digest = hashlib.sha256(basis.encode()).hexdigest()[:32]
+    return f"prefloop:quality:{project.pk}:{digest}", agg["n"]
 
 
-def cached_figures(project: Project) -> dict[str, Any]:
-    key = cache_key(project)
+def _latest_key(project: Project) -> str:
+    return f"prefloop:quality:{project.pk}:{project.created_at.timestamp()}:latest"
+
+
+def _refresh_lock(project: Project) -> str:
+    return f"prefloop:quality:{project.pk}:refreshing"
+
+
+def refresh(project: Project) -> dict[str, Any]:
+    """Compute the project's figures now and store them as current and as the latest."""
+    key, _ = _key_and_count(project)
+    data = figures.compute(project)
+    data["computed_at"] = timezone.now().isoformat()
+    cache.set(key, data, CACHE_SECONDS)
+    cache.set(_latest_key(project), data, CACHE_SECONDS * 30)
+    cache.delete(_refresh_lock(project))
+    return data
+
+
+def cached_figures(project: Project) -> tuple[dict[str, Any], bool]:
+    """The figures, and whether they are older than the project's latest judgments (a refresh
+    is then on its way)."""
+    key, n = _key_and_count(project)
     found = cache.get(key)
-    if found is None:
-        found = figures.compute(project)
-        cache.set(key, found, CACHE_SECONDS)
-    return found
+    if found is not None:
+        return found, False
+    latest = None
+    if n > settings.PREFLOOP_QUALITY_INLINE_JUDGMENTS:
+        latest = cache.get(_latest_key(project))
+    if latest is None:
+        return refresh(project), False
+    if cache.add(_refresh_lock(project), 1, REFRESH_LOCK_SECONDS):
+        from annotate import tasks  # the task module imports this one
+
+        transaction.on_commit(lambda: tasks.refresh_quality.delay(project.pk))
+    return latest, True
 
 
 def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, Any]:
@@ -52,7 +99,7 @@ def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, A
     Members who have judged nothing yet are listed too (with zero judgments), so that a paused
     or idle annotator is visible.
     """
-    data = cached_figures(project)
+    data, stale = cached_figures(project)
     members = {
         f"user:{m.user_id}": m
         for m in Membership.objects.filter(project=project).select_related("user")
@@ -93,6 +140,8 @@ def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, A
     ]
     return {
         "judgments": data["judgments"],
+        "computed_at": data.get("computed_at"),
+        "stale": stale,
         "names": "pseudonyms" if pseudonyms else "usernames",
         "agreement": agreement,
         "project": data["project"],

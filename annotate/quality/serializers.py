@@ -96,7 +96,12 @@ class QualitySettingsSerializer(serializers.Serializer):
 
 
 class QualitySerializer(serializers.Serializer):
-    judgments = serializers.IntegerField()
+    judgments = serializers.IntegerField(help_text="judgments the figures cover")
+    computed_at = serializers.DateTimeField(allow_null=True, help_text="when they were computed")
+    stale = serializers.BooleanField(
+        help_text="true on a large project after new judgments: these are the latest figures "
+        "and a worker is refreshing them"
+    )
     names = serializers.ChoiceField(choices=["usernames", "pseudonyms"])
     agreement = AgreementSerializer()
     project = ProjectQualitySerializer()
