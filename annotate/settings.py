@@ -255,6 +255,11 @@ CACHES = {
         }
     )
 }
+# Modules whose callables a lead may name as a loop's gate judge (besides the built-in rules);
+# comma-separated, empty by default. The run_rounds command (an operator's) takes any path.
+PREFLOOP_JUDGE_MODULES = [
+    m.strip() for m in os.environ.get("PREFLOOP_JUDGE_MODULES", "").split(",") if m.strip()
+]
 # Quality figures: above this many judgments a view after a change shows the latest figures and
 # a worker refreshes them, instead of recomputing in the web process.
 PREFLOOP_QUALITY_INLINE_JUDGMENTS = env_int("PREFLOOP_QUALITY_INLINE_JUDGMENTS", 20_000, minimum=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -144,9 +145,12 @@ def _read(field: Field, raw: str) -> Any:
         if raw == "":
             return field.default
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ValueError("enter a number") from None
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
     if field.kind == "json":
         if raw == "":
             return {}
@@ -154,6 +158,8 @@ def _read(field: Field, raw: str) -> Any:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("not valid JSON: nested too deeply") from None
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object of DPOConfig fields")
         return value

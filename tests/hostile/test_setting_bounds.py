@@ -41,16 +41,16 @@ def test_it_refuses_settings_out_of_bounds_on_the_api(team, values, message):
     assert ProjectLoop.of(team.project).settings == {}
 
 
-@pytest.mark.parametrize("text", ['{"temperature": NaN}', '{"dpo": {"beta": Infinity}}'])
-def test_it_refuses_non_finite_numbers_on_the_loop_page(team, client, text):
+@pytest.mark.parametrize(
+    "fields", [{"temperature": "NaN"}, {"temperature": "inf"}, {"dpo": '{"beta": Infinity}'}]
+)
+def test_it_refuses_non_finite_numbers_on_the_loop_page(team, client, fields):
     client.force_login(team.lead)
-    r = client.post(
-        f"/projects/{team.project.pk}/loop/settings/",
-        {"base_model": "demo", "loop_settings": text},
-        follow=True,
-    )
-    assert r.status_code == 200
-    assert "must be a finite number" in r.content.decode()
+    r = client.post(f"/projects/{team.project.pk}/loop/settings/", {"base_model": "demo", **fields})
+    assert r.status_code == 400
+    (name,) = fields
+    page = r.content.decode()
+    assert "must be a finite number" in page and f'id="field-{name}"' in page
     assert ProjectLoop.of(team.project).settings == {}
 
 

@@ -48,3 +48,34 @@ def test_it_rejects_a_bad_value_naming_it_and_writes_nothing(
         update_loop_settings(team.project, base_model=base_model, loop_settings=loop_settings)
     assert named in caught.value.message
     assert _stored(team.project) == ("org/before", {"k": 5})
+
+
+def first_wins(messages: Any, a: str, b: str) -> str:
+    """A judge callable for the allow-list test."""
+    return "a"
+
+
+@pytest.mark.parametrize(
+    "judge",
+    ["os.system", "os.path:join", "cap:64:os.system", "cap:64:cap:8:shutil.rmtree"],
+)
+def test_a_lead_cannot_name_a_callable_outside_the_allowed_modules(team: Any, judge: str) -> None:
+    with pytest.raises(InvalidInput, match="gate_judge:.*PREFLOOP_JUDGE_MODULES"):
+        update_loop_settings(team.project, base_model="demo", loop_settings={"gate_judge": judge})
+    assert ProjectLoop.of(team.project).settings.get("gate_judge") is None
+
+
+def test_a_gate_judge_is_checked_when_saved(team: Any, settings: Any) -> None:
+    with pytest.raises(InvalidInput, match="gate_judge:.*unknown rule"):
+        update_loop_settings(team.project, base_model="demo", loop_settings={"gate_judge": "x"})
+    with pytest.raises(InvalidInput, match="gate_judge:.*max-words"):
+        update_loop_settings(
+            team.project, base_model="demo", loop_settings={"gate_judge": "max-words:many"}
+        )
+    update_loop_settings(
+        team.project, base_model="demo", loop_settings={"gate_judge": "cap:64:contains:please"}
+    )
+    settings.PREFLOOP_JUDGE_MODULES = ["tests.loop"]
+    path = f"{__name__}.first_wins"
+    update_loop_settings(team.project, base_model="demo", loop_settings={"gate_judge": path})
+    assert ProjectLoop.of(team.project).settings["gate_judge"] == path

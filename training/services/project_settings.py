@@ -10,7 +10,7 @@ from django.db import transaction
 
 from annotate.errors import InvalidInput
 from annotate.models import Project
-from training.loop_settings import clean_base_model, validate_loop_settings
+from training.loop_settings import clean_base_model, clean_loop_settings
 from training.models import ProjectLoop
 from training.services.base_chain import check_change, start_new_chain
 
@@ -36,7 +36,7 @@ def update_loop_settings(
     try:
         data = json.loads(loop_settings) if isinstance(loop_settings, str) else loop_settings
         clean_base_model(base_model)
-        validate_loop_settings(data)
+        clean_loop_settings(data)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"Loop settings are not valid JSON: {exc}") from None
     except RecursionError:

@@ -224,6 +224,34 @@ def _parse(text: str) -> Rule:
     raise _BadRule(f"unknown rule: use {RULE_SYNTAX}")
 
 
+def dotted_paths(text: str) -> list[str]:
+    """The dotted paths a rule spec would import (inside ``cap:`` too), without importing."""
+    name, _, args = text.partition(":")
+    if name == "cap":
+        return dotted_paths(args.partition(":")[2])
+    if name in _BUILT_IN or "." not in text:
+        return []
+    return [text.replace(":", ".")]
+
+
+def check_lead_rule(text: str, allowed_modules: list[str]) -> None:
+    """A judge that a lead names in the loop settings (``gate_judge``): a built-in rule, or a
+    callable inside one of ``allowed_modules`` (the operator's ``PREFLOOP_JUDGE_MODULES``), so
+    that a project's settings cannot make a worker import and call arbitrary code.
+
+    Raises:
+        InvalidInput: the spec is not allowed or does not name a rule; the message says why.
+    """
+    for path in dotted_paths(text):
+        module = path.rpartition(".")[0]
+        if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
+            raise InvalidInput(
+                f"rule {text!r}: use a built-in rule ({RULE_SYNTAX.split(', or a dotted')[0]}); "
+                "a callable must live in a module the server lists in PREFLOOP_JUDGE_MODULES"
+            )
+    resolve_rule(text)
+
+
 def resolve_rule(text: str) -> Rule:
     """The rule a spec names: a built-in ``name`` or ``name:args``, else a dotted path.
 
