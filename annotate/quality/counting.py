@@ -52,6 +52,15 @@ REASONS = {
     "fast": "made faster than the fast-judgment floor",
 }
 WEIGHTS = tuple(Project.PairWeight.values)  # uniform, agreement, gold_accuracy
+# The project settings a rule reads (a cache of counted figures keys on them).
+COUNTING_FIELDS = (
+    "count_skip_paused",
+    "count_min_gold_accuracy",
+    "count_skip_fast",
+    "count_weight",
+    "fast_judgment_seconds",
+    "gold_min_items",
+)
 
 
 def lease_started() -> Subquery:
