@@ -196,13 +196,16 @@ def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]
     for row in preference_pairs(project, options, tie_votes=defaults.ties):
         trained[row["round"]].add(row["comparison_id"])
     judgments = Judgment.objects.filter(comparison__project=project, comparison__round__in=numbers)
-    tallies: dict[int, tuple[int, str, Counter[str]]] = {
-        comparison_id: (number, kind, Counter())
-        for comparison_id, number, kind in judgments.order_by()
+    # every judged comparison, then the votes the label rule saw: those the counting rule keeps
+    judged_comparisons = (
+        judgments.order_by()
         .values_list("comparison_id", "comparison__round", "comparison__kind")
         .distinct()
-    }
-    # the votes the label rule saw: those the project's counting rule keeps
+    )
+    tallies: dict[int, tuple[int, str, Counter[str]]] = {}
+    for comparison_id, number, kind in judged_comparisons:
+        if number is not None:  # always: the rounds were asked for
+            tallies[comparison_id] = (number, kind, Counter())
     votes = (
         options.counting(project)
         .counted(judgments)
