@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from annotate.models import Comparison, Membership
 from tests.conftest import api_for
@@ -141,3 +142,28 @@ def test_the_card_states_the_rule_and_what_it_left_out(team, ruled):
     text = b"".join(relaxed.streaming_content).decode()
     assert "- Judgments of paused annotators count." in text
     assert "2 judgments of the selected pairs were left out:" in text
+
+
+def test_the_command_line_export_applies_and_overrides_the_rule(team, ruled, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    args = ["export_data", team.project.slug, "--format", "trl", "--kinds", "train"]
+    call_command(*args, "-o", str(out))
+    assert [r["comparison_id"] for r in jsonl_rows(out.read_bytes())] == [
+        ruled["kept"].pk,
+        ruled["flipped"].pk,
+    ]
+    call_command(
+        *args,
+        "--skip-paused",
+        "false",
+        "--skip-fast",
+        "false",
+        "--min-gold-accuracy",
+        "0",
+        "--include-ties",
+        "-o",
+        str(out),
+    )
+    assert [r["label"] for r in jsonl_rows(out.read_bytes())] == ["tie", "tie", "a", "a"]
+    with pytest.raises(CommandError, match="min_gold_accuracy"):
+        call_command(*args, "--min-gold-accuracy", "1.5", "-o", str(out))
