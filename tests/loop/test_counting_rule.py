@@ -167,3 +167,11 @@ def test_the_command_line_export_applies_and_overrides_the_rule(team, ruled, tmp
     assert [r["label"] for r in jsonl_rows(out.read_bytes())] == ["tie", "tie", "a", "a"]
     with pytest.raises(CommandError, match="min_gold_accuracy"):
         call_command(*args, "--min-gold-accuracy", "1.5", "-o", str(out))
+
+
+def test_the_judgments_export_lists_the_counted_judgments(team, ruled):
+    rows = _export(team, format="judgments", kinds="train")
+    # of 7 train judgments: bob's (paused), carol's two (low gold), alice's two fast ones are out
+    assert len(rows) == 2
+    everything = _export(team, format="judgments", kinds="train", skip_paused="0", skip_fast="0")
+    assert len(everything) == 5  # carol's two stay out: min_gold_accuracy is still the project's
