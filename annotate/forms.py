@@ -21,6 +21,8 @@ class ProjectForm(forms.ModelForm):
         "gold_min_accuracy",
         "gold_rate",
         "fast_judgment_seconds",
+        "count_min_gold_accuracy",
+        "count_weight",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -31,7 +33,7 @@ class ProjectForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         for name in self.KEEP_WHEN_MISSING:
-            if data.get(name) is None and name not in self.errors:
+            if data.get(name) in (None, "") and name not in self.errors:
                 data[name] = getattr(self.instance, name)
         return data
 

@@ -45,6 +45,11 @@ class Project(models.Model):
         OPTIONAL = "optional", "Optional"
         REQUIRED = "required", "Required"
 
+    class PairWeight(models.TextChoices):
+        UNIFORM = "uniform", "Uniform"
+        AGREEMENT = "agreement", "Agreement"
+        GOLD_ACCURACY = "gold_accuracy", "Gold accuracy"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200, unique=True)
     instructions = models.TextField(
@@ -94,6 +99,26 @@ class Project(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
         help_text="Judgments made faster than this many seconds are flagged as too fast.",
     )
+    # Which judgments count for training and exports (annotate.quality.counting).
+    count_skip_paused = models.BooleanField(
+        default=False, help_text="Leave out every judgment of annotators who are paused."
+    )
+    count_min_gold_accuracy = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Leave out annotators whose gold accuracy (after gold_min_items gold pairs) "
+        "is below this (0-1); 0 keeps everyone.",
+    )
+    count_skip_fast = models.BooleanField(
+        default=False,
+        help_text="Leave out judgments made faster than fast_judgment_seconds.",
+    )
+    count_weight = models.CharField(
+        max_length=20,
+        choices=PairWeight.choices,
+        default=PairWeight.UNIFORM,
+        help_text="Weight of each pair: 1, its agreement, or its voters' gold accuracy.",
+    )
     # Salt for the pseudonymous annotator ids written into exports.
     export_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_by = models.ForeignKey(
@@ -119,6 +144,10 @@ class Project(models.Model):
         "gold_min_accuracy",
         "gold_rate",
         "fast_judgment_seconds",
+        "count_skip_paused",
+        "count_min_gold_accuracy",
+        "count_skip_fast",
+        "count_weight",
     )
 
     class Meta:

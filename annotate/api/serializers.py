@@ -53,6 +53,10 @@ class ProjectSerializer(serializers.ModelSerializer):
             "gold_min_accuracy",
             "gold_rate",
             "fast_judgment_seconds",
+            "count_skip_paused",
+            "count_min_gold_accuracy",
+            "count_skip_fast",
+            "count_weight",
             "created_at",
             "role",
         ]

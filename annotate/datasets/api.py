@@ -168,7 +168,27 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS)),
     OpenApiParameter("min_agreement", float),
     OpenApiParameter("min_votes", int),
-    OpenApiParameter("weight", str, enum=list(WEIGHTS)),
+    OpenApiParameter(
+        "weight", str, enum=list(WEIGHTS), description="empty: the project's count_weight"
+    ),
+    OpenApiParameter(
+        "skip_paused",
+        bool,
+        description="leave out paused annotators' judgments; empty: the project's "
+        "count_skip_paused",
+    ),
+    OpenApiParameter(
+        "min_gold_accuracy",
+        float,
+        description="0-1: leave out annotators below this gold accuracy (after gold_min_items); "
+        "empty: the project's count_min_gold_accuracy",
+    ),
+    OpenApiParameter(
+        "skip_fast",
+        bool,
+        description="leave out judgments under fast_judgment_seconds; empty: the project's "
+        "count_skip_fast",
+    ),
     OpenApiParameter(
         "label_smoothing", bool, description="add each pair's minority vote share (soft labels)"
     ),

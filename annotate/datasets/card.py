@@ -10,8 +10,9 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotate.models import Comparison, Completion, Judgment, Project
+from annotate.quality.counting import REASONS, Counting
 
-from .labels import PairOptions
+from .labels import PairOptions, chosen_judgments
 from .versions import version_labels
 
 _CONVERSATIONAL = (
@@ -81,6 +82,30 @@ def _round_samplers(project: Project, names: dict[int, str]) -> dict[int | None,
         for number, labels in by_round.items()
         if labels
     }
+
+
+_REASON_NAMES = {
+    "paused": "paused annotators",
+    "low_gold": "annotators below the gold-accuracy threshold",
+    "fast": "fast judgments",
+}
+
+
+def _counting_section(rule: Counting, left_out: dict[str, int]) -> list[str]:
+    """Which judgments counted: the rule applied and what it left out, by reason."""
+    lines = ["", "## Which judgments count", ""]
+    lines += [f"- {line.capitalize()}." for line in rule.describe()]
+    lines.append("")
+    total = sum(left_out.values())
+    if not total:
+        lines.append("No judgment of the selected pairs was left out.")
+        return lines
+    lines.append(
+        f"{total} judgment{'s' if total != 1 else ''} of the selected pairs "
+        f"{'were' if total != 1 else 'was'} left out:"
+    )
+    lines += [f"- {_REASON_NAMES[key]}: {left_out[key]}" for key in REASONS if key in left_out]
+    return lines
 
 
 def dataset_card(project: Project, fmt: str, options: PairOptions, stats: ExportStats) -> str:
@@ -181,10 +206,12 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         "aggregation",
         "min_agreement",
         "min_votes",
-        "weight",
         "label_smoothing",
     ):
         lines.append(f"- `{key}`: {opts[key]}")
+    rule = options.counting(project)
+    lines.append(f"- `weight`: {rule.weight}")
+    lines += _counting_section(rule, rule.left_out(chosen_judgments(project, options)))
     finished = _FINISHED.get(fmt, _PAIR_FINISHED)
     lines += [
         "",

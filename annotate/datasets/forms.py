@@ -11,6 +11,8 @@ from .exporters import BUNDLES, EXPORT_FORMATS
 from .formats import IMPORT_FORMATS
 from .labels import AGGREGATIONS, WEIGHTS
 
+RULE_CHOICES = [("", "Project's rule"), ("true", "Leave out"), ("false", "Count")]
+
 IMPORT_LABELS = {
     "prompts": "Prompts (.jsonl, .csv, .tsv, .txt, .parquet)",
     "pairs": "Pairs to annotate (.jsonl, .csv, .tsv, .parquet)",
@@ -91,7 +93,23 @@ class DatasetExportForm(forms.Form):
     aggregation = forms.ChoiceField(choices=[(a, a) for a in AGGREGATIONS], initial="majority")
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0.0)
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
-    weight = forms.ChoiceField(choices=[(w, w) for w in WEIGHTS], initial="uniform")
+    weight = forms.ChoiceField(
+        required=False,
+        choices=[("", "Project's rule"), *((w, w) for w in WEIGHTS)],
+        initial="",
+    )
+    # The project's counting rule, overridden for this export when chosen.
+    skip_paused = forms.ChoiceField(
+        required=False, label="Paused annotators' judgments", choices=RULE_CHOICES
+    )
+    min_gold_accuracy = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Minimum gold accuracy",
+        help_text="Empty: the project's; 0 keeps every annotator.",
+    )
+    skip_fast = forms.ChoiceField(required=False, label="Fast judgments", choices=RULE_CHOICES)
     label_smoothing = forms.BooleanField(
         required=False,
         label="Soft labels",

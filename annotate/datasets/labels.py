@@ -30,7 +30,14 @@ A "tie" or "both_bad" label's agreement is the "outcome" one under every policy.
 
 Then ``majority`` keeps every label, ``unanimous`` only agreement 1.0, ``min-agreement``
 only agreement >= ``min_agreement``; ``min_votes`` drops pairs with fewer votes;
-weight = agreement when ``weight`` is "agreement", else 1.0.
+weight = agreement when ``weight`` is "agreement", the voters' gold accuracy when it is
+"gold_accuracy", else 1.0.
+
+Which judgments count at all is the project's counting rule (``annotate.quality.counting``:
+paused annotators, a gold-accuracy threshold, fast judgments, and the default ``weight``):
+votes are tallied over the counted judgments only, so a comparison whose every judgment is
+left out gives no pair. ``skip_paused``, ``min_gold_accuracy``, ``skip_fast`` and ``weight``
+override the project's setting when given (None or "": the project's).
 
 ``label_smoothing`` is the minority's vote share, the chance that the label is wrong in
 conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): the loser's votes
@@ -56,12 +63,14 @@ from django.db.models.functions import Coalesce
 
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
+from annotate.quality import counting
+from annotate.quality.counting import Counting
 
 from .formats import MAX_ROUND
 from .versions import version_ids, version_label, version_number
 
 AGGREGATIONS = ("majority", "unanimous", "min-agreement")
-WEIGHTS = ("uniform", "agreement")
+WEIGHTS = counting.WEIGHTS
 CHOICES = tuple(Judgment.Choice.values)
 TIE_VOTES = ("outcome", "drop", "weak")
 CHUNK = 2000
@@ -81,12 +90,16 @@ class PairOptions:
     aggregation: str = "majority"
     min_agreement: float = 0.0  # used by aggregation "min-agreement"
     min_votes: int = 1
-    weight: str = "uniform"
+    weight: str = ""  # "": the project's count_weight
     # exports: add each pair's ``label_smoothing`` column (soft labels for conservative DPO)
     label_smoothing: bool = False
     # empty: completions of any version (and imported ones); else comparisons with a completion
     # sampled by one of these versions ("base", "v1", ...; "v0" is read as "base")
     versions: list[str] = field(default_factory=list)
+    # The counting rule (annotate.quality.counting); None: the project's setting
+    skip_paused: bool | None = None
+    min_gold_accuracy: float | None = None
+    skip_fast: bool | None = None
 
     def __post_init__(self) -> None:
         self.versions = [version_label(version_number(v)) for v in self.versions]
@@ -98,12 +111,14 @@ class PairOptions:
             raise InvalidInput(f'"kinds" must be among {", ".join(Comparison.Kind.values)}')
         if self.aggregation not in AGGREGATIONS:
             raise InvalidInput(f'"aggregation" must be one of {", ".join(AGGREGATIONS)}')
-        if self.weight not in WEIGHTS:
+        if self.weight and self.weight not in WEIGHTS:
             raise InvalidInput(f'"weight" must be one of {", ".join(WEIGHTS)}')
         if not 0.0 <= self.min_agreement <= 1.0:
             raise InvalidInput('"min_agreement" must be between 0 and 1')
         if self.min_votes < 1:
             raise InvalidInput('"min_votes" must be at least 1')
+        if self.min_gold_accuracy is not None and not 0.0 <= self.min_gold_accuracy <= 1.0:
+            raise InvalidInput('"min_gold_accuracy" must be between 0 and 1')
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairOptions:
@@ -121,6 +136,18 @@ class PairOptions:
             if isinstance(raw, bool):
                 return raw
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+        def choice(name: str) -> bool | None:
+            """A flag that may be left to the project: missing or "" -> None."""
+            raw = data.get(name)
+            if raw is None or isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text == "":
+                return None
+            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise InvalidInput(f'"{name}" must be true or false')
+            return text in ("1", "true", "yes", "on")
 
         def number(name: str, kind: type, default: Any) -> Any:
             raw = data.get(name)
@@ -146,13 +173,26 @@ class PairOptions:
             aggregation=str(data.get("aggregation") or "majority"),
             min_agreement=number("min_agreement", float, 0.0),
             min_votes=number("min_votes", int, 1),
-            weight=str(data.get("weight") or "uniform"),
+            weight=str(data.get("weight") or ""),
             label_smoothing=flag("label_smoothing"),
             versions=items("versions"),
+            skip_paused=choice("skip_paused"),
+            min_gold_accuracy=number("min_gold_accuracy", float, None),
+            skip_fast=choice("skip_fast"),
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def counting(self, project: Project) -> Counting:
+        """The project's counting rule with these options' overrides."""
+        return counting.resolve(
+            project,
+            skip_paused=self.skip_paused,
+            min_gold_accuracy=self.min_gold_accuracy,
+            skip_fast=self.skip_fast,
+            weight=self.weight,
+        )
 
     def select(self, rows: QuerySet[_Row], via: str = "") -> QuerySet[_Row]:
         """The rows whose comparison is in the chosen rounds, prompt splits and kinds.
@@ -238,9 +278,9 @@ def keeps(tally: Tally, options: PairOptions) -> bool:
     return True
 
 
-def _votes(choice: str) -> Coalesce:
+def _votes(choice: str, rule: Counting) -> Coalesce:
     counted = (
-        Judgment.objects.filter(comparison=OuterRef("pk"), choice=choice)
+        rule.counted(Judgment.objects.filter(comparison=OuterRef("pk"), choice=choice))
         .order_by()
         .values("comparison")
         .annotate(n=Count("pk"))
@@ -249,10 +289,12 @@ def _votes(choice: str) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
-def _filtered(comparisons: QuerySet[Comparison], options: PairOptions) -> QuerySet[Comparison]:
+def _filtered(
+    comparisons: QuerySet[Comparison], options: PairOptions, rule: Counting
+) -> QuerySet[Comparison]:
     return (
         options.select(comparisons)
-        .annotate(**{f"votes_{choice}": _votes(choice) for choice in CHOICES})
+        .annotate(**{f"votes_{choice}": _votes(choice, rule) for choice in CHOICES})
         .select_related("prompt", "completion_a", "completion_b")
         .order_by("pk")
     )
@@ -271,20 +313,28 @@ def _by_versions(
     )
 
 
-def selected_comparisons(project: Project, options: PairOptions) -> QuerySet[Comparison]:
-    """The comparisons the options select, each with its votes counted in SQL.
+def selected_comparisons(
+    project: Project, options: PairOptions, rule: Counting | None = None
+) -> QuerySet[Comparison]:
+    """The comparisons the options select, each with its counted votes counted in SQL.
 
     Raises:
         InvalidInput: ``options.versions`` names a version the project does not have.
     """
+    rule = rule or options.counting(project)
     comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
-    return _filtered(_by_versions(comparisons, project, options), options)
+    return _filtered(_by_versions(comparisons, project, options), options, rule)
+
+
+def chosen_judgments(project: Project, options: PairOptions) -> QuerySet[Judgment]:
+    """The judgments on the comparisons the options select, before the counting rule."""
+    judgments = options.select(Judgment.objects.filter(project=project), via="comparison__")
+    return _by_versions(judgments, project, options, via="comparison__")
 
 
 def selected_judgments(project: Project, options: PairOptions) -> QuerySet[Judgment]:
-    """The judgments on the comparisons the options select (exports of raw judgments)."""
-    judgments = options.select(Judgment.objects.filter(project=project), via="comparison__")
-    return _by_versions(judgments, project, options, via="comparison__")
+    """The counted judgments on the comparisons the options select (exports of judgments)."""
+    return options.counting(project).counted(chosen_judgments(project, options))
 
 
 def preference_pairs(
@@ -302,7 +352,8 @@ def preference_pairs(
     """
     options = options or PairOptions()
     _check_tie_votes(tie_votes)
-    return _pairs(selected_comparisons(project, options), options, tie_votes)
+    rule = options.counting(project)
+    return _pairs(selected_comparisons(project, options, rule), options, tie_votes, rule)
 
 
 def comparison_pairs(
@@ -313,13 +364,20 @@ def comparison_pairs(
 ) -> Iterator[dict[str, Any]]:
     """``preference_pairs`` over the given comparisons instead of a whole project's.
 
-    ``options.versions`` must be empty: version names belong to one project.
+    ``options.versions`` must be empty: version names belong to one project, and so must the
+    comparisons, whose project's counting rule applies.
     """
     options = options or PairOptions()
     if options.versions:
         raise InvalidInput('"versions" selects within one project: use preference_pairs')
     _check_tie_votes(tie_votes)
-    return _pairs(_filtered(comparisons, options), options, tie_votes)
+    project_ids = list(comparisons.order_by().values_list("project_id", flat=True).distinct()[:2])
+    if len(project_ids) > 1:
+        raise InvalidInput("comparison_pairs takes the comparisons of one project")
+    if not project_ids:
+        return iter(())
+    rule = options.counting(Project.objects.get(pk=project_ids[0]))
+    return _pairs(_filtered(comparisons, options, rule), options, tie_votes, rule)
 
 
 def _check_tie_votes(tie_votes: str) -> None:
@@ -328,9 +386,9 @@ def _check_tie_votes(tie_votes: str) -> None:
 
 
 def _pairs(
-    comparisons: QuerySet[Comparison], options: PairOptions, tie_votes: str
+    comparisons: QuerySet[Comparison], options: PairOptions, tie_votes: str, rule: Counting
 ) -> Iterator[dict[str, Any]]:
-    for comparison in comparisons.iterator(chunk_size=CHUNK):
+    for comparison, voters in rule.with_voters(comparisons.iterator(chunk_size=CHUNK), CHUNK):
         tally = Tally(
             a=comparison.votes_a,  # type: ignore[attr-defined]
             b=comparison.votes_b,  # type: ignore[attr-defined]
@@ -362,7 +420,7 @@ def _pairs(
             "votes_both_bad": tally.both_bad,
             "votes_total": tally.total,
             "agreement": tally.agreement,
-            "weight": tally.agreement if options.weight == "agreement" else 1.0,
+            "weight": rule.pair_weight(tally.agreement, tally.outcome, voters),
             "label_smoothing": tally.label_smoothing,
             "chosen_model_version_id": chosen.model_version_id,
             "rejected_model_version_id": rejected.model_version_id,

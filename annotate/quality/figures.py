@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Length
 
-from annotate.models import Assignment, Comparison, Judgment, Project, choice_as_shown
+from annotate.models import Comparison, Judgment, Project, choice_as_shown
 
 from . import stats
+from .counting import judgment_seconds, lease_started
 
 CATEGORIES = tuple(Judgment.Choice.values)  # a, b, tie, both_bad
 # Cohen's kappa is listed for pairs of annotators with at least this many shared items.
@@ -64,12 +64,9 @@ def _with_ci(
 
 
 def _rows(project: Project) -> Any:
-    shown_at = Assignment.objects.filter(
-        comparison=OuterRef("comparison_id"), annotator=OuterRef("annotator_id")
-    ).values("leased_at")[:1]
     return (
         Judgment.objects.filter(project=project)
-        .annotate(shown_at=Subquery(shown_at))
+        .annotate(shown_at=lease_started())
         .order_by("pk")
         .values_list(
             "comparison_id",
@@ -126,7 +123,7 @@ def compute(project: Project) -> dict[str, Any]:
             person.left += 1
         elif shown == "right":
             person.right += 1
-        seconds = ms / 1000 if ms is not None else _lease_seconds(shown_at, made_at)
+        seconds = judgment_seconds(ms, shown_at, made_at)
         if seconds is not None:
             person.seconds.append(seconds)
             if seconds < floor:
@@ -141,12 +138,6 @@ def compute(project: Project) -> dict[str, Any]:
         "project": _project_figures(people, floor),
         "annotators": {key: _annotator_figures(p) for key, p in sorted(people.items())},
     }
-
-
-def _lease_seconds(shown_at: Any, made_at: Any) -> float | None:
-    if shown_at is None or made_at is None:
-        return None
-    return max(0.0, (made_at - shown_at).total_seconds())
 
 
 def _length_bias(

@@ -18,7 +18,8 @@ from django.core.cache import cache
 from django.db.models import Count, Max
 
 from annotate.datasets.labels import Tally, preference_pairs
-from annotate.models import Comparison, Completion, Judgment, Project
+from annotate.models import Comparison, Completion, Judgment, Membership, Project
+from annotate.quality.counting import COUNTING_FIELDS
 
 from ..loop_settings import LoopSettings
 from ..models import Round
@@ -94,6 +95,11 @@ NOT_TRAINED = {
     "tie": ("tie", "ties", "tie and both-bad votes matched or beat the leading side"),
     "both_bad": ("both-bad pair", "both-bad pairs", "most votes said both answers are bad"),
     "filtered": ("pair left out", "pairs left out", "the label rule's vote filters dropped it"),
+    "uncounted": (
+        "pair without counted votes",
+        "pairs without counted votes",
+        "the project's counting rule left out every judgment on them",
+    ),
     "eval": ("eval pair", "eval pairs", "they measure versions and are never trained on"),
     "gold": ("gold pair", "gold pairs", "they check annotators and are not trained on"),
 }
@@ -159,6 +165,8 @@ def _why_not(kind: str, tally: Tally) -> str:
     """The NOT_TRAINED key of a judged comparison that gave no pair."""
     if kind != Comparison.Kind.TRAIN:
         return kind
+    if tally.total == 0:
+        return "uncounted"
     outcome = tally.outcome
     if outcome == "both_bad":
         return "both_bad"
@@ -187,15 +195,26 @@ def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]
     trained: dict[int, set[int]] = {n: set() for n in options.rounds}
     for row in preference_pairs(project, options, tie_votes=defaults.ties):
         trained[row["round"]].add(row["comparison_id"])
-    votes = (
-        Judgment.objects.filter(comparison__project=project, comparison__round__in=numbers)
-        .order_by()
-        .values_list("comparison_id", "comparison__round", "comparison__kind", "choice")
-        .annotate(n=Count("pk"))
+    judgments = Judgment.objects.filter(comparison__project=project, comparison__round__in=numbers)
+    # every judged comparison, then the votes the label rule saw: those the counting rule keeps
+    judged_comparisons = (
+        judgments.order_by()
+        .values_list("comparison_id", "comparison__round", "comparison__kind")
+        .distinct()
     )
     tallies: dict[int, tuple[int, str, Counter[str]]] = {}
-    for comparison_id, number, kind, choice, n in votes:
-        tallies.setdefault(comparison_id, (number, kind, Counter()))[2][choice] += n
+    for comparison_id, number, kind in judged_comparisons:
+        if number is not None:  # always: the rounds were asked for
+            tallies[comparison_id] = (number, kind, Counter())
+    votes = (
+        options.counting(project)
+        .counted(judgments)
+        .order_by()
+        .values_list("comparison_id", "choice")
+        .annotate(n=Count("pk"))
+    )
+    for comparison_id, choice, n in votes:
+        tallies[comparison_id][2][choice] += n
     judged: Counter[int] = Counter()
     not_trained: dict[int, Counter[str]] = {n: Counter() for n in numbers}
     for comparison_id, (number, kind, choices) in tallies.items():
@@ -210,6 +229,7 @@ def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]
             project=project, round__in=numbers, kind=Comparison.Kind.TRAIN, judgment_count=0
         ).values_list("round", flat=True)
     )
+    weight = options.weight or project.count_weight
     counts: dict[int, PairCounts] = {}
     for loop_round in rounds:
         number = loop_round.number
@@ -225,7 +245,7 @@ def _count_pairs(project: Project, rounds: list[Round]) -> dict[int, PairCounts]
             export={
                 "rounds": [number],
                 "kinds": list(options.kinds),
-                "weight": train_options(settings, [number]).weight,
+                "weight": train_options(settings, [number]).weight or weight,
             },
         )
     return counts
@@ -240,12 +260,28 @@ def _state_key(project: Project) -> str:
         .order_by("number")
         .values_list("pk", "number", "settings")
     )
+    # the counting rule's inputs: its settings, who is paused, the gold answers
+    rule = [getattr(project, name) for name in COUNTING_FIELDS]
+    paused = list(
+        Membership.objects.filter(project=project, paused=True)
+        .order_by("user_id")
+        .values_list("user_id", flat=True)
+    )
+    gold = list(
+        Comparison.objects.filter(project=project)
+        .exclude(gold_choice="")
+        .order_by("pk")
+        .values_list("pk", "gold_choice")
+    )
     state = (
         project.pk,
         project.created_at.isoformat(),
         (judgments["n"], judgments["top"]),
         (comparisons["n"], comparisons["top"]),
         rounds,
+        rule,
+        paused,
+        gold,
     )
     return "round-pairs:" + hashlib.sha256(repr(state).encode()).hexdigest()
 

@@ -2,7 +2,9 @@
 
 The rule itself lives in ``annotate.datasets.labels`` (shared with the exports); this module
 picks the options a round's settings ask for and turns the rows into training pairs. Only
-train comparisons are ever trained on: eval comparisons measure the model.
+train comparisons are ever trained on: eval comparisons measure the model. Which judgments count
+and the default pair weight are the project's counting rule (``annotate.quality.counting``),
+applied inside ``labels``, so training counts exactly what an export counts.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ class AggregatedPair:
 
 
 def _options(settings: LoopSettings, **selection: Any) -> PairOptions:
-    """Plain majority; how ties and both-bad votes count is ``settings.ties`` (``tie_votes``)."""
+    """Plain majority; how ties and both-bad votes count is ``settings.ties`` (``tie_votes``).
+
+    The weight is agreement when the round asks for it (``agreement_weight``), else the
+    project's counting rule's weight ("" in the options).
+    """
     selection.setdefault("kinds", [Comparison.Kind.TRAIN])
-    return PairOptions(weight="agreement" if settings.agreement_weight else "uniform", **selection)
+    return PairOptions(weight="agreement" if settings.agreement_weight else "", **selection)
 
 
 def train_options(settings: LoopSettings, rounds: list[int]) -> PairOptions:
@@ -102,10 +108,11 @@ def aggregate(comparisons: list[Comparison], settings: LoopSettings) -> list[Agg
     """The labelled pairs of the given train comparisons, in comparison id order.
 
     A side wins only with more votes than the other side and than the tie and both-bad votes
-    together; other comparisons give no pair, and eval comparisons never do. With
-    ``agreement_weight`` the pair's weight is the majority's share of the votes, with tie and
-    both-bad votes counted by ``settings.ties`` ("weak": half for each side, "drop": not at
-    all), else 1. With ``soft_labels`` the pair's label smoothing is the minority's share.
+    together; other comparisons give no pair, and eval comparisons never do. Only the
+    judgments the project's counting rule keeps are votes. With ``agreement_weight`` the
+    pair's weight is the majority's share of the votes, with tie and both-bad votes counted by
+    ``settings.ties`` ("weak": half for each side, "drop": not at all), else the counting
+    rule's weight. With ``soft_labels`` the pair's label smoothing is the minority's share.
     """
     rows = comparison_pairs(
         Comparison.objects.filter(pk__in=[c.pk for c in comparisons]),

@@ -51,7 +51,25 @@ class Command(BaseCommand):
         parser.add_argument("--aggregation", default="majority", choices=AGGREGATIONS)
         parser.add_argument("--min-agreement", type=float, default=0.0)
         parser.add_argument("--min-votes", type=int, default=1)
-        parser.add_argument("--weight", default="uniform", choices=WEIGHTS)
+        parser.add_argument(
+            "--weight", default="", choices=WEIGHTS, help="default: the project's count_weight"
+        )
+        rule = parser.add_argument_group("counting rule (default: the project's)")
+        rule.add_argument(
+            "--skip-paused",
+            choices=["true", "false"],
+            help="leave out paused annotators' judgments",
+        )
+        rule.add_argument(
+            "--min-gold-accuracy",
+            type=float,
+            help="leave out annotators below this gold accuracy (0-1; 0 keeps everyone)",
+        )
+        rule.add_argument(
+            "--skip-fast",
+            choices=["true", "false"],
+            help="leave out judgments under the project's fast_judgment_seconds",
+        )
         parser.add_argument(
             "--label-smoothing",
             action="store_true",
