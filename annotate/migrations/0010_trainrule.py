@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0008_gold_rate'),
+        ('annotate', '0009_hardening_bounds'),
     ]
 
     operations = [
