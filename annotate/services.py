@@ -26,6 +26,7 @@ from django.utils import timezone
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
+from .quality import repeats
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -250,10 +251,13 @@ def _candidates(
     """Ids of ``pairs`` still open with a free slot, in the order the queue offers them.
 
     Gold pairs with an answer are not among them: they go to everyone, beyond the overlap
-    (`_gold_candidate`). A gold pair without an answer yet is served like any other.
+    (`_gold_candidate`). A gold pair without an answer yet is served like any other. Hidden
+    repeats are not among them either: each goes to its own annotator only (`_try_lease`).
     """
-    pairs = pairs.filter(project=project, judgment_count__lt=project.overlap).exclude(
-        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    pairs = (
+        pairs.filter(project=project, judgment_count__lt=project.overlap)
+        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
+        .exclude(kind=Comparison.Kind.REPEAT)
     )
     if round_number is not None:
         pairs = pairs.filter(round=round_number)
@@ -274,10 +278,16 @@ def _try_lease(
     pairs they skipped once only when none of those is left. With probability
     ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
     work is left for them (gold never replaces a round's pairs when one round is asked for).
+    A hidden repeat of theirs that is due comes before all of these (not when a round is asked
+    for: repeats belong to no round).
     """
     now = timezone.now()
     mine = Assignment.objects.filter(annotator=user, project=project)
     seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
+    if round_number is None:
+        repeat = repeats.due_repeat(project, user, seen.values("comparison_id"))
+        if repeat is not None:
+            return _lease(project, repeat, user, now), False
     unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
     regular = _candidates(project, unseen, now, round_number)
     if regular and round_number is None and random.random() < project.gold_rate:
@@ -571,9 +581,11 @@ def progress(project: Project, user: Any) -> Progress:
     closed = Assignment.objects.filter(annotator=user, project=project).filter(
         Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS)
     )
-    # Gold pairs with an answer are checks served beyond the overlap, not work toward it.
-    work = Comparison.objects.filter(project=project).exclude(
-        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    # Gold pairs with an answer and hidden repeats are checks, not work toward the overlap.
+    work = (
+        Comparison.objects.filter(project=project)
+        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
+        .exclude(kind=Comparison.Kind.REPEAT)
     )
     open_for_me = (
         work.filter(judgment_count__lt=project.overlap)

@@ -52,6 +52,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "gold_min_items",
             "gold_min_accuracy",
             "gold_rate",
+            "repeat_rate",
             "fast_judgment_seconds",
             "created_at",
             "role",
