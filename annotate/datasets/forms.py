@@ -44,9 +44,7 @@ class DatasetImportForm(forms.Form):
     column = forms.CharField(
         required=False, initial="prompt", help_text="Prompts from CSV/TSV: the column to read."
     )
-    kind = forms.ChoiceField(
-        required=False, choices=[("", "Default (train)"), *_PAIR_KIND_CHOICES]
-    )
+    kind = forms.ChoiceField(required=False, choices=[("", "Default (train)"), *_PAIR_KIND_CHOICES])
     round = forms.IntegerField(required=False, min_value=0)
     split = forms.ChoiceField(
         required=False, choices=[("", "Default (train)"), *Prompt.Split.choices]
