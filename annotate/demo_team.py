@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count
