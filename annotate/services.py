@@ -26,7 +26,6 @@ from django.utils import timezone
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
-from .quality import repeats
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -285,7 +284,7 @@ def _try_lease(
     mine = Assignment.objects.filter(annotator=user, project=project)
     seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
     if round_number is None:
-        repeat = repeats.due_repeat(project, user, seen.values("comparison_id"))
+        repeat = _due_repeat(project, user, seen.values("comparison_id"))
         if repeat is not None:
             return _lease(project, repeat, user, now), False
     unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
@@ -306,6 +305,28 @@ def _try_lease(
     if comparison is None:
         return None, contended
     return _lease(project, comparison, user, now), False
+
+
+def _due_repeat(project: Project, user: Any, seen: Any) -> Comparison | None:
+    """The user's earliest hidden repeat that is due and not yet judged or skipped, if any
+    (``annotate.quality.repeats``).
+
+    ``seen``: the ids of the comparisons the user judged or skipped. One look-up on the
+    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits.
+    """
+    pending = (
+        Comparison.objects.filter(repeat_for=user, project=project, judgment_count=0)
+        .exclude(pk__in=seen)
+        .order_by("repeat_due", "pk")
+        .values_list("pk", "repeat_due")
+        .first()
+    )
+    if pending is None:
+        return None
+    pk, due = pending
+    if due and Judgment.objects.filter(project=project, annotator=user).count() < due:
+        return None
+    return Comparison.objects.filter(pk=pk).first()
 
 
 def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Comparison | None:

@@ -5,7 +5,8 @@ is scheduled to come back to that member: a new comparison of kind "repeat", lin
 original by ``repeat_of``, with the same completions as A and B swapped (a different id, and no
 constraint ties it to the original, so nothing in the pair gives the repeat away; left and right
 are drawn as for any pair). It is served only to that member (``repeat_for``), before their
-ordinary pairs, once they have made ``REPEAT_DELAY`` further judgments in the project.
+ordinary pairs, once they have made ``REPEAT_DELAY`` further judgments in the project (the
+queue's ``annotate.services._due_repeat``).
 
 A repeat has no round and is never part of the overlap, progress, a round's trigger or stall
 analysis, training pairs or any export (``annotate.datasets.labels`` leaves the kind out). A
@@ -70,27 +71,6 @@ def schedule(judgment: Judgment) -> Comparison | None:
         repeat_for_id=judgment.annotator_id,
         repeat_due=made + REPEAT_DELAY,
     )
-
-
-def due_repeat(project: Project, user: Any, seen: Any) -> Comparison | None:
-    """The user's earliest repeat that is due and not yet judged or skipped, if any.
-
-    ``seen``: the ids of the comparisons the user judged or skipped. One look-up on the
-    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits.
-    """
-    pending = (
-        Comparison.objects.filter(repeat_for=user, project=project, judgment_count=0)
-        .exclude(pk__in=seen)
-        .order_by("repeat_due", "pk")
-        .values_list("pk", "repeat_due")
-        .first()
-    )
-    if pending is None:
-        return None
-    made = Judgment.objects.filter(project=project, annotator=user).count()
-    if made < pending[1]:
-        return None
-    return Comparison.objects.filter(pk=pending[0]).first()
 
 
 def unswapped(choice: str) -> str:
