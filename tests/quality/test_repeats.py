@@ -188,6 +188,9 @@ def test_repeats_are_never_pairs_nor_exported(team: Any) -> None:
         ids = [json.loads(line)["comparison_id"] for line in body.splitlines() if line]
         assert len(ids) == repeats.REPEAT_DELAY + 1
         assert original.pk in ids and repeat.pk not in ids
+    card = b"".join(client.get(base, {"format": "card"}).streaming_content).decode()
+    n = repeats.REPEAT_DELAY + 1
+    assert f"| Pairs | {n} ({n} judged" in card and f"| Judgments | {n} |" in card
     r = client.get(base, {"format": "judgments", "kinds": "repeat"})
     assert r.status_code == 400 and "kinds" in r.json()["detail"]
 
