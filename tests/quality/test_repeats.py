@@ -294,3 +294,19 @@ def test_repeat_rate_is_a_project_setting(team: Any) -> None:
     assert r.status_code == 400 and "repeat_rate" in json.dumps(r.json())
     team.project.refresh_from_db()
     assert team.project.repeat_rate == 0.2
+
+
+def test_repeat_rate_is_on_the_settings_form_and_kept_when_left_out(team: Any, client: Any) -> None:
+    client.force_login(team.lead)
+    url = f"/projects/{team.project.pk}/settings/"
+    assert 'name="repeat_rate"' in client.get(url).content.decode()
+    base = {"name": "Team project", "overlap": 1, "rationale": "off", "lease_seconds": 600}
+    base["undo_seconds"] = 60
+    assert client.post(url, {**base, "repeat_rate": "0.3"}).status_code == 302
+    team.project.refresh_from_db()
+    assert team.project.repeat_rate == 0.3
+    assert client.post(url, base).status_code == 302
+    team.project.refresh_from_db()
+    assert team.project.repeat_rate == 0.3
+    r = client.post(url, {**base, "repeat_rate": "-0.1"})
+    assert r.status_code == 200 and "greater than or equal to 0" in r.content.decode()
