@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -312,10 +312,13 @@ def _due_repeat(project: Project, user: Any, seen: Any) -> Comparison | None:
     (``annotate.quality.repeats``).
 
     ``seen``: the ids of the comparisons the user judged or skipped. One look-up on the
-    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits.
+    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits. A
+    repeat whose original judgment was undone waits until the original is judged again.
     """
+    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator=user)
     pending = (
         Comparison.objects.filter(repeat_for=user, project=project, judgment_count=0)
+        .filter(Exists(judged))
         .exclude(pk__in=seen)
         .order_by("repeat_due", "pk")
         .values_list("pk", "repeat_due")

@@ -122,6 +122,32 @@ def test_a_due_repeat_skipped_is_dropped_and_a_round_request_gets_none(team: Any
     assert following.comparison.kind == Comparison.Kind.TRAIN
 
 
+def test_a_repeat_waits_while_its_original_judgment_is_undone(team: Any) -> None:
+    _rate(team, 1.0)
+    team.pairs(repeats.REPEAT_DELAY + 3)
+    original = _judge_next(team.alice, team)
+    _rate(team, 0.0)
+    (repeat,) = _repeats(team)
+    for _ in range(repeats.REPEAT_DELAY):
+        _judge_next(team.alice, team)
+    # fake the original undone: the repeat is due, but there is nothing to compare it with
+    Judgment.objects.filter(comparison=original, annotator=team.alice).delete()
+    Judgment.objects.create(
+        comparison=ComparisonFactory(project=team.project),
+        annotator=team.alice,
+        project=team.project,
+        choice="a",
+        left_is_a=True,
+    )
+    assignment = services.next_assignment(team.project, team.alice)
+    assert assignment is not None and assignment.comparison_id != repeat.pk
+    services.skip(team.project, team.alice, assignment.comparison_id)
+    Judgment.objects.create(
+        comparison=original, annotator=team.alice, project=team.project, choice="b", left_is_a=True
+    )
+    assert services.next_assignment(team.project, team.alice).comparison_id == repeat.pk
+
+
 def test_repeats_count_toward_neither_the_overlap_nor_progress(team: Any) -> None:
     _rate(team, 0.0, overlap=1)
     pairs = team.pairs(2)
