@@ -336,3 +336,18 @@ def test_repeat_rate_is_on_the_settings_form_and_kept_when_left_out(team: Any, c
     assert team.project.repeat_rate == 0.3
     r = client.post(url, {**base, "repeat_rate": "-0.1"})
     assert r.status_code == 200 and "greater than or equal to 0" in r.content.decode()
+
+
+def test_the_annotate_page_shows_a_due_repeat_like_any_pair(team: Any, client: Any) -> None:
+    _rate(team, 1.0)
+    team.pairs(repeats.REPEAT_DELAY + 1)
+    original = _judge_next(team.alice, team)
+    _rate(team, 0.0)
+    (repeat,) = _repeats(team)
+    for _ in range(repeats.REPEAT_DELAY):
+        _judge_next(team.alice, team)
+    client.force_login(team.alice)
+    page = client.get(f"/projects/{team.project.pk}/annotate/").content.decode()
+    assert f'data-comparison="{repeat.pk}"' in page
+    assert original.completion_a.text in page and original.completion_b.text in page
+    assert "Hidden repeat" not in page and "repeat_of" not in page
