@@ -8,6 +8,8 @@ class AnnotateConfig(AppConfig):
 
     def ready(self) -> None:
         from .extensions import judgment_recorded
+        from .quality import repeats
         from .quality.gold import on_judgment
 
         judgment_recorded.connect(on_judgment, dispatch_uid="annotate.quality.gold")
+        judgment_recorded.connect(repeats.on_judgment, dispatch_uid="annotate.quality.repeats")

@@ -4,7 +4,8 @@ Four simulated annotators (they cannot log in) judged the first pairs of the dem
 pairs, two to a pair, and every one of the gold pairs. Each has a habit the Quality page is
 meant to reveal: carol judges carefully, dan often picks whatever is on the left, erin prefers
 the longer reply and clicks within two seconds, frank answers at random and fails the gold
-pairs, so the gold rule pauses him. The answers they are measured against were written by hand
+pairs, so the gold rule pauses him; each also judged a few pairs a second time as hidden repeats,
+where frank flips and carol hardly does. The answers they are measured against were written by hand
 for these pairs (``PAIR_ANSWERS``). The judgments are stored as simulated, and the pairs have
 no round, so no training round uses them.
 """
@@ -15,13 +16,14 @@ import random
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count
 from django.utils import timezone
 
 from .models import Assignment, Comparison, Judgment, Membership, Project
-from .quality import gold
+from .quality import gold, repeats
 
 # The better reply of the demo's first ready-made pairs, in file order ("tie": equally good).
 PAIR_ANSWERS = (
@@ -34,6 +36,8 @@ GOLD = (0, 3, 5, 7, 13, 17, 19, 21, 23, 29, 33, 35)
 TEAM = ("carol", "dan", "erin", "frank")
 # Who judges the non-gold pairs: every two of the team in turn, so that each two share items.
 _DUOS = tuple((x, y) for i, x in enumerate(TEAM) for y in TEAM[i + 1 :])
+# Ordinary pairs each member judged again as a hidden repeat (sides swapped).
+REPEATS = 7
 
 Habit = Callable[[random.Random, str, bool, str | None], str]
 
@@ -130,6 +134,63 @@ def seed_team(project: Project) -> int:
         .annotate(n=Count("pk"))
     ):
         Comparison.objects.filter(pk=row["comparison"]).update(judgment_count=row["n"])
+    written += _seed_repeats(project, team, comparisons, start)
     for user in team.values():
         gold.apply_rule(project, user.pk)
+    return written
+
+
+def _seed_repeats(
+    project: Project, team: dict[str, Any], comparisons: list[Comparison], start: Any
+) -> int:
+    """Each member judged ``REPEATS`` of their ordinary pairs a second time as hidden repeats
+    (sides swapped), with the same habit, so the Quality page has flip rates to show."""
+    swapped = {"a": "b", "b": "a"}
+    written = 0
+    for name, user in team.items():
+        habit, (fastest, slowest) = HABITS[name]
+        mine = [
+            (index, c)
+            for index, c in enumerate(comparisons)
+            if index not in GOLD and name in _DUOS[index % len(_DUOS)]
+        ]
+        for index, original in mine[:REPEATS]:
+            rng = random.Random(f"demo-repeat-later-{name}-{index}")
+            repeat = Comparison.objects.create(
+                project=project,
+                prompt_id=original.prompt_id,
+                completion_a_id=original.completion_b_id,
+                completion_b_id=original.completion_a_id,
+                kind=Comparison.Kind.REPEAT,
+                repeat_of=original,
+                repeat_for=user,
+                repeat_due=repeats.REPEAT_DELAY,
+                judgment_count=1,
+            )
+            len_a, len_b = len(original.completion_b.text), len(original.completion_a.text)
+            longer = "a" if len_a > len_b else "b" if len_b > len_a else None
+            answer = PAIR_ANSWERS[index]
+            left_is_a = rng.random() < 0.5
+            choice = habit(rng, swapped.get(answer, answer), left_is_a, longer)
+            shown = start + timedelta(hours=24, minutes=3 * index + TEAM.index(name) * 200)
+            Assignment.objects.create(
+                comparison=repeat,
+                annotator=user,
+                project=project,
+                left_is_a=left_is_a,
+                status=Assignment.Status.DONE,
+                leased_at=shown,
+                lease_expires=shown + project.lease_duration,
+            )
+            Judgment.objects.create(
+                comparison=repeat,
+                annotator=user,
+                project=project,
+                choice=choice,
+                left_is_a=left_is_a,
+                duration_ms=round(rng.uniform(fastest, slowest) * 1000),
+                source=Judgment.Source.SIMULATED,
+                client_id=uuid.UUID(int=rng.getrandbits(128)),
+            )
+            written += 1
     return written

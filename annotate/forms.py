@@ -20,6 +20,7 @@ class ProjectForm(forms.ModelForm):
         "gold_min_items",
         "gold_min_accuracy",
         "gold_rate",
+        "repeat_rate",
         "fast_judgment_seconds",
         "count_min_gold_accuracy",
         "count_weight",

@@ -94,6 +94,12 @@ class Project(models.Model):
         help_text="Share of the pairs handed out that are gold, while an annotator has gold "
         "pairs left to judge (0-1). Gold goes to every annotator, beyond the overlap.",
     )
+    repeat_rate = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of an annotator's judgments whose pair comes back to them later, sides "
+        "swapped, as a hidden repeat (0-1); their flip rate measures self-consistency.",
+    )
     fast_judgment_seconds = models.FloatField(
         default=2.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
@@ -143,6 +149,7 @@ class Project(models.Model):
         "gold_min_items",
         "gold_min_accuracy",
         "gold_rate",
+        "repeat_rate",
         "fast_judgment_seconds",
         "count_skip_paused",
         "count_min_gold_accuracy",
@@ -293,24 +300,50 @@ class Comparison(models.Model):
         TRAIN = "train", "Train"
         EVAL = "eval", "Eval"
         GOLD = "gold", "Gold"
+        # A hidden repeat (annotate.quality.repeats): never trained on, exported or imported.
+        REPEAT = "repeat", "Hidden repeat"
+
+    # The kinds a pair can be imported, exported and trained as.
+    PAIR_KINDS = (Kind.TRAIN, Kind.EVAL, Kind.GOLD)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
     completion_a = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
     completion_b = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
     round = models.PositiveIntegerField(null=True, blank=True)
-    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.TRAIN)
+    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.TRAIN)
     # The right answer of a gold pair ("a", "b", "tie" or "both_bad", on the completions, not the
     # sides shown); empty when the pair is not gold or its answer is unknown.
     gold_choice = models.CharField(max_length=8, choices=GOLD_CHOICES, blank=True)
     # Judgments stored so far; kept in step with the Judgment rows inside the
     # same transaction, so that the queue can skip finished pairs cheaply.
     judgment_count = models.PositiveIntegerField(default=0)
+    # A hidden repeat (kind "repeat") is the pair ``repeat_of`` with A and B swapped, served only
+    # to ``repeat_for`` once they have made ``repeat_due`` judgments in the project.
+    repeat_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats"
+    )
+    repeat_for = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    repeat_due = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "judgment_count"])]
+        indexes = [
+            models.Index(fields=["project", "judgment_count"]),
+            # The queue's look-up of a user's repeats still to judge; judged ones leave it.
+            models.Index(
+                fields=["repeat_for", "project", "repeat_due"],
+                condition=Q(repeat_for__isnull=False, judgment_count=0),
+                name="pending_repeats",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Comparison {self.pk} ({self.project})"

@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -258,10 +258,13 @@ def _candidates(
     """Ids of ``pairs`` still open with a free slot, in the order the queue offers them.
 
     Gold pairs with an answer are not among them: they go to everyone, beyond the overlap
-    (`_gold_candidate`). A gold pair without an answer yet is served like any other.
+    (`_gold_candidate`). A gold pair without an answer yet is served like any other. Hidden
+    repeats are not among them either: each goes to its own annotator only (`_try_lease`).
     """
-    pairs = pairs.filter(project=project, judgment_count__lt=project.overlap).exclude(
-        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    pairs = (
+        pairs.filter(project=project, judgment_count__lt=project.overlap)
+        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
+        .exclude(kind=Comparison.Kind.REPEAT)
     )
     if round_number is not None:
         pairs = pairs.filter(round=round_number)
@@ -282,10 +285,16 @@ def _try_lease(
     pairs they skipped once only when none of those is left. With probability
     ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
     work is left for them (gold never replaces a round's pairs when one round is asked for).
+    A hidden repeat of theirs that is due comes before all of these (not when a round is asked
+    for: repeats belong to no round).
     """
     now = timezone.now()
     mine = Assignment.objects.filter(annotator=user, project=project)
     seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
+    if round_number is None:
+        repeat = _due_repeat(project, user, seen.values("comparison_id"))
+        if repeat is not None:
+            return _lease(project, repeat, user, now), False
     unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
     regular = _candidates(project, unseen, now, round_number)
     if regular and round_number is None and random.random() < project.gold_rate:
@@ -304,6 +313,31 @@ def _try_lease(
     if comparison is None:
         return None, contended
     return _lease(project, comparison, user, now), False
+
+
+def _due_repeat(project: Project, user: Any, seen: Any) -> Comparison | None:
+    """The user's earliest hidden repeat that is due and not yet judged or skipped, if any
+    (``annotate.quality.repeats``).
+
+    ``seen``: the ids of the comparisons the user judged or skipped. One look-up on the
+    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits. A
+    repeat whose original judgment was undone waits until the original is judged again.
+    """
+    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator=user)
+    pending = (
+        Comparison.objects.filter(repeat_for=user, project=project, judgment_count=0)
+        .filter(Exists(judged))
+        .exclude(pk__in=seen)
+        .order_by("repeat_due", "pk")
+        .values_list("pk", "repeat_due")
+        .first()
+    )
+    if pending is None:
+        return None
+    pk, due = pending
+    if due and Judgment.objects.filter(project=project, annotator=user).count() < due:
+        return None
+    return Comparison.objects.filter(pk=pk).first()
 
 
 def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Comparison | None:
@@ -599,9 +633,11 @@ def progress(project: Project, user: Any) -> Progress:
     closed = Assignment.objects.filter(annotator=user, project=project).filter(
         Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS)
     )
-    # Gold pairs with an answer are checks served beyond the overlap, not work toward it.
-    work = Comparison.objects.filter(project=project).exclude(
-        kind=Comparison.Kind.GOLD, gold_choice__gt=""
+    # Gold pairs with an answer and hidden repeats are checks, not work toward the overlap.
+    work = (
+        Comparison.objects.filter(project=project)
+        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
+        .exclude(kind=Comparison.Kind.REPEAT)
     )
     open_for_me = (
         work.filter(judgment_count__lt=project.overlap)

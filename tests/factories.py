@@ -33,6 +33,8 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Project {n}")
     instructions = "Pick the **better** reply."
     overlap = 1
+    # Hidden repeats are drawn at random: tests that exercise them set a rate.
+    repeat_rate = 0.0
 
     @classmethod
     def _create(cls, model_class: type[Project], *args: Any, **kwargs: Any) -> Project:

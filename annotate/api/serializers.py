@@ -52,6 +52,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "gold_min_items",
             "gold_min_accuracy",
             "gold_rate",
+            "repeat_rate",
             "fast_judgment_seconds",
             "count_skip_paused",
             "count_min_gold_accuracy",

@@ -113,7 +113,10 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
 
     ``stats`` are the numbers of the export it goes with.
     """
-    judgments = Judgment.objects.filter(project=project)
+    # Hidden repeats (annotate.quality.repeats) are checks, never exported: not counted here.
+    judgments = Judgment.objects.filter(project=project).exclude(
+        comparison__kind=Comparison.Kind.REPEAT
+    )
     by_source = dict(
         judgments.order_by()
         .values_list("source")
@@ -121,7 +124,7 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
         .values_list("source", "n")
     )
     people = judgments.filter(annotator__isnull=False).values("annotator").distinct().count()
-    comparisons = Comparison.objects.filter(project=project)
+    comparisons = Comparison.objects.filter(project=project).exclude(kind=Comparison.Kind.REPEAT)
     rounds = list(
         comparisons.order_by("round")
         .values_list("round")

@@ -66,8 +66,8 @@ class ImportOptions:
     def from_dict(cls, data: dict[str, Any]) -> ImportOptions:
         column = str(data.get("column") or "prompt")
         kind = data.get("kind") or None
-        if kind is not None and kind not in Comparison.Kind.values:
-            raise InvalidInput(f'"kind" must be one of {", ".join(Comparison.Kind.values)}')
+        if kind is not None and kind not in Comparison.PAIR_KINDS:
+            raise InvalidInput(f'"kind" must be one of {", ".join(Comparison.PAIR_KINDS)}')
         split = data.get("split") or None
         if split is not None and split not in Prompt.Split.values:
             raise InvalidInput(f'"split" must be one of {", ".join(Prompt.Split.values)}')
@@ -193,8 +193,8 @@ def split_field(line: int, row: dict[str, Any], options: ImportOptions) -> str:
 
 def kind_field(line: int, row: dict[str, Any], options: ImportOptions) -> str:
     kind = row.get("kind") or options.kind or Comparison.Kind.TRAIN
-    if kind not in Comparison.Kind.values:
-        raise RowError(line, f'"kind" must be one of {", ".join(Comparison.Kind.values)}')
+    if kind not in Comparison.PAIR_KINDS:
+        raise RowError(line, f'"kind" must be one of {", ".join(Comparison.PAIR_KINDS)}')
     return str(kind)
 
 

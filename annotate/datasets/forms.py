@@ -28,6 +28,11 @@ EXPORT_LABELS = {
     "csv": "CSV",
     "judgments": "Raw judgments (JSONL)",
 }
+# Hidden repeats are made by the queue only, and never imported or exported.
+_PAIR_KIND_CHOICES = [
+    (kind, label) for kind, label in Comparison.Kind.choices if kind in Comparison.PAIR_KINDS
+]
+
 BUNDLE_LABELS = {
     "file": "The data file alone",
     "zip": "Zip: data file + dataset card",
@@ -41,9 +46,7 @@ class DatasetImportForm(forms.Form):
     column = forms.CharField(
         required=False, initial="prompt", help_text="Prompts from CSV/TSV: the column to read."
     )
-    kind = forms.ChoiceField(
-        required=False, choices=[("", "Default (train)"), *Comparison.Kind.choices]
-    )
+    kind = forms.ChoiceField(required=False, choices=[("", "Default (train)"), *_PAIR_KIND_CHOICES])
     round = forms.IntegerField(required=False, min_value=0)
     split = forms.ChoiceField(
         required=False, choices=[("", "Default (train)"), *Prompt.Split.choices]
@@ -78,7 +81,7 @@ class DatasetExportForm(forms.Form):
     )
     kinds = forms.MultipleChoiceField(
         required=False,
-        choices=Comparison.Kind.choices,
+        choices=_PAIR_KIND_CHOICES,
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked means every kind but eval: train and gold pairs. Eval pairs "
         "measure the model and are never trained on, so they are exported only when ticked.",

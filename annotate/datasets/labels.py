@@ -106,9 +106,9 @@ class PairOptions:
         bad_splits = set(self.splits) - set(Prompt.Split.values)
         if bad_splits:
             raise InvalidInput(f'"splits" must be among {", ".join(Prompt.Split.values)}')
-        bad_kinds = set(self.kinds) - set(Comparison.Kind.values)
+        bad_kinds = set(self.kinds) - set(Comparison.PAIR_KINDS)
         if bad_kinds:
-            raise InvalidInput(f'"kinds" must be among {", ".join(Comparison.Kind.values)}')
+            raise InvalidInput(f'"kinds" must be among {", ".join(Comparison.PAIR_KINDS)}')
         if self.aggregation not in AGGREGATIONS:
             raise InvalidInput(f'"aggregation" must be one of {", ".join(AGGREGATIONS)}')
         if self.weight and self.weight not in WEIGHTS:
@@ -208,7 +208,8 @@ class PairOptions:
             rows = rows.filter(**{f"{via}kind__in": self.kinds})
         else:
             rows = rows.exclude(**{f"{via}kind": Comparison.Kind.EVAL})
-        return rows
+        # Hidden repeats (annotate.quality.repeats) are checks: never a pair, never exported.
+        return rows.exclude(**{f"{via}kind": Comparison.Kind.REPEAT})
 
 
 @dataclass(frozen=True)

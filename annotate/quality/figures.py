@@ -7,6 +7,10 @@ these figures can be cached whatever the reader asks to see.
 Categories are what the annotator meant ("a", "b", "tie", "both_bad", on the completions),
 never the side shown. Position bias is the exception: it is about the side shown, so it reads
 "left"/"right" through :func:`annotate.models.choice_as_shown`.
+
+A hidden repeat's judgment counts in its annotator's figures like any other judgment; only its
+annotator judges it, so it never enters agreement. Self-consistency (``flip_rate``) compares it
+with the same annotator's judgment of the original pair (``annotate.quality.repeats``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from django.db.models.functions import Length
 
 from annotate.models import Comparison, Judgment, Project, choice_as_shown
 
-from . import stats
+from . import repeats, stats
 from .counting import judgment_seconds, lease_started
 
 CATEGORIES = tuple(Judgment.Choice.values)  # a, b, tie, both_bad
@@ -50,6 +54,10 @@ class _Annotator:
     fast: int = 0
     gold_items: int = 0
     gold_correct: int = 0
+    # Hidden repeats judged, those where both judgments chose a side, and the flips among them.
+    repeats: int = 0
+    repeat_decisive: int = 0
+    flips: int = 0
 
 
 def _rate(k: int, n: int) -> float | None:
@@ -132,6 +140,9 @@ def compute(project: Project) -> dict[str, Any]:
             person.gold_items += 1
             person.gold_correct += choice == gold[comparison_id]
     _length_bias(by_item, longer, people)
+    for annotator_id, record in repeats.repeat_records(project).items():
+        person = people[annotator_key(annotator_id, "")]
+        person.repeats, person.repeat_decisive, person.flips = record
     return {
         "judgments": total,
         "agreement": _agreement(by_item),
@@ -223,6 +234,11 @@ def _project_figures(people: dict[str, _Annotator], floor: float) -> dict[str, A
         "fast_floor_seconds": floor,
         "gold_items": gold_items,
         "gold_accuracy": _rate(sum(p.gold_correct for p in people.values()), gold_items),
+        **repeats.flip_figures(
+            sum(p.repeats for p in people.values()),
+            sum(p.repeat_decisive for p in people.values()),
+            sum(p.flips for p in people.values()),
+        ),
     }
 
 
@@ -241,6 +257,5 @@ def _annotator_figures(p: _Annotator) -> dict[str, Any]:
         "fast_judgments": p.fast,
         "gold_items": p.gold_items,
         "gold_accuracy": _rate(p.gold_correct, p.gold_items),
-        # Hidden repeats (self-consistency) are not collected yet, so no flip rate.
-        "flip_rate": None,
+        **repeats.flip_figures(p.repeats, p.repeat_decisive, p.flips),
     }

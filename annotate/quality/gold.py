@@ -36,6 +36,8 @@ def mark_gold(user: Any, project: Project, comparison_id: int, answer: str) -> C
     if answer not in ANSWERS:
         raise InvalidInput(f"answer must be one of {', '.join(ANSWERS)}.")
     comparison = _comparison(project, comparison_id)
+    if comparison.kind == Comparison.Kind.REPEAT:
+        raise InvalidInput("comparison: a hidden repeat cannot be gold; mark its original pair.")
     comparison.kind = Comparison.Kind.GOLD
     comparison.gold_choice = answer
     comparison.save(update_fields=["kind", "gold_choice"])
@@ -51,6 +53,8 @@ def unmark_gold(user: Any, project: Project, comparison_id: int) -> Comparison:
     """Take a comparison out of gold: it becomes an ordinary training pair again."""
     services.get_project(user, project.pk, lead=True)
     comparison = _comparison(project, comparison_id)
+    if comparison.kind == Comparison.Kind.REPEAT:
+        raise InvalidInput("comparison: a hidden repeat is not gold.")
     comparison.kind = Comparison.Kind.TRAIN
     comparison.gold_choice = ""
     comparison.save(update_fields=["kind", "gold_choice"])

@@ -27,7 +27,7 @@ from django.utils import timezone
 from annotate.datasets.exporters import pseudonym
 from annotate.models import Comparison, Judgment, Membership, Project
 
-from . import figures
+from . import figures, repeats
 
 # A day: keys change with every judgment, so old entries are never read again anyway.
 CACHE_SECONDS = 24 * 3600
@@ -151,6 +151,8 @@ def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, A
             "gold_min_accuracy": project.gold_min_accuracy,
             "fast_judgment_seconds": project.fast_judgment_seconds,
             "cohen_min_shared_items": figures.COHEN_MIN_SHARED,
+            "repeat_rate": project.repeat_rate,
+            "repeat_delay": repeats.REPEAT_DELAY,
         },
     }
 
@@ -190,5 +192,5 @@ def _empty_row() -> dict[str, Any]:  # the figures of someone who has judged not
         "fast_judgments": 0,
         "gold_items": 0,
         "gold_accuracy": None,
-        "flip_rate": None,
+        **repeats.flip_figures(0, 0, 0),
     }

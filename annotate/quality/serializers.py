@@ -17,6 +17,16 @@ def _ci() -> serializers.ListField:
     )
 
 
+def _wilson() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="95% Wilson score interval [low, high]; null without flip_items",
+    )
+
+
 def _num(help_text: str) -> serializers.FloatField:
     return serializers.FloatField(allow_null=True, help_text=help_text + "; null if undefined")
 
@@ -60,6 +70,12 @@ class ProjectQualitySerializer(serializers.Serializer):
     fast_floor_seconds = serializers.FloatField()
     gold_items = serializers.IntegerField()
     gold_accuracy = _num("share of gold judgments matching the gold answer")
+    repeats = serializers.IntegerField(help_text="hidden repeats judged")
+    flip_items = serializers.IntegerField(
+        help_text="repeats where both judgments chose a completion (A or B)"
+    )
+    flip_rate = _num("share of flip_items where the repeat chose the other completion")
+    flip_rate_ci95 = _wilson()
 
 
 class AnnotatorQualitySerializer(serializers.Serializer):
@@ -83,7 +99,16 @@ class AnnotatorQualitySerializer(serializers.Serializer):
     fast_judgments = serializers.IntegerField()
     gold_items = serializers.IntegerField()
     gold_accuracy = _num("gold accuracy")
-    flip_rate = _num("self-consistency flip rate (hidden repeats)")
+    repeats = serializers.IntegerField(help_text="hidden repeats judged")
+    flip_items = serializers.IntegerField(
+        help_text="repeats where both this annotator's judgments chose a completion (A or B); "
+        "a tie or both-bad on either side is not counted"
+    )
+    flip_rate = _num(
+        "self-consistency: share of flip_items where the repeat, sides swapped back, chose the "
+        "other completion"
+    )
+    flip_rate_ci95 = _wilson()
     paused = serializers.BooleanField()
     paused_reason = serializers.CharField(allow_blank=True)
 
@@ -93,6 +118,10 @@ class QualitySettingsSerializer(serializers.Serializer):
     gold_min_accuracy = serializers.FloatField()
     fast_judgment_seconds = serializers.FloatField()
     cohen_min_shared_items = serializers.IntegerField()
+    repeat_rate = serializers.FloatField(help_text="share of judgments whose pair comes back")
+    repeat_delay = serializers.IntegerField(
+        help_text="judgments an annotator makes before a repeat is due"
+    )
 
 
 class QualitySerializer(serializers.Serializer):

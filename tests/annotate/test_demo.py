@@ -60,7 +60,7 @@ def test_demo_multi_turn_prompts_survive(db):
 
 def test_demo_quality_page_has_figures_that_reveal_each_habit(db):
     """The seeded team's habits show in the quality report the lead sees after `make run`."""
-    from annotate.demo_team import GOLD, PAIR_ANSWERS, TEAM
+    from annotate.demo_team import GOLD, PAIR_ANSWERS, REPEATS, TEAM
     from annotate.quality.report import quality_report
 
     call_command("seed_demo")
@@ -69,7 +69,9 @@ def test_demo_quality_page_has_figures_that_reveal_each_habit(db):
     assert gold.count() == len(GOLD)
     assert {c.gold_choice for c in gold} <= set(PAIR_ANSWERS)
     judged = Judgment.objects.filter(project=project)
-    assert judged.count() == 2 * (len(PAIR_ANSWERS) - len(GOLD)) + len(TEAM) * len(GOLD)
+    assert judged.count() == (
+        2 * (len(PAIR_ANSWERS) - len(GOLD)) + len(TEAM) * len(GOLD) + len(TEAM) * REPEATS
+    )
     assert set(judged.values_list("source", flat=True)) == {"simulated"}
     # no training round reads them, and alice and bob still have the other pairs to judge
     assert not Comparison.objects.filter(pk__in=judged.values("comparison"), round__isnull=False)
@@ -91,3 +93,7 @@ def test_demo_quality_page_has_figures_that_reveal_each_habit(db):
     assert rows["frank"]["gold_accuracy"] < project.gold_min_accuracy
     assert rows["carol"]["gold_accuracy"] >= project.gold_min_accuracy
     assert rows["frank"]["paused"] and not rows["carol"]["paused"]
+    # hidden repeats: random frank flips, careful carol does not
+    assert all(rows[name]["repeats"] == REPEATS for name in TEAM)
+    assert rows["carol"]["flip_rate"] == 0.0
+    assert rows["frank"]["flip_rate"] > 0.5 and rows["frank"]["flip_items"] >= 3

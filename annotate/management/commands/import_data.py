@@ -35,7 +35,7 @@ class Command(BaseCommand):
             "--column", default="prompt", help="the prompt column of a prompts file"
         )
         parser.add_argument(
-            "--kind", choices=Comparison.Kind.values, help="comparison kind for pairs"
+            "--kind", choices=Comparison.PAIR_KINDS, help="comparison kind for pairs"
         )
         parser.add_argument("--round", type=int, help="the round the pairs belong to")
         parser.add_argument("--split", choices=Prompt.Split.values, help="split for new prompts")
