@@ -105,7 +105,7 @@ class Project(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
         help_text="Judgments made faster than this many seconds are flagged as too fast.",
     )
-    # Which judgments count for training and exports (annotate.quality.counting).
+    # Which judgments count for training and exports (annotate.datasets.counting).
     count_skip_paused = models.BooleanField(
         default=False, help_text="Leave out every judgment of annotators who are paused."
     )

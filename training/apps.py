@@ -16,10 +16,11 @@ class TrainingConfig(AppConfig):
         from annotate.extensions import ProjectField, judgment_recorded, register_project_field
         from annotate.models import Judgment
 
-        from .loop_settings import clean_base_model, clean_loop_settings, json_schema
+        from .loop_settings import clean_base_model, json_schema
         from .models import ModelVersion, ProjectLoop
         from .services import on_judgment_recorded
         from .services.base_chain import check_field, clean_new_chain, write_new_chain
+        from .services.project_settings import clean_lead_settings
 
         def write_base_model(project: Any, value: str) -> None:
             ProjectLoop.store(project, base_model=value)
@@ -61,7 +62,7 @@ class TrainingConfig(AppConfig):
             ProjectField(
                 name="loop_settings",
                 read=lambda project: ProjectLoop.of(project).settings,
-                clean=clean_loop_settings,
+                clean=clean_lead_settings,
                 write=write_settings,
                 schema=json_schema(),
                 help_text="Round settings of the online-DPO loop; keys left out take defaults.",

@@ -276,23 +276,10 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
 def clean_loop_settings(data: Any) -> dict[str, Any]:
     """Loop settings as a lead wrote them, once they validate (stored as given).
 
-    A lead's ``gate_judge`` is checked now, not first when a round reaches its gate: a built-in
-    rule, or a callable in a module the server allows (``PREFLOOP_JUDGE_MODULES``).
+    A lead's ``gate_judge`` is checked further by
+    ``training.services.project_settings.clean_lead_settings``.
     """
     validate_loop_settings(data)
-    judge = data.get("gate_judge") or ""
-    if judge:
-        # imported here: the services package imports this module
-        from django.conf import settings
-
-        from annotate.errors import InvalidInput
-
-        from .services.simulation import check_lead_rule
-
-        try:
-            check_lead_rule(judge, list(settings.PREFLOOP_JUDGE_MODULES))
-        except InvalidInput as exc:
-            raise ValidationError(f"gate_judge: {exc.message}") from None
     return dict(data)
 
 

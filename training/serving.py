@@ -172,13 +172,13 @@ class ChatRequest:
             "system_fingerprint": f"{self.version_name}@{self.loaded.spec}",
         }
 
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+    @staticmethod
+    def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
 
 
 class ChatService:
@@ -259,7 +259,7 @@ class ChatService:
                 }
                 for i, s in enumerate(samples)
             ],
-            "usage": usage(prompt_tokens, completion_tokens),
+            "usage": request.usage(prompt_tokens, completion_tokens),
         }
 
     def stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:

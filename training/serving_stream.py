@@ -9,10 +9,12 @@ pieces of a choice add up to the text the same request answers without streaming
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.streaming import Finished, stream_samples
-from .serving import ChatRequest, usage
+
+if TYPE_CHECKING:  # the server imports this module when a request streams
+    from .serving import ChatRequest
 
 
 def stream_chunks(request: ChatRequest) -> Iterator[dict[str, Any]]:
@@ -45,4 +47,4 @@ def stream_chunks(request: ChatRequest) -> Iterator[dict[str, Any]]:
             else:
                 yield chunk(event.index, {"content": event.text})
     if request.include_usage:
-        yield {**head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        yield {**head, "choices": [], "usage": request.usage(prompt_tokens, completion_tokens)}

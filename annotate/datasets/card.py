@@ -9,8 +9,8 @@ from typing import Any
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from annotate.datasets.counting import REASONS, Counting
 from annotate.models import Comparison, Completion, Judgment, Project
-from annotate.quality.counting import REASONS, Counting
 
 from .labels import PairOptions, chosen_judgments
 from .versions import version_labels

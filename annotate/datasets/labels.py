@@ -33,7 +33,7 @@ only agreement >= ``min_agreement``; ``min_votes`` drops pairs with fewer votes;
 weight = agreement when ``weight`` is "agreement", the voters' gold accuracy when it is
 "gold_accuracy", else 1.0.
 
-Which judgments count at all is the project's counting rule (``annotate.quality.counting``:
+Which judgments count at all is the project's counting rule (``annotate.datasets.counting``:
 paused annotators, a gold-accuracy threshold, fast judgments, and the default ``weight``):
 votes are tallied over the counted judgments only, so a comparison whose every judgment is
 left out gives no pair. ``skip_paused``, ``min_gold_accuracy``, ``skip_fast`` and ``weight``
@@ -61,10 +61,10 @@ from typing import Any, TypeVar
 from django.db.models import Count, IntegerField, Model, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from annotate.datasets import counting
+from annotate.datasets.counting import Counting
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Judgment, Project, Prompt
-from annotate.quality import counting
-from annotate.quality.counting import Counting
 
 from .formats import MAX_ROUND
 from .versions import version_ids, version_label, version_number
@@ -96,7 +96,7 @@ class PairOptions:
     # empty: completions of any version (and imported ones); else comparisons with a completion
     # sampled by one of these versions ("base", "v1", ...; "v0" is read as "base")
     versions: list[str] = field(default_factory=list)
-    # The counting rule (annotate.quality.counting); None: the project's setting
+    # The counting rule (annotate.datasets.counting); None: the project's setting
     skip_paused: bool | None = None
     min_gold_accuracy: float | None = None
     skip_fast: bool | None = None

@@ -23,10 +23,10 @@ from typing import Any
 
 from django.db.models.functions import Length
 
+from annotate.datasets.counting import judgment_seconds, lease_started
 from annotate.models import Comparison, Judgment, Project, choice_as_shown
 
 from . import repeats, stats
-from .counting import judgment_seconds, lease_started
 
 CATEGORIES = tuple(Judgment.Choice.values)  # a, b, tie, both_bad
 # Cohen's kappa is listed for pairs of annotators with at least this many shared items.

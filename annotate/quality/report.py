@@ -8,7 +8,7 @@ a judgment.
 
 On a large project (more than ``PREFLOOP_QUALITY_INLINE_JUDGMENTS`` judgments) a view after a
 change does not recompute in the web process: it shows the latest figures, says how many
-judgments they cover, and asks a worker to refresh them (``annotate.tasks.refresh_quality``,
+judgments they cover, and asks a worker to refresh them (``refresh_quality``,
 one at a time per project). The cache is shared by every process (file system or Redis), so the
 worker's figures reach the web. Only the first view of a large project computes inline.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -74,6 +75,14 @@ def refresh(project: Project) -> dict[str, Any]:
     return data
 
 
+@shared_task(name="annotate.quality.refresh_quality")
+def refresh_quality(project_id: int) -> int:
+    """Recompute a project's quality figures into the shared cache; returns the judgments.
+    The worker finds it through ``annotate.quality.tasks``."""
+    project = Project.objects.filter(pk=project_id).first()
+    return 0 if project is None else int(refresh(project)["judgments"])
+
+
 def cached_figures(project: Project) -> tuple[dict[str, Any], bool]:
     """The figures, and whether they are older than the project's latest judgments (a refresh
     is then on its way)."""
@@ -87,9 +96,7 @@ def cached_figures(project: Project) -> tuple[dict[str, Any], bool]:
     if latest is None:
         return refresh(project), False
     if cache.add(_refresh_lock(project), 1, REFRESH_LOCK_SECONDS):
-        from annotate import tasks  # the task module imports this one
-
-        transaction.on_commit(lambda: tasks.refresh_quality.delay(project.pk))
+        transaction.on_commit(lambda: refresh_quality.delay(project.pk))
     return latest, True
 
 

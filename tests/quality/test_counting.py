@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from annotate.datasets import counting
 from annotate.datasets.labels import PairOptions, preference_pairs
 from annotate.models import Comparison, Membership
-from annotate.quality import counting, figures
+from annotate.quality import figures
 from tests.factories import ComparisonFactory, MembershipFactory, UserFactory
 
 from .helpers import judge

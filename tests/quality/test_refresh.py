@@ -25,15 +25,17 @@ def test_a_large_project_shows_the_latest_figures_while_a_worker_refreshes(
     assert first["judgments"] == 2 and first["stale"] is False and first["computed_at"]
 
     judge(team.alice, pairs[1], "b")
-    with mock.patch("annotate.tasks.refresh_quality.delay") as delay:
-        with django_capture_on_commit_callbacks(execute=True):
-            stale = report.quality_report(team.project)
-            again = report.quality_report(team.project)
+    with (
+        mock.patch("annotate.quality.report.refresh_quality.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        stale = report.quality_report(team.project)
+        again = report.quality_report(team.project)
     assert stale["judgments"] == 2 and stale["stale"] is True
     assert again["stale"] is True
     delay.assert_called_once_with(team.project.pk)  # one refresh queued, not one per view
 
-    from annotate.tasks import refresh_quality
+    from annotate.quality.tasks import refresh_quality
 
     assert refresh_quality(team.project.pk) == 3
     fresh = report.quality_report(team.project)

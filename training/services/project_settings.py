@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -13,6 +14,25 @@ from annotate.models import Project
 from training.loop_settings import clean_base_model, clean_loop_settings
 from training.models import ProjectLoop
 from training.services.base_chain import check_change, start_new_chain
+from training.services.simulation import check_lead_rule
+
+
+def clean_lead_settings(data: Any) -> dict[str, Any]:
+    """Loop settings as a lead wrote them, once they validate; the lead's ``gate_judge`` is
+    checked now, not first when a round reaches its gate: a built-in rule, or a callable in a
+    module the server allows (``PREFLOOP_JUDGE_MODULES``).
+
+    Raises:
+        ValidationError: naming the offending key.
+    """
+    cleaned = clean_loop_settings(data)
+    judge = cleaned.get("gate_judge") or ""
+    if judge:
+        try:
+            check_lead_rule(judge, list(settings.PREFLOOP_JUDGE_MODULES))
+        except InvalidInput as exc:
+            raise ValidationError(f"gate_judge: {exc.message}") from None
+    return cleaned
 
 
 def update_loop_settings(
@@ -36,7 +56,7 @@ def update_loop_settings(
     try:
         data = json.loads(loop_settings) if isinstance(loop_settings, str) else loop_settings
         clean_base_model(base_model)
-        clean_loop_settings(data)
+        clean_lead_settings(data)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"Loop settings are not valid JSON: {exc}") from None
     except RecursionError:

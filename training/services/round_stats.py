@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 from django.core.cache import cache
 from django.db.models import Count, Max
 
+from annotate.datasets.counting import COUNTING_FIELDS
 from annotate.datasets.labels import Tally, preference_pairs
 from annotate.models import Comparison, Completion, Judgment, Membership, Project
-from annotate.quality.counting import COUNTING_FIELDS
 
 from ..loop_settings import LoopSettings
 from ..models import Round

@@ -3,7 +3,7 @@
 The rule itself lives in ``annotate.datasets.labels`` (shared with the exports); this module
 picks the options a round's settings ask for and turns the rows into training pairs. Only
 train comparisons are ever trained on: eval comparisons measure the model. Which judgments count
-and the default pair weight are the project's counting rule (``annotate.quality.counting``),
+and the default pair weight are the project's counting rule (``annotate.datasets.counting``),
 applied inside ``labels``, so training counts exactly what an export counts.
 """
 
