@@ -86,7 +86,7 @@ def _sequence_logps(
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
-    precision: str,
+    precision: str = "fp32",
 ) -> list[tuple[float, float]]:
     """(chosen, rejected) summed log-probs of each pair, in the order given."""
     results: dict[int, tuple[float, float]] = {}
