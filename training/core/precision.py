@@ -103,10 +103,10 @@ class MasterWeights:
 
     @torch.no_grad()
     def push_weights(self) -> None:
-        """Round the updated masters into the model's parameters."""
-        for p, master in zip(self.model_params, self.params, strict=True):
-            if master is not p:
-                p.copy_(master)
+        """Round the updated masters into the model's parameters (one batched copy)."""
+        pairs = [(p, m) for p, m in zip(self.model_params, self.params, strict=True) if m is not p]
+        if pairs:
+            torch._foreach_copy_([p for p, _ in pairs], [m for _, m in pairs])
 
     @torch.no_grad()
     def restore_float32(self, model: Any) -> None:
