@@ -414,10 +414,12 @@ def main() -> None:
     parser.add_argument("--model", choices=("tiny", "demo"), action="append")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--pairs", type=int, default=None, help="pairs (default batch x steps)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 4 (--device: 16)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default 4 (--device: 16, 1.1B 8)"
+    )
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument(
-        "--steps", type=int, default=None, help="default: tiny 8, demo 3 (--device: 20)"
+        "--steps", type=int, default=None, help="default: tiny 8, demo 3 (--device: 20, 1.1B 10)"
     )
     parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
