@@ -15,14 +15,15 @@ The three settings (``DPOConfig.precision``):
     "Mixed Precision Training", sec. 3.1): after each backward the bfloat16 gradients are copied
     into the masters' float32 gradients, clipping and AdamW run there, and the updated masters
     are rounded back into the model. Without masters an update smaller than half a bfloat16 ulp
-    (2**-9 of the weight, i.e. most updates at a learning rate of 5e-6) would round away. Per
-    trainable parameter: 2 (weight) + 4 (master) + 8 (AdamW moments) bytes, plus a 4-byte
-    float32 gradient that replaces the 2-byte bfloat16 one between backward and step; what it
-    saves over ``bf16-autocast`` is the float32 weight and its per-step bfloat16 cast, and
-    activations are bfloat16 throughout. LoRA adapters, which peft creates in float32, are
-    cast to bfloat16 like the rest and get masters too. The version written at the end holds
-    the float32 masters, not their bfloat16 rounding. Buffers (rotary frequencies) stay
-    float32.
+    (about 2**-9 of the weight: most updates at a learning rate of 5e-6) would round away.
+    Per trainable parameter at the optimizer step: 2 (weight) + 4 (master) + 4 (its float32
+    gradient, which replaces the 2-byte bfloat16 one) + 8 (AdamW moments) = 18 bytes, as much
+    as ``bf16-autocast`` holds (4 + 4 + 8, plus the bfloat16 weight copies autocast keeps for
+    the backward). What it saves is activation memory and time: every activation is bfloat16
+    (autocast leaves the residual stream and the norms in float32) and no weight is cast per
+    step. LoRA adapters, which peft creates in float32, are cast to bfloat16 like the rest and
+    get masters too. The version written at the end holds the float32 masters, not their
+    bfloat16 rounding. Buffers (rotary frequencies) stay float32.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ import torch
 
 from .config import PRECISIONS
 
-# What "auto" means on a CUDA device. The issue that introduced the option measured (H100,
-# SmolLM2-135M architecture, batch 16) bf16 autocast slower than fp32 with the old, inconsistent
-# chunked head; this default has to be confirmed by `bench/bench_train.py --device cuda`.
+# What "auto" means on a CUDA device: to be confirmed by measurement on the card
+# (`bench/bench_train.py --device cuda` runs fp32, bf16-autocast and bf16 side by side). One
+# H100 measurement (SmolLM2-135M architecture, batch 16), taken while the chunked head still
+# recomputed in float32 what its forward had computed in bfloat16, had autocast slower than fp32.
 CUDA_DEFAULT = "bf16-autocast"
 
 
