@@ -21,6 +21,13 @@ loading and the reference pass excluded).
     python bench/bench_train.py                 # tiny and demo model, full and LoRA
     python bench/bench_train.py --model demo --lora --pairs 16 --steps 4
     python bench/bench_train.py --ablation      # tiny model full, demo model LoRA
+
+On a GPU, ``--device cuda`` runs the matrix of ``bench_train_device.py`` instead (the demo
+architecture with random weights in bf16 and fp32 against TRL with and without gradient
+checkpointing; ``--llama-1b`` adds a 1.1B Llama); it imports only ``training/core``:
+
+    python3 bench/bench_train.py --device cuda [--llama-1b]
+    python3 bench/bench_train.py --device cpu --smoke   # the same matrix on 2-layer models
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import bench_train_device  # noqa: E402 - beside this script, found through sys.path[0]
 
 _TEXT = (
     "the model answers each question with care and gives a short clear reason before it "
@@ -405,9 +414,13 @@ def main() -> None:
     parser.add_argument("--model", choices=("tiny", "demo"), action="append")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--pairs", type=int, default=None, help="pairs (default batch x steps)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default 4 (--device: 16, 1.1B 8)"
+    )
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=None, help="default: tiny 8, demo 3")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="default: tiny 8, demo 3 (--device: 20, 1.1B 10)"
+    )
     parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
@@ -419,6 +432,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="--ablation: epochs per variant")
     parser.add_argument("--worker", choices=("ours", "trl", "ablation"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
+    bench_train_device.add_arguments(parser)
     args = parser.parse_args()
 
     if args.worker:
@@ -426,6 +440,10 @@ def main() -> None:
         print(json.dumps(run(json.loads(args.spec))))
         return
 
+    if args.device:
+        bench_train_device.run_matrix(args)
+        return
+    args.batch_size = args.batch_size or 4
     from training.core import resolve_demo_model
     from training.core.loading import model_cache_dir
 

@@ -84,3 +84,17 @@ def test_bad_input_gives_one_line_and_no_traceback(tiny_model_dir, tmp_path, cas
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_train_options_reach_the_config():
+    from training.core.cli import _config, _parser
+
+    base = ["train", "--data", "d.jsonl", "--model", "m", "--out", "o"]
+    args = _parser().parse_args([*base, "--precision", "bf16", "--optimizer-impl", "foreach"])
+    config = _config(args)
+    assert (config.precision, config.optimizer_impl) == ("bf16", "foreach")
+    assert config.gradient_checkpointing == "none"
+    args = _parser().parse_args([*base, "--gradient-checkpointing"])
+    assert _config(args).gradient_checkpointing == "full"
+    args = _parser().parse_args([*base, "--gradient-checkpointing", "selective"])
+    assert _config(args).gradient_checkpointing == "selective"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import LOSSES, DPOConfig
+from .config import CHECKPOINTING, LOSSES, OPTIMIZER_IMPLS, PRECISIONS, DPOConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-length", type=int, default=None)
     train.add_argument("--reference", choices=("base", "policy"), default=None)
     train.add_argument("--heldout-fraction", type=float, default=None)
-    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument(
+        "--gradient-checkpointing",
+        nargs="?",
+        const="full",
+        choices=CHECKPOINTING,
+        default=None,
+        help="activation checkpointing policy (the flag alone: full)",
+    )
+    train.add_argument("--precision", choices=PRECISIONS, default=None)
+    train.add_argument("--optimizer-impl", choices=OPTIMIZER_IMPLS, default=None)
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--device", default=None)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,6 +87,8 @@ def _config(args: argparse.Namespace) -> DPOConfig:
         "reference": args.reference,
         "heldout_fraction": args.heldout_fraction,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "precision": args.precision,
+        "optimizer_impl": args.optimizer_impl,
         "seed": args.seed,
         "device": args.device,
     }

@@ -8,6 +8,11 @@ from typing import Any
 
 LOSSES = ("sigmoid", "ipo", "hinge", "robust")
 REFERENCES = ("base", "policy")
+# The values of `precision`, `gradient_checkpointing` and `optimizer_impl`; kept here (not
+# beside the code that implements them) so that the web process validates them without torch.
+PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
+CHECKPOINTING = ("none", "full", "selective")
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
 
 
 @dataclass
@@ -68,8 +73,12 @@ class DPOConfig:
             "down_proj",
         ]
     )
-    # Recompute activations in the backward pass: less memory, about a third more compute.
-    gradient_checkpointing: bool = False
+    # Activation checkpointing of the decoder layers: "none"; "full" keeps only each layer's
+    # input and recomputes the layer in the backward pass (least memory, about a third more
+    # compute); "selective" keeps matrix products and attention outputs and recomputes only the
+    # element-wise ops between them (see `checkpointing`). True and False, the values of older
+    # configs, mean "full" and "none".
+    gradient_checkpointing: str | bool = "none"
     # Reference model: "base" (the original model the chain of versions started from) or
     # "policy" (the model this run starts from).
     reference: str = "base"
@@ -90,10 +99,31 @@ class DPOConfig:
     chunked_logprobs: bool = True
     # Pairs per forward pass when computing reference and held-out log-probs (no gradients).
     eval_batch_size: int = 8
+    # Numeric precision (see `precision`): "fp32"; "bf16-autocast" (float32 weights, bfloat16
+    # matmuls under torch.autocast); "bf16" (bfloat16 weights and gradients, the optimizer
+    # stepping on float32 master copies). "auto" is fp32 on CPU, where bfloat16 is no faster,
+    # and bf16-autocast on CUDA: a default that `bench/bench_train.py --device cuda` must
+    # confirm by measurement on the card.
+    precision: str = "auto"
+    # AdamW kernel: "fused" (one kernel over all tensors), "foreach" (batched per-op kernels),
+    # "for-loop" (one tensor at a time, the slowest and the reference); "auto" takes fused
+    # where this torch build offers it for the device, torch's own default otherwise.
+    optimizer_impl: str = "auto"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if isinstance(self.gradient_checkpointing, bool):
+            self.gradient_checkpointing = "full" if self.gradient_checkpointing else "none"
+        for name, allowed in (
+            ("gradient_checkpointing", CHECKPOINTING),
+            ("precision", PRECISIONS),
+            ("optimizer_impl", OPTIMIZER_IMPLS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                )
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be 'base' or 'policy', not {self.reference!r}")
         if not 0.0 <= self.epsilon < 0.5:

@@ -22,8 +22,33 @@ from .data import TokenizedPair
 _CHUNK_ELEMENTS = 8 * 1024 * 1024
 
 
+def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype of the head's matrix products: autocast's when it is on, as a plain
+    ``F.linear`` would run; else the common dtype of the inputs."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def _logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, acc: torch.dtype
+) -> torch.Tensor:
+    """``(n, V)`` logits, products in the dtype of the (already cast) inputs, returned in
+    ``acc``; autocast off so that forward and backward compute bit for bit the same values."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(hidden, weight, bias).to(acc)
+
+
 class _ChunkedLabelLogProb(torch.autograd.Function):
-    """``log softmax(h W^T + b)[label]`` per row, computed and differentiated chunk by chunk."""
+    """``log softmax(h W^T + b)[label]`` per row, computed and differentiated chunk by chunk.
+
+    The backward recomputes each chunk's logits to form ``softmax = exp(logits - lse)`` with the
+    log-sum-exp saved by the forward, so both passes must compute the logits in the same dtype:
+    the forward records the dtype it used (autocast's bfloat16 under autocast, which a backward
+    does not inherit) and the backward casts its inputs the same way. Softmax, log-sum-exp and
+    the weight gradient accumulate in float32 whatever the products run in.
+    """
 
     @staticmethod
     def forward(
@@ -34,43 +59,53 @@ class _ChunkedLabelLogProb(torch.autograd.Function):
         labels: torch.Tensor,  # (N,)
         chunk_rows: int,
     ) -> torch.Tensor:
-        # at least float32 for the softmax, whatever the activations are
-        acc = torch.promote_types(hidden.dtype, torch.float32)
+        compute = _compute_dtype(hidden, weight)
+        # at least float32 for the softmax, whatever the products run in
+        acc = torch.promote_types(compute, torch.float32)
+        h_c, w_c = hidden.to(compute), weight.to(compute)
+        b_c = None if bias is None else bias.to(compute)
         out = hidden.new_empty(hidden.shape[0], dtype=acc)  # (N,)
         lse = hidden.new_empty(hidden.shape[0], dtype=acc)  # (N,)
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
-            logits = F.linear(hidden[rows], weight, bias).to(acc)  # (n, V)
+            logits = _logits(h_c[rows], w_c, b_c, acc)  # (n, V)
             lse[rows] = torch.logsumexp(logits, dim=-1)
             out[rows] = logits.gather(1, labels[rows, None]).squeeze(1) - lse[rows]
         ctx.save_for_backward(hidden, weight, bias, labels, lse)
         ctx.chunk_rows = chunk_rows
+        ctx.compute = compute
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         hidden, weight, bias, labels, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        compute, acc = ctx.compute, lse.dtype
+        h_c, w_c = hidden.to(compute), weight.to(compute)
+        b_c = None if bias is None else bias.to(compute)
         grad_h = torch.empty_like(hidden) if need_h else None
-        acc = lse.dtype
         grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=acc) if need_b and bias is not None else None
-        for start in range(0, hidden.shape[0], ctx.chunk_rows):
-            rows = slice(start, start + ctx.chunk_rows)
-            h = hidden[rows]  # (n, H)
-            logits = F.linear(h, weight, bias).to(acc)  # (n, V)
-            g = grad_out[rows, None].to(acc)  # (n, 1)
-            # d log p[y] / d logits = onehot(y) - softmax(logits)
-            grad_logits = torch.exp(logits - lse[rows, None]).mul_(-g)  # (n, V)
-            grad_logits.scatter_add_(1, labels[rows, None], g)
-            if grad_h is not None:
-                grad_h[rows] = (grad_logits.to(hidden.dtype) @ weight.to(hidden.dtype)).to(
-                    grad_h.dtype
-                )
-            if grad_w is not None:
-                grad_w.addmm_(grad_logits.t(), h.to(acc))
-            if grad_b is not None:
-                grad_b += grad_logits.sum(0)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], ctx.chunk_rows):
+                rows = slice(start, start + ctx.chunk_rows)
+                h = h_c[rows]  # (n, H)
+                logits = _logits(h, w_c, b_c, acc)  # (n, V), as in the forward
+                g = grad_out[rows, None].to(acc)  # (n, 1)
+                # d log p[y] / d logits = onehot(y) - softmax(logits)
+                grad_logits = torch.exp(logits - lse[rows, None]).mul_(-g)  # (n, V)
+                grad_logits.scatter_add_(1, labels[rows, None], g)
+                # products in the forward's dtype, as autograd through F.linear would do
+                grad_c = grad_logits.to(compute)  # (n, V)
+                if grad_h is not None:
+                    grad_h[rows] = (grad_c @ w_c).to(grad_h.dtype)
+                if grad_w is not None:
+                    if compute == acc:
+                        grad_w.addmm_(grad_c.t(), h)
+                    else:
+                        grad_w += grad_c.t() @ h  # (V, H) summed in float32 across chunks
+                if grad_b is not None:
+                    grad_b += grad_logits.sum(0)
         return (
             grad_h,
             None if grad_w is None else grad_w.to(weight.dtype),
@@ -116,6 +151,7 @@ class PairBatch:
     weights: torch.Tensor  # (B,) per-pair loss weights
     num_pairs: int
     num_tokens: int  # real (non-pad) tokens fed to the model
+    longest: int  # tokens of the longest prompt + completion, as a separate row would hold it
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(
@@ -129,6 +165,7 @@ class PairBatch:
             weights=self.weights.to(device),
             num_pairs=self.num_pairs,
             num_tokens=self.num_tokens,
+            longest=self.longest,
         )
 
 
@@ -204,12 +241,63 @@ def build_batch(pairs: Sequence[TokenizedPair], pad_id: int, share_prompt: bool)
         weights=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
         num_pairs=b,
         num_tokens=num_tokens,
+        longest=_longest(pairs),
     )
+
+
+def _longest(pairs: Sequence[TokenizedPair]) -> int:
+    """Tokens of the longest prompt + completion among ``pairs``."""
+    return max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
 
 
 def unwrap(model: Any) -> Any:
     """The underlying transformers model (PEFT wrappers removed; LoRA layers stay in place)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# Attention implementations that apply a custom 4D mask exactly as given: a boolean mask under
+# SDPA, an additive one under eager attention. FlashAttention kernels (flash_attention_2/3 and
+# the hub kernels) take no arbitrary mask, flex attention wants a BlockMask, so any other
+# implementation gets separate rows.
+MASK_HONOURING_ATTENTION = ("sdpa", "eager")
+
+
+def _sliding_window(core: Any) -> int | None:
+    """The attention window of a model whose layers (some or all) use one, else None."""
+    config = core.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
+
+
+def shared_prompt_blocker(model: Any, longest: int) -> str | None:
+    """Why ``model`` cannot score shared-prompt rows whose longest prompt + completion has
+    ``longest`` tokens, or None when it can.
+
+    The shared layout relies on a custom 4D mask. An attention backend that ignores it would
+    let rejected tokens see the chosen ones; and a 4D mask replaces a sliding-window model's
+    own mask, so the window no longer applies: harmless only while every sequence fits in it.
+    """
+    core = unwrap(model)
+    attn = getattr(core.config, "_attn_implementation", None) or "eager"
+    if attn not in MASK_HONOURING_ATTENTION:
+        return f"attention implementation {attn!r} ignores a custom 4D mask"
+    window = _sliding_window(core)
+    if window is not None and longest > window:
+        return f"sequences of {longest} tokens exceed the model's sliding window of {window}"
+    return None
+
+
+def share_prompt_for(model: Any, pairs: Sequence[TokenizedPair], requested: bool) -> bool:
+    """Whether to lay ``pairs`` out with shared prompts: when asked and the model honours it."""
+    if not requested or not pairs:
+        return False
+    return shared_prompt_blocker(model, _longest(pairs)) is None
 
 
 def _supports_chunked_head(core: Any) -> bool:
@@ -228,9 +316,17 @@ def completion_logps(model: Any, batch: PairBatch, chunked: bool = True) -> torc
 
     Returns:
         ``(2B,)`` float32 tensor: chosen completions first, then rejected.
+
+    Raises:
+        ValueError: a shared-prompt batch that ``model`` would not score as separate rows (see
+            `shared_prompt_blocker`; `share_prompt_for` decides the layout beforehand).
     """
     core = unwrap(model)
     mask = batch.attention_mask
+    if mask.dim() == 4:
+        blocker = shared_prompt_blocker(core, batch.longest)
+        if blocker is not None:
+            raise ValueError(f"cannot score a shared-prompt batch: {blocker}")
     if mask.dim() == 4 and core.config._attn_implementation != "sdpa":
         # eager attention adds the mask to the scores
         dtype = next(core.parameters()).dtype

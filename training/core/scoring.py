@@ -9,7 +9,7 @@ import torch
 
 from .data import Message, TokenizedPair
 from .generation import _prompt_ids
-from .logprobs import build_batch, completion_logps
+from .logprobs import build_batch, completion_logps, share_prompt_for
 
 
 @torch.inference_mode()
@@ -65,7 +65,8 @@ def sequence_logprobs(
             TokenizedPair(prompt_ids[a], list(completions[a]), list(completions[b]))
             for a, b in chunk
         ]
-        batch = build_batch(pairs, pad, share_prompt=True).to(device)
+        share = share_prompt_for(model, pairs, requested=True)
+        batch = build_batch(pairs, pad, share).to(device)
         logps = completion_logps(model, batch).tolist()  # (2B,): firsts, then seconds
         for r, (a, b) in enumerate(chunk):
             out[a] = logps[r]

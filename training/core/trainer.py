@@ -16,11 +16,14 @@ from typing import Any
 
 import torch
 
+from .checkpointing import disable_checkpointing, enable_checkpointing
 from .config import DPOConfig
 from .data import PreferencePair, TokenizedPair, make_batches, split_heldout, tokenize_pairs
 from .loading import base_of, load_model, resolve_spec
-from .logprobs import build_batch, completion_logps
+from .logprobs import build_batch, completion_logps, share_prompt_for
 from .losses import preference_loss
+from .optim import linear_schedule, make_optimizer
+from .precision import MasterWeights, autocast, cast_parameters, resolve_precision, weight_dtype
 from .versions import write_version
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class TrainResult:
     num_train_pairs: int = 0
     num_heldout_pairs: int = 0
     reference: str = ""
+    precision: str = ""  # the run's precision, "auto" resolved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,12 +68,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -88,13 +86,15 @@ def _sequence_logps(
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
+    precision: str = "fp32",
 ) -> list[tuple[float, float]]:
     """(chosen, rejected) summed log-probs of each pair, in the order given."""
     results: dict[int, tuple[float, float]] = {}
     index = {id(p): i for i, p in enumerate(pairs)}
     for group in _eval_batches(pairs, config):
-        batch = build_batch(group, pad_id, config.share_prompt).to(device)
-        with _autocast(device):
+        share = share_prompt_for(model, group, config.share_prompt)
+        batch = build_batch(group, pad_id, share).to(device)
+        with autocast(precision, device):
             logps = completion_logps(model, batch, config.chunked_logprobs).float().cpu()
         b = len(group)
         for j, pair in enumerate(group):
@@ -188,24 +188,6 @@ def _reference_disabled(model: Any) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _make_optimizer(model: Any, config: DPOConfig, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs: dict[str, Any] = {"lr": config.effective_lr, "weight_decay": config.weight_decay}
-    # the fused kernel updates all tensors in one pass over memory (CPU and CUDA)
-    with contextlib.suppress(RuntimeError, TypeError):
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    return torch.optim.AdamW(params, **kwargs)
-
-
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
-
-
 def _batches_forever(
     pairs: Sequence[TokenizedPair], config: DPOConfig
 ) -> Iterator[tuple[int, list[TokenizedPair]]]:
@@ -256,6 +238,8 @@ def train_dpo(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     device = _device(config.device)
+    precision = resolve_precision(config.precision, device)
+    dtype = weight_dtype(precision)
     start_spec = _spec_str(base_spec_or_dir)
 
     if config.loss != "sigmoid" and any(p.label_smoothing for p in [*pairs, *(heldout or [])]):
@@ -265,7 +249,8 @@ def train_dpo(
     else:
         train_raw, held_raw = list(pairs), list(heldout)
 
-    model, tokenizer = load_model(base_spec_or_dir, device=str(device))
+    model, tokenizer = load_model(base_spec_or_dir, device=str(device), dtype=dtype)
+    cast_parameters(model, dtype)
     pad_id = _pad_id(tokenizer)
     train_pairs = tokenize_pairs(tokenizer, train_raw, config.max_length, config.max_prompt_length)
     held_pairs = tokenize_pairs(tokenizer, held_raw, config.max_length, config.max_prompt_length)
@@ -279,14 +264,15 @@ def train_dpo(
     separate_reference = str(resolve_spec(reference)) != str(resolve_spec(start_spec))
     everything = train_pairs + held_pairs
     if separate_reference:
-        ref_model, _ = load_model(reference, device=str(device))
-        ref_logps = _sequence_logps(ref_model, everything, config, pad_id, device)
+        ref_model, _ = load_model(reference, device=str(device), dtype=dtype)
+        cast_parameters(ref_model, dtype)
+        ref_logps = _sequence_logps(ref_model, everything, config, pad_id, device, precision)
         del ref_model
     if config.lora:
         model = _add_lora(model, config)
     if not separate_reference:
         with _reference_disabled(model):
-            ref_logps = _sequence_logps(model, everything, config, pad_id, device)
+            ref_logps = _sequence_logps(model, everything, config, pad_id, device, precision)
     for pair, (chosen, rejected) in zip(everything, ref_logps, strict=True):
         pair.ref_chosen_logp, pair.ref_rejected_logp = chosen, rejected
 
@@ -295,22 +281,25 @@ def train_dpo(
         before = (
             ref_logps[len(train_pairs) :]
             if not separate_reference
-            else _sequence_logps(model, held_pairs, config, pad_id, device)
+            else _sequence_logps(model, held_pairs, config, pad_id, device, precision)
         )
         heldout_before = _pair_metrics(before, held_pairs, config)
 
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if config.lora:
-            model.enable_input_require_grads()
+    enable_checkpointing(model, str(config.gradient_checkpointing), config.lora)
     model.train()
-    optimizer = _make_optimizer(model, config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if precision == "bf16":
+        cast_parameters(model, torch.bfloat16)  # LoRA adapters peft created in float32
+    # bf16: the optimizer steps on float32 masters of the bfloat16 weights (see `precision`)
+    masters = MasterWeights(params) if precision == "bf16" else None
+    opt_params = masters.params if masters is not None else params
+    optimizer = make_optimizer(opt_params, config)
     micro_per_epoch = math.ceil(len(train_pairs) / config.batch_size)
     total = math.ceil(micro_per_epoch * config.epochs / config.grad_accum_steps)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total, int(config.warmup_ratio * total))
+        optimizer, linear_schedule(total, int(config.warmup_ratio * total))
     )
 
     history: list[dict[str, float]] = []
@@ -320,15 +309,15 @@ def train_dpo(
     accum: list[dict[str, torch.Tensor]] = []
     loop_start = last_step_end = time.perf_counter()
     micro_batches = list(_batches_forever(train_pairs, config))
-    params = [p for p in model.parameters() if p.requires_grad]
     for index, (epoch, group) in enumerate(micro_batches):
-        batch = build_batch(group, pad_id, config.share_prompt).to(device)
+        share = share_prompt_for(model, group, config.share_prompt)
+        batch = build_batch(group, pad_id, share).to(device)
         b = batch.num_pairs
         ref = torch.tensor(
             [p.ref_chosen_logp for p in group] + [p.ref_rejected_logp for p in group],
             device=device,
         )
-        with _autocast(device):
+        with autocast(precision, device):
             logps = completion_logps(model, batch, config.chunked_logprobs)  # (2B,)
         out = preference_loss(
             logps[:b],
@@ -358,10 +347,14 @@ def train_dpo(
         last_micro = index == len(micro_batches) - 1
         if len(accum) < config.grad_accum_steps and not last_micro:
             continue
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        if masters is not None:
+            masters.pull_grads()
+        grad_norm = torch.nn.utils.clip_grad_norm_(opt_params, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if masters is not None:
+            masters.push_weights()
         step += 1
         metrics = _summarise(
             torch.stack([a["loss"] for a in accum]).mean(),
@@ -389,13 +382,16 @@ def train_dpo(
             break
     train_seconds = time.perf_counter() - loop_start
     model.eval()
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+    disable_checkpointing(model, str(config.gradient_checkpointing))
 
     heldout_after = None
     if held_pairs:
-        after = _sequence_logps(model, held_pairs, config, pad_id, device)
+        after = _sequence_logps(model, held_pairs, config, pad_id, device, precision)
         heldout_after = _pair_metrics(after, held_pairs, config)
+    if masters is not None:
+        # the version keeps the float32 masters, not their bfloat16 rounding
+        masters.restore_float32(model)
+        del optimizer, masters
 
     keys = ("loss", "reward_accuracy", "chosen_reward", "rejected_reward", "margin", "chosen_logp")
     run = {k: sum(h[k] for h in history) / len(history) for k in keys}
@@ -419,6 +415,7 @@ def train_dpo(
         num_train_pairs=len(train_pairs),
         num_heldout_pairs=len(held_pairs),
         reference=reference,
+        precision=precision,
     )
     result.total_seconds = time.perf_counter() - started
     write_version(
