@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 
 from .core.config import DPOConfig
 from .core.pairing import PAIRING_STRATEGIES
+from .engine_settings import DEFAULT_BACKEND, backend_schema, validate_generation_backend
 from .loop_bounds import check_dpo_fields, check_loop_bounds, dpo_schema, loop_schema_bounds
 from .model_roots import check_base_model
 from .models import ProjectLoop
@@ -128,6 +129,10 @@ class LoopSettings:
     gate_max_chosen_logp_drop: float = 0.5
     # Sequences per forward pass when sampling.
     generation_batch_size: int = 8
+    # Where rounds sample: {"kind": "hf"} (the built-in sampler in the generate worker) or
+    # {"kind": "openai", "base_url": ..., "model": ...} (an OpenAI-compatible serving engine;
+    # see ``engine_settings``).
+    generation_backend: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKEND))
     # DPOConfig fields that differ from the training core's defaults (reference, beta, ...).
     dpo: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +184,7 @@ def json_schema() -> dict[str, Any]:
         prop.update(loop_schema_bounds(f.name))
         properties[f.name] = prop
     properties["dpo"] = {**dpo_schema(), "default": {}}
+    properties["generation_backend"] = backend_schema()
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
@@ -267,6 +273,8 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
     check_loop_bounds(merged)
     if "dpo" in out:
         out["dpo"] = validate_dpo(out["dpo"])
+    if "generation_backend" in out:
+        out["generation_backend"] = validate_generation_backend(out["generation_backend"])
     loss = DPOConfig.from_dict(dict(merged["dpo"])).loss
     if merged["soft_labels"] and loss != "sigmoid":
         raise ValidationError(f"soft_labels: needs the sigmoid loss, not dpo.loss {loss!r}")

@@ -2,10 +2,12 @@
 
 ``POST /v1/chat/completions`` with ``model`` set to ``"<project-slug>"`` answers with the
 project's serving version, ``"<project-slug>:v3"`` with version 3 (``:base`` with the base;
-``:v0`` is accepted as another name of it). Versions are named as on the loop page and in the
-API and exports: answers and ``GET /v1/models`` (what can be asked for) say ``:base``, ``:v1``,
-... With ``"stream": true`` the answer comes as server-sent events, token by token (all ``n``
-choices at once, interleaved by ``index``). Run it with ``manage.py serve_model``.
+``:v0`` is accepted as another name of it). ``n`` asks for several choices, and
+``"logprobs": true`` adds each choice's sampled tokens with their log-probabilities under the
+untempered policy, in OpenAI's ``logprobs.content`` shape (not when streaming). Versions are
+named as on the loop page and in the API and exports: answers and ``GET /v1/models`` (what can
+be asked for) say ``:base``, ``:v1``, ... With ``"stream": true`` the answer comes as
+server-sent events, token by token (all ``n`` choices at once, interleaved by ``index``). Run it with ``manage.py serve_model``.
 
 Each request looks up the version it needs when it starts and holds on to that loaded model until
 it has answered, so promoting a version switches new requests over without cutting off any in
@@ -155,6 +157,24 @@ class ChatRequest:
     top_p: float
     seed: int
     include_usage: bool  # streaming: end with a chunk that carries the usage
+    logprobs: bool = False  # answer each sampled token's log-probability
+
+    def token_logprobs(self, token_ids: list[int], logprobs: list[float]) -> dict[str, Any]:
+        """A choice's ``logprobs`` in the OpenAI shape: one entry per sampled token, EOS
+        included; ``token`` is the token decoded on its own, ``bytes`` its UTF-8 bytes."""
+        tokenizer = self.loaded.tokenizer
+        content = []
+        for token_id, logprob in zip(token_ids, logprobs, strict=True):
+            token = tokenizer.decode([token_id])
+            content.append(
+                {
+                    "token": token,
+                    "logprob": logprob,
+                    "bytes": list(token.encode("utf-8")),
+                    "top_logprobs": [],
+                }
+            )
+        return {"content": content, "refusal": None}
 
     def prompt_tokens(self) -> int:
         return len(
@@ -213,6 +233,21 @@ class ChatService:
             raise ApiError(
                 HTTPStatus.BAD_REQUEST, "stream_options must be an object", "stream_options"
             )
+        logprobs = body.get("logprobs") or False
+        if not isinstance(logprobs, bool):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "logprobs must be true or false", "logprobs")
+        if logprobs and body.get("stream"):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                "logprobs are answered without streaming only",
+                "logprobs",
+            )
+        if body.get("top_logprobs"):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                "top_logprobs is not supported: only the sampled tokens' log-probs are answered",
+                "top_logprobs",
+            )
         version = self.registry.resolve(name)
         version_name = version.model_name
         close_old_connections()
@@ -226,6 +261,7 @@ class ChatService:
             top_p=top_p,
             seed=seed if seed is not None else time.time_ns() % (2**31),
             include_usage=bool(stream_options.get("include_usage")),
+            logprobs=logprobs,
         )
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +290,11 @@ class ChatService:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": s.text},
-                    "logprobs": None,
+                    "logprobs": (
+                        request.token_logprobs(s.token_ids, s.token_logprobs)
+                        if request.logprobs
+                        else None
+                    ),
                     "finish_reason": "stop" if s.finished else "length",
                 }
                 for i, s in enumerate(samples)

@@ -8,6 +8,7 @@ the API keeps taking the settings as one JSON object.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -153,7 +154,7 @@ def _read(field: Field, raw: str) -> Any:
         return value
     if field.kind == "json":
         if raw == "":
-            return {}
+            return copy.deepcopy(field.default)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -161,7 +162,7 @@ def _read(field: Field, raw: str) -> Any:
         except RecursionError:
             raise ValueError("not valid JSON: nested too deeply") from None
         if not isinstance(value, dict):
-            raise ValueError("must be a JSON object of DPOConfig fields")
+            raise ValueError("must be a JSON object")
         return value
     if field.kind == "choice" and raw == "":
         return field.default
@@ -174,8 +175,10 @@ def error_by_field(message: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in message.split("; "):
         name, sep, rest = part.partition(":")
-        if sep and name.strip() in names:
-            out[name.strip()] = rest.strip()
+        # "generation_backend.base_url: ..." belongs to the generation_backend field
+        field, dot, key = name.strip().partition(".")
+        if sep and field in names:
+            out[field] = f"{key}: {rest.strip()}" if dot else rest.strip()
         else:
             out.setdefault("general", part)
     return out

@@ -23,6 +23,8 @@ class Sample:
     logprob: float  # sum of log pi(token | context) under the untempered policy
     finished: bool = True  # False when max_new_tokens cut it short
     token_ids: list[int] = field(default_factory=list)  # the sampled ids, EOS included
+    # log pi of each sampled token (untempered), in the order of ``token_ids``
+    token_logprobs: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ def sample_batch(
     next_pos = positions[:, -1:] + 1  # (N, 1)
     tokens = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
     logps = torch.zeros(n, device=device)
+    step_logps = torch.zeros((n, max_new_tokens), device=device)
     counts = torch.zeros(n, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
@@ -134,7 +137,9 @@ def sample_batch(
             token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
         token = torch.where(done, torch.full_like(token, pad), token)
         tokens[:, t] = token
-        logps += torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
+        step = torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
+        step_logps[:, t] = step
+        logps += step
         counts += (~done).long()
         done |= torch.isin(token, eos)
         if bool(done.all()) or t == max_new_tokens - 1:
@@ -161,6 +166,7 @@ def sample_batch(
                 logprob=float(logps[i]),
                 finished=finished,
                 token_ids=ids,
+                token_logprobs=step_logps[i, : len(ids)].tolist(),
             )
         )
     return samples

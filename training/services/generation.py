@@ -28,6 +28,7 @@ from ..core.pairing import make_pairs
 from ..loop_settings import LoopSettings, base_model_of, loop_settings
 from ..models import ModelVersion, Round
 from . import dispatch
+from .engine import engine_batches, engine_params, engine_stats, load_tokenizer
 from .round_stats import sample_stats
 from .splits import ensure_splits
 from .versions import base_version, serving_version
@@ -181,11 +182,18 @@ class _RoundWriter:
 
 
 class _Models:
-    """The model of one version at a time, loaded on first use (a resumed round may need none)."""
+    """The model of one version at a time, loaded on first use (a resumed round may need none);
+    with a serving engine, only its tokenizer."""
 
     def __init__(self) -> None:
         self.version_id: int | None = None
         self.loaded: Any = None
+        self.tokenizers: dict[int, Any] = {}
+
+    def tokenizer_of(self, version: ModelVersion) -> Any:
+        if version.pk not in self.tokenizers:
+            self.tokenizers[version.pk] = load_tokenizer(version.spec)
+        return self.tokenizers[version.pk]
 
     def of(self, version: ModelVersion) -> Any:
         if self.version_id != version.pk:
@@ -212,13 +220,19 @@ def _sample(
     }
     if len(skip) == len(prompts):
         return
+    ls = writer.ls
+    messages = [with_system_prompt(p.messages, ls.system_prompt) for p in prompts]
+    if ls.generation_backend.get("kind") == "openai":
+        tokenizer = models.tokenizer_of(version)
+        batches = engine_batches(ls, version, tokenizer, messages, k=k, seed=seed, skip=skip)
+        writer.stream(batches, prompts, version, seed)
+        return
     # imported here to keep torch (loaded by the generation module) out of the web process
     from ..core.generation import generate_batches
 
-    ls = writer.ls
     batches = generate_batches(
         models.of(version),
-        [with_system_prompt(p.messages, ls.system_prompt) for p in prompts],
+        messages,
         k=k,
         temperature=ls.temperature,
         top_p=ls.top_p,
@@ -287,7 +301,7 @@ def _params(ls: LoopSettings, version: ModelVersion, seed: int) -> dict[str, Any
     if ls.system_prompt:
         # training puts the same system message before the prompt
         params["system_prompt"] = ls.system_prompt
-    return params
+    return {**params, **engine_params(ls, version)}
 
 
 def _completion(
@@ -298,6 +312,7 @@ def _completion(
     params: dict[str, Any],
     round_number: int,
 ) -> Completion:
+    from_engine = "engine_model" in params
     return Completion(
         prompt=prompt,
         text=sample.text,
@@ -305,9 +320,11 @@ def _completion(
         model_version_id=version.pk,
         generation_params=params,
         token_count=sample.token_count,
-        logprob=sample.logprob,
+        # an engine that lists no log-probs leaves the sum unknown
+        logprob=None if from_engine and not sample.token_logprobs else sample.logprob,
         finished=sample.finished,
-        token_ids=sample.token_ids,
+        # an engine's sample keeps ids only when its text re-encodes to them (``engine``)
+        token_ids=(sample.token_ids or None) if from_engine else sample.token_ids,
         round_number=round_number,
         sample_index=sample_index,
     )
@@ -428,7 +445,7 @@ def generate_round(
         locked.error = ""
         locked.progress_done = 0
         locked.progress_total = made * loop_round.project.overlap
-        locked.stats = {**locked.stats, **sample_stats(locked)}
+        locked.stats = {**locked.stats, **sample_stats(locked), **engine_stats(locked, ls)}
         locked.save(
             update_fields=[
                 "state",
