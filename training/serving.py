@@ -7,7 +7,8 @@ project's serving version, ``"<project-slug>:v3"`` with version 3 (``:base`` wit
 untempered policy, in OpenAI's ``logprobs.content`` shape (not when streaming). Versions are
 named as on the loop page and in the API and exports: answers and ``GET /v1/models`` (what can
 be asked for) say ``:base``, ``:v1``, ... With ``"stream": true`` the answer comes as
-server-sent events, token by token (all ``n`` choices at once, interleaved by ``index``). Run it with ``manage.py serve_model``.
+server-sent events, token by token (all ``n`` choices at once, interleaved by ``index``).
+Run it with ``manage.py serve_model``.
 
 Each request looks up the version it needs when it starts and holds on to that loaded model until
 it has answered, so promoting a version switches new requests over without cutting off any in
