@@ -346,6 +346,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _error(self, error: ApiError) -> None:
         kind = "invalid_request_error" if error.status < 500 else "server_error"
+        # a refused request's body may be unread: it must not be taken for the next request
+        self.close_connection = True
         self._send_json(
             error.status,
             {"error": {"message": error.message, "type": kind, "param": error.param, "code": None}},
