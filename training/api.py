@@ -142,6 +142,11 @@ class RoundStatsSerializer(serializers.Serializer):
     eta_s = serializers.FloatField(
         required=False, allow_null=True, help_text="seconds of sampling left while generating"
     )
+    retokenize_mismatches = serializers.IntegerField(
+        required=False,
+        help_text="rounds sampled through a serving engine (generation_backend openai): samples "
+        "whose text did not re-encode to the engine's tokens, trained from their text",
+    )
     judgments = serializers.IntegerField(
         required=False, help_text="votes on train pairs when training started"
     )

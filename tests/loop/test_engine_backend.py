@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 import torch
+from django.test import Client
 
 from annotate.models import Completion, Membership, Project
 from tests.conftest import api_for
@@ -77,7 +78,12 @@ def test_it_samples_a_round_from_serve_model_with_ids_that_reencode(
         assert row.token_count == len(row.token_ids)
     mismatches = sum(row.token_ids is None for row in rows)
     assert loop_round.stats["retokenize_mismatches"] == mismatches
-    assert kept > 0
+    assert kept > 0 and mismatches > 0
+    lead = engine_project.memberships.get(role=Membership.Role.LEAD).user
+    client = Client()
+    client.force_login(lead)
+    page = client.get(f"/projects/{engine_project.pk}/loop/").content.decode()
+    assert f"{mismatches} not re-encoded" in page
     # the round trains as any other: ids where they round-trip, the text elsewhere
     with services.in_process():
         services.simulate_annotators(
