@@ -241,3 +241,31 @@ def test_a_good_backend_setting_is_saved_and_documented(loop_project: Project) -
 
     schema = json_schema()["properties"]["generation_backend"]
     assert schema["properties"]["kind"]["enum"] == ["hf", "openai"]
+
+
+def test_the_settings_form_takes_the_backend_and_shows_its_error_by_the_field(
+    loop_project: Project,
+) -> None:
+    client = Client()
+    client.force_login(loop_project.memberships.get(role=Membership.Role.LEAD).user)
+    url = f"/projects/{loop_project.pk}/loop/settings/"
+    before = dict(ProjectLoop.of(loop_project).settings)
+    bad = client.post(url, {"generation_backend": '{"kind": "openai"}'})
+    assert bad.status_code == 400
+    body = bad.content.decode()
+    start = body.index('id="field-generation_backend"')
+    field = (
+        body[start : body.index('id="field-', start + 5)]
+        if 'id="field-' in body[start + 5 :]
+        else body[start:]
+    )
+    assert 'class="field-error"' in field and "base_url: required" in field
+    assert ProjectLoop.of(loop_project).settings == before
+    backend = '{"kind": "openai", "base_url": "http://gpu-1:8000/v1"}'
+    good = client.post(url, {"generation_backend": backend})
+    assert good.status_code == 302
+    saved = ProjectLoop.of(loop_project).settings["generation_backend"]
+    assert saved == {"kind": "openai", "base_url": "http://gpu-1:8000/v1"}
+    # a form left empty keeps the default backend
+    assert client.post(url, {}).status_code == 302
+    assert "generation_backend" not in ProjectLoop.of(loop_project).settings
