@@ -99,10 +99,10 @@ def test_serve_model_logprobs_match_a_direct_scoring(
     server_url: str, engine_project: Project, tiny_model_dir: Any
 ) -> None:
     api = openai.OpenAI(base_url=server_url, api_key="engine-key", max_retries=0)
-    messages = [{"role": "user", "content": "hello world"}]
+    messages: Any = [{"role": "user", "content": "hello world"}]
     answer = api.chat.completions.create(
         model=f"{engine_project.slug}:base",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         n=3,
         seed=7,
         max_tokens=6,
@@ -126,6 +126,7 @@ def test_serve_model_logprobs_match_a_direct_scoring(
     )["input_ids"]
     for choice, sample in zip(answer.choices, samples, strict=True):
         assert choice.message.content == sample.text
+        assert choice.logprobs is not None and choice.logprobs.content is not None
         content = choice.logprobs.content
         assert [c.token for c in content] == [tokenizer.decode([i]) for i in sample.token_ids]
         ids = torch.tensor([prompt + sample.token_ids])
@@ -138,13 +139,13 @@ def test_serve_model_logprobs_match_a_direct_scoring(
     plain = api.chat.completions.create(
         model=engine_project.slug,
         messages=messages,
-        max_tokens=2,  # type: ignore[arg-type]
+        max_tokens=2,
     )
     assert plain.choices[0].logprobs is None
     with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         api.chat.completions.create(
             model=engine_project.slug,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             logprobs=True,
             top_logprobs=2,
         )
