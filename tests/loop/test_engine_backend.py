@@ -270,3 +270,18 @@ def test_the_settings_form_takes_the_backend_and_shows_its_error_by_the_field(
     # a form left empty keeps the default backend
     assert client.post(url, {}).status_code == 302
     assert "generation_backend" not in ProjectLoop.of(loop_project).settings
+
+
+def test_more_samples_than_one_request_answers_are_asked_in_parts(
+    engine_project: Project, engine_key: None, tiny_model_dir: Any
+) -> None:
+    ls = LoopSettings.from_dict(ProjectLoop.of(engine_project).settings)
+    version = services.base_version(engine_project)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    messages: Any = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "a cat"}]]
+    batches = list(engine_batches(ls, version, tokenizer, messages, k=10, seed=3, skip={0}))
+    assert len(batches) == 1 and set(batches[0].completed) == {1}
+    samples = batches[0].completed[1]
+    assert len(samples) == 10  # serve_model answers at most n=8 a request
+    assert batches[0].sequences_total == 10
+    assert all(len(s.token_logprobs) == s.token_count for s in samples)
