@@ -144,7 +144,8 @@ class Round(models.Model):
     # What the round's data looks like, for the lead: at generation "completions",
     # "truncated_share", "mean_tokens" (of the policy's train samples) and, while sampling,
     # "tokens_per_s" and "eta_s" (and "retokenize_mismatches" when a serving engine sampled,
-    # see ``training.services.engine``); when training starts "judgments", "tie_rate" and "agreement"
+    # see ``training.services.engine``); when training starts "judgments", "tie_rate" and
+    # "agreement"
     # (see ``training.services.training_data.judgment_stats``).
     stats = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
