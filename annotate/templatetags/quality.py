@@ -23,9 +23,10 @@ def quality_pct(value: float | None) -> str:
 
 @register.filter
 def quality_p(value: float | None) -> str:
+    """A p-value as it reads in a table: "p = 0.136", "p < 0.001", or "p –" when there is none."""
     if value is None:
-        return _DASH
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return f"p {_DASH}"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 @register.filter
