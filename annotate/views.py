@@ -21,7 +21,7 @@ from .datasets.imports import import_file
 from .errors import NotAllowed, ServiceError
 from .forms import ImportForm, MemberForm, ProjectForm
 from .markdown import render_markdown
-from .models import Assignment, Judgment, Membership, Project
+from .models import Assignment, Comparison, Judgment, Membership, Project
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -76,7 +76,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             member_form=MemberForm(),
             import_form=ImportForm(),
             n_prompts=project.prompts.count(),
-            n_comparisons=project.comparisons.count(),
+            n_comparisons=project.comparisons.filter(kind__in=Comparison.PAIR_KINDS).count(),
             n_judgments=project.judgments.count(),
         )
     return render(request, "annotate/project.html", context)

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotate.access import project_for
 from annotate.errors import NotFound, ServiceError
-from annotate.models import DatasetJob, Project
+from annotate.models import Comparison, DatasetJob, Project
 
 from . import exporters, jobs
 from .downloads import export_response
@@ -54,7 +54,7 @@ def _page(
         "jobs": [(job, jobs.job_percent(job)) for job in recent],
         "limit_mb": settings.PREFLOOP_MAX_UPLOAD_BYTES / (1024 * 1024),
         "n_prompts": project.prompts.count(),
-        "n_comparisons": project.comparisons.count(),
+        "n_comparisons": project.comparisons.filter(kind__in=Comparison.PAIR_KINDS).count(),
         "n_judgments": project.judgments.count(),
     }
     return render(request, "datasets/datasets.html", context, status=status)

@@ -81,6 +81,16 @@ def test_demo_quality_page_has_figures_that_reveal_each_habit(db):
     assert frank.paused and "gold" in frank.paused_reason
     assert not project.memberships.get(user__username="carol").paused
 
+    # the lead's pages count the pairs, not the hidden repeats
+    from django.test import Client
+
+    client = Client()
+    client.force_login(project.memberships.get(role="lead").user)
+    pairs = Comparison.objects.filter(project=project).exclude(kind="repeat").count()
+    assert Comparison.objects.filter(project=project, kind="repeat").exists()
+    page = client.get(f"/projects/{project.pk}/datasets/").content.decode()
+    assert f"{pairs} pairs" in page
+
     report = quality_report(project)
     rows = {row["username"]: row for row in report["annotators"]}
     assert report["agreement"]["items"] == len(PAIR_ANSWERS)
