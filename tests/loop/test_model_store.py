@@ -219,3 +219,55 @@ def test_load_model_reads_a_store_spec_through_the_configured_store(
         from training.store import configure
 
         configure()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_turns_version_paths_into_store_keys_and_back(settings: Any) -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    leaves = executor.loader.graph.leaf_nodes()
+    annotate_leaf = [node for node in leaves if node[0] == "annotate"]
+    before = [("training", "0006_gate_mode_from_gate"), *annotate_leaf]
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    project = old.get_model("annotate", "Project").objects.create(
+        name="Old", slug="old", export_salt="s"
+    )
+    version_model = old.get_model("training", "ModelVersion")
+    old_models = Path("/srv/prefloop/var/models")
+    specs = {
+        0: "demo",
+        1: str(old_models / "old" / "v1"),
+        2: "/data/elsewhere/v2",  # a path that is not the project's version directory
+        3: str(old_models / "old" / "v3"),
+    }
+    for number, spec in specs.items():
+        version_model.objects.create(project_id=project.pk, number=number, spec=spec)
+
+    executor.loader.build_graph()
+    after = [("training", "0007_store_key"), *annotate_leaf]
+    executor.migrate(after)
+    new = executor.loader.project_state(after).apps
+    rows = new.get_model("training", "ModelVersion").objects.filter(project_id=project.pk)
+    assert dict(rows.values_list("number", "spec")) == {
+        0: "demo",
+        1: "store:old/v1",
+        2: "/data/elsewhere/v2",
+        3: "store:old/v3",
+    }
+
+    executor.loader.build_graph()
+    executor.migrate(before)
+    rows = version_model.objects.filter(project_id=project.pk)
+    var_models = Path(settings.VAR_DIR) / "models"
+    assert dict(rows.values_list("number", "spec")) == {
+        0: "demo",
+        1: str(var_models / "old" / "v1"),
+        2: "/data/elsewhere/v2",
+        3: str(var_models / "old" / "v3"),
+    }
+    executor.loader.build_graph()
+    executor.migrate(leaves)
