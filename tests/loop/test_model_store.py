@@ -271,3 +271,29 @@ def test_the_migration_turns_version_paths_into_store_keys_and_back(settings: An
     }
     executor.loader.build_graph()
     executor.migrate(leaves)
+
+
+def test_a_lora_version_over_a_stored_version_loads_its_base_from_the_store(
+    version_dir: Path, memory_url: str, tmp_path: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    writer = ModelStore(memory_url, tmp_path / "writer")
+    writer.publish(version_dir, "proj/v1")
+    set_store_factory(lambda: writer)
+    try:
+        base, tokenizer = load_model("store:proj/v1", device="cpu")
+        lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+        v2 = write_version(tmp_path / "v2", lora, tokenizer, base_model="store:proj/v1")
+        writer.publish(v2, "proj/v2")
+
+        reader = ModelStore(memory_url, tmp_path / "reader")
+        set_store_factory(lambda: reader)
+        model, _ = load_model("store:proj/v2", device="cpu")
+        assert not hasattr(model, "peft_config")  # merged into the base fetched from the store
+        assert (tmp_path / "reader" / "proj" / "v1" / MANIFEST).is_file()
+        assert (tmp_path / "reader" / "proj" / "v2" / "adapter_config.json").is_file()
+    finally:
+        from training.store import configure
+
+        configure()

@@ -230,6 +230,8 @@ class ModelStore:
                         "(corrupt or altered); refused"
                     )
             (tmp / MANIFEST).write_bytes(manifest_bytes)
+            if self._cache_matches(target, manifest_bytes):
+                return  # another reader on this machine fetched it meanwhile; theirs is in use
             if target.exists():
                 stale = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
                 os.rename(target, stale)
