@@ -297,3 +297,28 @@ def test_a_lora_version_over_a_stored_version_loads_its_base_from_the_store(
         from training.store import configure
 
         configure()
+
+
+@pytest.mark.slow
+def test_a_trained_version_is_published_and_read_back_on_another_machine(
+    loop_project: Any, settings: Any, tmp_path: Path, memory_url: str
+) -> None:
+    from training import services
+    from training.models import ModelVersion
+
+    from .test_rounds import _run_round
+
+    settings.PREFLOOP_MODEL_STORE = memory_url
+    loop_round = _run_round(loop_project)
+    version = ModelVersion.objects.get(trained_in=loop_round)
+    key = f"{loop_project.slug}/v1"
+    assert version.spec == f"store:{key}" and version.store_key == key
+    store = ModelStore(memory_url, tmp_path / "elsewhere")
+    assert store.exists(key)
+
+    # Another machine: its own var directory, the same store.
+    settings.VAR_DIR = tmp_path / "other-machine"
+    load_model(version.spec, device="cpu")
+    cached = services.models_dir(loop_project) / "v1"
+    assert cached == tmp_path / "other-machine" / "models" / key
+    assert (cached / MANIFEST).read_bytes() == (tmp_path / "models" / key / MANIFEST).read_bytes()
