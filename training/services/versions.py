@@ -12,12 +12,35 @@ from django.utils import timezone
 from annotate.errors import NotFound
 from annotate.models import Project
 
+from ..core.store import spec_of
 from ..loop_settings import base_model_of
 from ..models import ModelVersion, TrainingRun
+from ..store import model_store
 
 
 def models_dir(project: Project) -> Path:
+    """This machine's directory of the project's versions: where training writes a version
+    before publishing it, and where readers cache the versions they fetch from the store."""
     return Path(django_settings.VAR_DIR) / "models" / project.slug
+
+
+def store_key(project: Project, number: int) -> str:
+    """The key of version ``number`` of ``project`` in the model store."""
+    return f"{project.slug}/v{number}"
+
+
+def publish(project: Project, number: int, directory: Path) -> str:
+    """Publish a trained version directory to the model store; returns its spec
+    (``store:<key>``), what the version row records."""
+    return model_store().publish(directory, store_key(project, number))
+
+
+def discard_unrecorded(project: Project, number: int) -> None:
+    """Remove from the store a version that was published but never recorded (its training
+    run died in between), so that the retry publishes its own."""
+    key = store_key(project, number)
+    if not ModelVersion.objects.filter(project=project, spec=spec_of(key)).exists():
+        model_store().remove(key)
 
 
 def base_version(project: Project) -> ModelVersion:
