@@ -19,6 +19,7 @@ import torch
 from .checkpointing import disable_checkpointing, enable_checkpointing
 from .config import DPOConfig
 from .data import PreferencePair, TokenizedPair, make_batches, split_heldout, tokenize_pairs
+from .distributed import Parallel, setup
 from .loading import base_of, load_model, resolve_spec
 from .logprobs import build_batch, completion_logps, share_prompt_for
 from .losses import preference_loss
@@ -53,6 +54,7 @@ class TrainResult:
     num_heldout_pairs: int = 0
     reference: str = ""
     precision: str = ""  # the run's precision, "auto" resolved
+    num_processes: int = 1  # data-parallel ranks the run was trained on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,6 +204,68 @@ def _batches_forever(
             yield epoch, group
 
 
+def _micro_step(
+    model: Any,
+    group: Sequence[TokenizedPair],
+    share_of_batch: float,
+    config: DPOConfig,
+    pad_id: int,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any]:
+    """Forward and backward of one micro-batch (or this rank's shard of it).
+
+    The loss is scaled by ``share_of_batch`` (the shard's part of the global micro-batch), so
+    that gradients summed over the ranks equal one process's gradients of the whole batch.
+    """
+    share = share_prompt_for(model, group, config.share_prompt)
+    batch = build_batch(group, pad_id, share).to(device)
+    b = batch.num_pairs
+    ref = torch.tensor(
+        [p.ref_chosen_logp for p in group] + [p.ref_rejected_logp for p in group],
+        device=device,
+    )
+    with autocast(precision, device):
+        logps = completion_logps(model, batch, config.chunked_logprobs)  # (2B,)
+    out = preference_loss(
+        logps[:b],
+        logps[b:],
+        ref[:b],
+        ref[b:],
+        loss=config.loss,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        chosen_lengths=batch.lengths[:b].float(),
+        rejected_lengths=batch.lengths[b:].float(),
+        weights=batch.weights,
+        label_smoothing=_label_smoothing(group, device),
+    )
+    (out.loss * share_of_batch / config.grad_accum_steps).backward()
+    return {
+        "loss": out.loss.detach() * share_of_batch,
+        "chosen_rewards": out.chosen_rewards,
+        "rejected_rewards": out.rejected_rewards,
+        "chosen_logps": logps[:b].detach(),
+        "rejected_logps": logps[b:].detach(),
+    }
+
+
+def _step_metrics(
+    accum: list[dict[str, Any]], micro_batches: int, par: Parallel
+) -> dict[str, float]:
+    """An optimizer step's metrics over the whole global batch, every rank's shard included."""
+    keys = ("chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")
+    if not par.active:
+        loss = torch.stack([a["loss"] for a in accum]).sum() / micro_batches
+        return _summarise(loss, *(torch.cat([a[k] for a in accum]) for k in keys))
+    local = sum((a["loss"].float().cpu() for a in accum), torch.zeros(()))
+    loss = par.sum_scalar(local) / micro_batches
+    mine = {k: [a[k].float().cpu() for a in accum] for k in keys}
+    parts = par.gather(mine)
+    tensors = (torch.cat([t for part in parts for t in part[k]]) for k in keys)
+    return _summarise(loss, *tensors)
+
+
 def _spec_str(spec: str | Path) -> str:
     text = str(spec)
     if text == "demo":
@@ -237,7 +301,8 @@ def train_dpo(
     started = time.perf_counter()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    device = _device(config.device)
+    par = setup(_device(config.device))
+    device = par.device(_device(config.device))
     precision = resolve_precision(config.precision, device)
     dtype = weight_dtype(precision)
     start_spec = _spec_str(base_spec_or_dir)
@@ -266,13 +331,19 @@ def train_dpo(
     if separate_reference:
         ref_model, _ = load_model(reference, device=str(device), dtype=dtype)
         cast_parameters(ref_model, dtype)
-        ref_logps = _sequence_logps(ref_model, everything, config, pad_id, device, precision)
+        ref_logps = par.sharded_map(
+            lambda part: _sequence_logps(ref_model, part, config, pad_id, device, precision),
+            everything,
+        )
         del ref_model
     if config.lora:
         model = _add_lora(model, config)
     if not separate_reference:
         with _reference_disabled(model):
-            ref_logps = _sequence_logps(model, everything, config, pad_id, device, precision)
+            ref_logps = par.sharded_map(
+                lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+                everything,
+            )
     for pair, (chosen, rejected) in zip(everything, ref_logps, strict=True):
         pair.ref_chosen_logp, pair.ref_rejected_logp = chosen, rejected
 
@@ -281,13 +352,17 @@ def train_dpo(
         before = (
             ref_logps[len(train_pairs) :]
             if not separate_reference
-            else _sequence_logps(model, held_pairs, config, pad_id, device, precision)
+            else par.sharded_map(
+                lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+                held_pairs,
+            )
         )
         heldout_before = _pair_metrics(before, held_pairs, config)
 
     enable_checkpointing(model, str(config.gradient_checkpointing), config.lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    par.broadcast_parameters(params)
     if precision == "bf16":
         cast_parameters(model, torch.bfloat16)  # LoRA adapters peft created in float32
     # bf16: the optimizer steps on float32 masters of the bfloat16 weights (see `precision`)
@@ -309,44 +384,21 @@ def train_dpo(
     accum: list[dict[str, torch.Tensor]] = []
     loop_start = last_step_end = time.perf_counter()
     micro_batches = list(_batches_forever(train_pairs, config))
+    in_step = 0  # global micro-batches since the last optimizer step
     for index, (epoch, group) in enumerate(micro_batches):
-        share = share_prompt_for(model, group, config.share_prompt)
-        batch = build_batch(group, pad_id, share).to(device)
-        b = batch.num_pairs
-        ref = torch.tensor(
-            [p.ref_chosen_logp for p in group] + [p.ref_rejected_logp for p in group],
-            device=device,
-        )
-        with autocast(precision, device):
-            logps = completion_logps(model, batch, config.chunked_logprobs)  # (2B,)
-        out = preference_loss(
-            logps[:b],
-            logps[b:],
-            ref[:b],
-            ref[b:],
-            loss=config.loss,
-            beta=config.beta,
-            epsilon=config.epsilon,
-            chosen_lengths=batch.lengths[:b].float(),
-            rejected_lengths=batch.lengths[b:].float(),
-            weights=batch.weights,
-            label_smoothing=_label_smoothing(group, device),
-        )
-        (out.loss / config.grad_accum_steps).backward()
-        accum.append(
-            {
-                "loss": out.loss.detach(),
-                "chosen_rewards": out.chosen_rewards,
-                "rejected_rewards": out.rejected_rewards,
-                "chosen_logps": logps[:b].detach(),
-                "rejected_logps": logps[b:].detach(),
-            }
-        )
-        pairs_trained += b
+        # each rank trains its shard of the global batch (all of it when alone)
+        mine = par.shard(group)
+        if mine:
+            accum.append(
+                _micro_step(model, mine, len(mine) / len(group), config, pad_id, device, precision)
+            )
+        in_step += 1
+        pairs_trained += len(group)
         tokens_trained += sum(p.pair_tokens for p in group)
         last_micro = index == len(micro_batches) - 1
-        if len(accum) < config.grad_accum_steps and not last_micro:
+        if in_step < config.grad_accum_steps and not last_micro:
             continue
+        par.sum_gradients(params)
         if masters is not None:
             masters.pull_grads()
         grad_norm = torch.nn.utils.clip_grad_norm_(opt_params, config.max_grad_norm)
@@ -356,13 +408,7 @@ def train_dpo(
         if masters is not None:
             masters.push_weights()
         step += 1
-        metrics = _summarise(
-            torch.stack([a["loss"] for a in accum]).mean(),
-            torch.cat([a["chosen_rewards"] for a in accum]),
-            torch.cat([a["rejected_rewards"] for a in accum]),
-            torch.cat([a["chosen_logps"] for a in accum]),
-            torch.cat([a["rejected_logps"] for a in accum]),
-        )
+        metrics = _step_metrics(accum, in_step, par)
         now = time.perf_counter()
         metrics.update(
             step=step,
@@ -373,8 +419,9 @@ def train_dpo(
         )
         last_step_end = now
         accum = []
+        in_step = 0
         history.append(metrics)
-        if progress is not None:
+        if progress is not None and par.is_main:
             elapsed = time.perf_counter() - loop_start
             eta = elapsed / step * (total - step) if step else None
             progress(step, total, metrics["loss"], eta)
@@ -386,7 +433,10 @@ def train_dpo(
 
     heldout_after = None
     if held_pairs:
-        after = _sequence_logps(model, held_pairs, config, pad_id, device, precision)
+        after = par.sharded_map(
+            lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+            held_pairs,
+        )
         heldout_after = _pair_metrics(after, held_pairs, config)
     if masters is not None:
         # the version keeps the float32 masters, not their bfloat16 rounding
@@ -416,15 +466,18 @@ def train_dpo(
         num_heldout_pairs=len(held_pairs),
         reference=reference,
         precision=precision,
+        num_processes=par.world,
     )
     result.total_seconds = time.perf_counter() - started
-    write_version(
-        out_dir,
-        model,
-        tokenizer,
-        config=config,
-        metrics=result.to_dict(),
-        base_model=start_spec,
-    )
+    if par.is_main:  # one version, written by rank 0; the others wait until it is in place
+        write_version(
+            out_dir,
+            model,
+            tokenizer,
+            config=config,
+            metrics=result.to_dict(),
+            base_model=start_spec,
+        )
+    par.barrier()
     result.total_seconds = time.perf_counter() - started
     return result
