@@ -77,3 +77,23 @@ def test_a_failed_parallel_run_fails_the_attempt_with_the_processes_error(
     assert run.state == TrainingRun.State.FAILED and "missing-model" in run.error
     assert Round.objects.get(pk=loop_round.pk).state == Round.State.FAILED
     assert not (services.models_dir(project) / "v1").exists()
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [(0, "must be at least 1"), (65, "must be at most 64"), ("2", "expected integer")],
+)
+def test_num_processes_is_checked_and_documented(value: Any, message: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from training.loop_bounds import check_dpo_fields, dpo_schema
+
+    with pytest.raises(ValidationError, match=f"dpo.num_processes: {message}"):
+        check_dpo_fields({"num_processes": value})
+    prop = dpo_schema()["properties"]["num_processes"]
+    assert (prop["type"], prop["default"], prop["minimum"], prop["maximum"]) == (
+        "integer",
+        1,
+        1,
+        64,
+    )
