@@ -82,8 +82,9 @@ class Parallel:
         """``fn(items)`` computed in shards across the ranks; every rank gets all results."""
         if not self.active:
             return fn(list(items))
-        mine = fn(self.shard(items)) if self.shard(items) else []
-        return [r for part in self.gather(mine) for r in part]
+        part = self.shard(items)
+        mine = fn(part) if part else []
+        return [r for results in self.gather(mine) for r in results]
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (picklable), in rank order."""
