@@ -13,6 +13,13 @@ from typing import Any
 from .config import CHECKPOINTING, LOSSES, OPTIMIZER_IMPLS, PRECISIONS, DPOConfig
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +60,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--device", default=None)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        help="data-parallel processes on this machine, launched with torchrun (default 1)",
+    )
+    train.add_argument(
+        "--config",
+        default=None,
+        help="JSON file of DPOConfig fields; the flags above override it",
+    )
+    train.add_argument(
+        "--reference-model",
+        default=None,
+        help="reference model spec (default: decided by the config's 'reference')",
+    )
+    train.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="print each optimizer step as a JSON line on stdout, before the summary",
+    )
 
     gen = sub.add_parser("generate", help="sample k completions per prompt")
     gen.add_argument("--model", required=True, help="model directory, version, .gguf or 'demo'")
@@ -92,25 +120,43 @@ def _config(args: argparse.Namespace) -> DPOConfig:
         "seed": args.seed,
         "device": args.device,
     }
-    values = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        values.update(_config_file(Path(args.config)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["num_processes"] = int(os.environ.get("WORLD_SIZE", args.nproc))
     if args.lr is not None:
         lora = values.get("lora", DPOConfig.lora)
         values["lora_learning_rate" if lora else "learning_rate"] = args.lr
-    return DPOConfig(**values)
+    return DPOConfig.from_dict(values)
 
 
-def _train(args: argparse.Namespace) -> dict[str, Any]:
+def _config_file(path: Path) -> dict[str, Any]:
+    from .data import DataError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"--config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"--config {path}: expected a JSON object of DPOConfig fields")
+    return data
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     # torch loads only once a command runs, so `--help` and argument errors answer at once
     from .data import read_pairs
+    from .distributed import launched
     from .trainer import train_dpo
 
     config = _config(args)
+    main_rank = not launched() or int(os.environ.get("RANK", "0")) == 0
     pairs = read_pairs(args.data)
     out = Path(args.out)
     if out.exists():
         raise FileExistsError(f"output already exists: {out}")
     bar = None
-    if not args.no_progress:
+    if not args.no_progress and main_rank:
         from tqdm import tqdm
 
         bar = tqdm(total=None, desc="train", unit="step", file=sys.stderr)
@@ -120,14 +166,22 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             bar.total = total
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(step - bar.n)
+        if args.progress_json:
+            line = {"step": step, "total": total, "loss": loss, "eta_s": eta_s}
+            print(json.dumps(line), flush=True)
 
     try:
-        result = train_dpo(pairs, args.model, out, config, progress=progress)
+        result = train_dpo(
+            pairs, args.model, out, config, progress=progress, reference_spec=args.reference_model
+        )
     finally:
         if bar is not None:
             bar.close()
+    if not main_rank:
+        return None
     return {
         "version": result.version_dir,
+        "num_processes": result.num_processes,
         "steps": result.steps,
         "pairs_per_s": round(result.pairs_per_s, 4),
         "tokens_per_s": round(result.tokens_per_s, 1),
@@ -246,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .loading import ModelLoadError
     from .versions import IncompleteVersionError
 
+    if args.command == "train" and args.nproc > 1:
+        from .distributed import launched
+
+        if not launched():
+            return _launch(args, list(sys.argv[1:] if argv is None else argv))
     try:
         summary = _train(args) if args.command == "train" else _generate(args)
     except (DataError, ModelLoadError, IncompleteVersionError, FileExistsError, ValueError) as exc:
@@ -254,5 +313,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(summary, default=str))
+    finally:
+        if args.command == "train" and "torch" in sys.modules:
+            from .distributed import teardown
+
+            teardown()
+    if summary is not None:
+        print(json.dumps(summary, default=str))
     return 0
+
+
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command on ``--nproc`` processes under torchrun; its exit status."""
+    from .distributed import launch
+
+    if Path(args.out).exists():
+        print(f"error: output already exists: {args.out}", file=sys.stderr)
+        return 2
+    # torchrun's own parser would read --nproc as an abbreviation of its --nproc-per-node;
+    # the ranks learn the count from WORLD_SIZE instead
+    proc = launch(args.nproc, _without_nproc(argv))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out

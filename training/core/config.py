@@ -109,6 +109,10 @@ class DPOConfig:
     # "for-loop" (one tensor at a time, the slowest and the reference); "auto" takes fused
     # where this torch build offers it for the device, torch's own default otherwise.
     optimizer_impl: str = "auto"
+    # Data-parallel processes the train task launches for a round (torchrun on the worker, one
+    # GPU each on CUDA, gloo on CPU; see `distributed`); 1 trains in the worker's own process.
+    # The global batch stays `batch_size` pairs, split between the processes.
+    num_processes: int = 1
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -130,7 +134,14 @@ class DPOConfig:
             raise ValueError(f"epsilon must lie in [0, 0.5), not {self.epsilon}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, not {self.beta}")
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "eval_batch_size"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "grad_accum_steps",
+            "max_length",
+            "eval_batch_size",
+            "num_processes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:

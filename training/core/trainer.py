@@ -19,11 +19,13 @@ import torch
 from .checkpointing import disable_checkpointing, enable_checkpointing
 from .config import DPOConfig
 from .data import PreferencePair, TokenizedPair, make_batches, split_heldout, tokenize_pairs
+from .distributed import setup
 from .loading import base_of, load_model, resolve_spec
 from .logprobs import build_batch, completion_logps, share_prompt_for
 from .losses import preference_loss
 from .optim import linear_schedule, make_optimizer
 from .precision import MasterWeights, autocast, cast_parameters, resolve_precision, weight_dtype
+from .steps import label_smoothing, micro_step, step_metrics, summarise
 from .versions import write_version
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class TrainResult:
     num_heldout_pairs: int = 0
     reference: str = ""
     precision: str = ""  # the run's precision, "auto" resolved
+    num_processes: int = 1  # data-parallel ranks the run was trained on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,15 +105,6 @@ def _sequence_logps(
     return [results[i] for i in range(len(pairs))]
 
 
-def _label_smoothing(
-    pairs: Sequence[TokenizedPair], device: torch.device | None = None
-) -> torch.Tensor | None:
-    """``(B,)`` the pairs' label smoothing, or None when no pair has any (hard labels)."""
-    if not any(p.label_smoothing for p in pairs):
-        return None
-    return torch.tensor([p.label_smoothing for p in pairs], dtype=torch.float32, device=device)
-
-
 def _pair_metrics(
     policy: Sequence[tuple[float, float]], pairs: Sequence[TokenizedPair], config: DPOConfig
 ) -> dict[str, float]:
@@ -130,35 +124,9 @@ def _pair_metrics(
         chosen_lengths=torch.tensor([len(p.chosen_ids) for p in pairs], dtype=torch.float32),
         rejected_lengths=torch.tensor([len(p.rejected_ids) for p in pairs], dtype=torch.float32),
         weights=torch.tensor([p.weight for p in pairs]),
-        label_smoothing=_label_smoothing(pairs),
+        label_smoothing=label_smoothing(pairs),
     )
-    return _summarise(out.loss, out.chosen_rewards, out.rejected_rewards, pc, pr)
-
-
-def _summarise(
-    loss: torch.Tensor,
-    chosen_rewards: torch.Tensor,
-    rejected_rewards: torch.Tensor,
-    chosen_logps: torch.Tensor,
-    rejected_logps: torch.Tensor,
-) -> dict[str, float]:
-    return {
-        "loss": float(loss),
-        # a tie counts half, as in a win rate: where the policy still equals the reference
-        # (round 1's "before") every reward is 0, which is chance, not a wrong answer
-        "reward_accuracy": float(
-            (
-                (chosen_rewards > rejected_rewards).float()
-                + 0.5 * (chosen_rewards == rejected_rewards).float()
-            ).mean()
-        ),
-        "chosen_reward": float(chosen_rewards.mean()),
-        "rejected_reward": float(rejected_rewards.mean()),
-        "margin": float((chosen_rewards - rejected_rewards).mean()),
-        # the policy's log-prob of chosen completions: falls under likelihood displacement
-        "chosen_logp": float(chosen_logps.float().mean()),
-        "rejected_logp": float(rejected_logps.float().mean()),
-    }
+    return summarise(out.loss, out.chosen_rewards, out.rejected_rewards, pc, pr)
 
 
 def lora_config(config: DPOConfig) -> Any:
@@ -237,7 +205,8 @@ def train_dpo(
     started = time.perf_counter()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    device = _device(config.device)
+    par = setup(_device(config.device))
+    device = par.device(_device(config.device))
     precision = resolve_precision(config.precision, device)
     dtype = weight_dtype(precision)
     start_spec = _spec_str(base_spec_or_dir)
@@ -266,13 +235,19 @@ def train_dpo(
     if separate_reference:
         ref_model, _ = load_model(reference, device=str(device), dtype=dtype)
         cast_parameters(ref_model, dtype)
-        ref_logps = _sequence_logps(ref_model, everything, config, pad_id, device, precision)
+        ref_logps = par.sharded_map(
+            lambda part: _sequence_logps(ref_model, part, config, pad_id, device, precision),
+            everything,
+        )
         del ref_model
     if config.lora:
         model = _add_lora(model, config)
     if not separate_reference:
         with _reference_disabled(model):
-            ref_logps = _sequence_logps(model, everything, config, pad_id, device, precision)
+            ref_logps = par.sharded_map(
+                lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+                everything,
+            )
     for pair, (chosen, rejected) in zip(everything, ref_logps, strict=True):
         pair.ref_chosen_logp, pair.ref_rejected_logp = chosen, rejected
 
@@ -281,13 +256,17 @@ def train_dpo(
         before = (
             ref_logps[len(train_pairs) :]
             if not separate_reference
-            else _sequence_logps(model, held_pairs, config, pad_id, device, precision)
+            else par.sharded_map(
+                lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+                held_pairs,
+            )
         )
         heldout_before = _pair_metrics(before, held_pairs, config)
 
     enable_checkpointing(model, str(config.gradient_checkpointing), config.lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    par.broadcast_parameters(params)
     if precision == "bf16":
         cast_parameters(model, torch.bfloat16)  # LoRA adapters peft created in float32
     # bf16: the optimizer steps on float32 masters of the bfloat16 weights (see `precision`)
@@ -309,44 +288,21 @@ def train_dpo(
     accum: list[dict[str, torch.Tensor]] = []
     loop_start = last_step_end = time.perf_counter()
     micro_batches = list(_batches_forever(train_pairs, config))
+    in_step = 0  # global micro-batches since the last optimizer step
     for index, (epoch, group) in enumerate(micro_batches):
-        share = share_prompt_for(model, group, config.share_prompt)
-        batch = build_batch(group, pad_id, share).to(device)
-        b = batch.num_pairs
-        ref = torch.tensor(
-            [p.ref_chosen_logp for p in group] + [p.ref_rejected_logp for p in group],
-            device=device,
-        )
-        with autocast(precision, device):
-            logps = completion_logps(model, batch, config.chunked_logprobs)  # (2B,)
-        out = preference_loss(
-            logps[:b],
-            logps[b:],
-            ref[:b],
-            ref[b:],
-            loss=config.loss,
-            beta=config.beta,
-            epsilon=config.epsilon,
-            chosen_lengths=batch.lengths[:b].float(),
-            rejected_lengths=batch.lengths[b:].float(),
-            weights=batch.weights,
-            label_smoothing=_label_smoothing(group, device),
-        )
-        (out.loss / config.grad_accum_steps).backward()
-        accum.append(
-            {
-                "loss": out.loss.detach(),
-                "chosen_rewards": out.chosen_rewards,
-                "rejected_rewards": out.rejected_rewards,
-                "chosen_logps": logps[:b].detach(),
-                "rejected_logps": logps[b:].detach(),
-            }
-        )
-        pairs_trained += b
+        # each rank trains its shard of the global batch (all of it when alone)
+        mine = par.shard(group)
+        if mine:
+            accum.append(
+                micro_step(model, mine, len(mine) / len(group), config, pad_id, device, precision)
+            )
+        in_step += 1
+        pairs_trained += len(group)
         tokens_trained += sum(p.pair_tokens for p in group)
         last_micro = index == len(micro_batches) - 1
-        if len(accum) < config.grad_accum_steps and not last_micro:
+        if in_step < config.grad_accum_steps and not last_micro:
             continue
+        par.sum_gradients(params)
         if masters is not None:
             masters.pull_grads()
         grad_norm = torch.nn.utils.clip_grad_norm_(opt_params, config.max_grad_norm)
@@ -356,13 +312,7 @@ def train_dpo(
         if masters is not None:
             masters.push_weights()
         step += 1
-        metrics = _summarise(
-            torch.stack([a["loss"] for a in accum]).mean(),
-            torch.cat([a["chosen_rewards"] for a in accum]),
-            torch.cat([a["rejected_rewards"] for a in accum]),
-            torch.cat([a["chosen_logps"] for a in accum]),
-            torch.cat([a["rejected_logps"] for a in accum]),
-        )
+        metrics = step_metrics(accum, in_step, par)
         now = time.perf_counter()
         metrics.update(
             step=step,
@@ -373,8 +323,9 @@ def train_dpo(
         )
         last_step_end = now
         accum = []
+        in_step = 0
         history.append(metrics)
-        if progress is not None:
+        if progress is not None and par.is_main:
             elapsed = time.perf_counter() - loop_start
             eta = elapsed / step * (total - step) if step else None
             progress(step, total, metrics["loss"], eta)
@@ -386,7 +337,10 @@ def train_dpo(
 
     heldout_after = None
     if held_pairs:
-        after = _sequence_logps(model, held_pairs, config, pad_id, device, precision)
+        after = par.sharded_map(
+            lambda part: _sequence_logps(model, part, config, pad_id, device, precision),
+            held_pairs,
+        )
         heldout_after = _pair_metrics(after, held_pairs, config)
     if masters is not None:
         # the version keeps the float32 masters, not their bfloat16 rounding
@@ -416,15 +370,18 @@ def train_dpo(
         num_heldout_pairs=len(held_pairs),
         reference=reference,
         precision=precision,
+        num_processes=par.world,
     )
     result.total_seconds = time.perf_counter() - started
-    write_version(
-        out_dir,
-        model,
-        tokenizer,
-        config=config,
-        metrics=result.to_dict(),
-        base_model=start_spec,
-    )
+    if par.is_main:  # one version, written by rank 0; the others wait until it is in place
+        write_version(
+            out_dir,
+            model,
+            tokenizer,
+            config=config,
+            metrics=result.to_dict(),
+            base_model=start_spec,
+        )
+    par.barrier()
     result.total_seconds = time.perf_counter() - started
     return result

@@ -24,6 +24,7 @@ from ..loop_settings import LoopSettings
 from ..models import ModelVersion, Round, TrainingRun
 from . import dispatch
 from .gate import evaluate_round, roll_back_if_worse
+from .parallel_training import train_on_processes
 from .progress import throttled
 from .round_stats import judgment_stats
 from .training_data import round_pairs
@@ -213,7 +214,11 @@ def _step_reporter(run_id: int, progress: TrainProgress | None) -> TrainProgress
 def _train(
     run: TrainingRun, ls: LoopSettings, out_dir: Path, on_step: TrainProgress
 ) -> TrainResult:
-    """Train the run's version from the round's pairs into ``out_dir``."""
+    """Train the run's version from the round's pairs into ``out_dir``.
+
+    With ``dpo.num_processes`` above 1 the round trains on that many processes of this worker
+    (see `parallel_training`); otherwise in this process.
+    """
     # imported here to keep torch (loaded by the trainer) out of the web process
     from ..core.trainer import train_dpo
 
@@ -225,6 +230,15 @@ def _train(
     discard_unrecorded(loop_round.project, run.version_number)
     _clear_leftovers(out_dir)
     reference = base_version(loop_round.project).spec if config.reference == "base" else None
+    if config.num_processes > 1:
+        return train_on_processes(
+            [p.to_preference_pair() for p in pairs],
+            loop_round.policy.spec,
+            out_dir,
+            config,
+            on_step=on_step,
+            reference_spec=reference,
+        )
     return train_dpo(
         [p.to_preference_pair() for p in pairs],
         loop_round.policy.spec,
