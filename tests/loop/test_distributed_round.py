@@ -51,6 +51,26 @@ def test_a_round_trains_on_two_processes(
     # rank 0 wrote the one version; nothing half-written is left beside it
     assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".")] == []
 
+    # round 2 is sampled and trained from v1, a version in the model store (`store:` spec):
+    # the ranks find it through the worker's store and cache
+    assert version.spec.startswith("store:")
+    if services.serving_version(project) != version:
+        services.promote(version)
+    with services.in_process():
+        second = Round.objects.filter(project=project, number=2).first()
+        if second is None:
+            second = services.start_round(project)
+        if second.state == Round.State.GENERATING:
+            services.generate_round(second.pk)
+        services.simulate_annotators(
+            project, "shorter", annotators=1, noise=0.0, round_number=second.number
+        )
+        run2 = services.begin_training(Round.objects.get(pk=second.pk))
+        services.train_round(run2.pk)
+    assert commands[-1][commands[-1].index("--model") + 1] == version.spec
+    run2 = TrainingRun.objects.get(pk=run2.pk)
+    assert run2.state == TrainingRun.State.SUCCEEDED, run2.error
+
 
 @pytest.mark.slow
 def test_a_failed_parallel_run_fails_the_attempt_with_the_processes_error(

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 from ..core.config import DPOConfig
 from ..core.data import PreferencePair
 
@@ -113,7 +115,13 @@ def train_on_processes(
                 stderr=stderr,
                 text=True,
                 start_new_session=True,
-                env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"},
+                env={
+                    **os.environ,
+                    "TRANSFORMERS_VERBOSITY": "error",
+                    # the ranks read `store:` specs (versions) from the worker's store and cache
+                    "PREFLOOP_VAR_DIR": str(settings.VAR_DIR),
+                    "PREFLOOP_MODEL_STORE": settings.PREFLOOP_MODEL_STORE,
+                },
             )
             try:
                 assert proc.stdout is not None
