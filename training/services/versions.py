@@ -14,6 +14,7 @@ from annotate.models import Project
 
 from ..loop_settings import base_model_of
 from ..models import ModelVersion, TrainingRun
+from .active import queue_scoring
 
 
 def models_dir(project: Project) -> Path:
@@ -74,6 +75,7 @@ def promote(version: ModelVersion) -> bool:
     version.state = ModelVersion.State.SERVING
     version.promoted_at = timezone.now()
     version.save(update_fields=["state", "promoted_at"])
+    queue_scoring(version.project)
     return True
 
 
