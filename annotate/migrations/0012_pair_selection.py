@@ -36,53 +36,70 @@ def fill_existing(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotate', '0011_repeats'),
+        ("annotate", "0011_repeats"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='comparison',
-            name='policy_margin',
+            model_name="comparison",
+            name="policy_margin",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='prompt_disagreement',
+            model_name="comparison",
+            name="prompt_disagreement",
             field=models.FloatField(default=0.0),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='prompt_judged_pairs',
+            model_name="comparison",
+            name="prompt_judged_pairs",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='random_key',
+            model_name="comparison",
+            name="random_key",
             field=models.FloatField(default=annotate.models.draw_random_key),
         ),
         migrations.AddField(
-            model_name='project',
-            name='pair_selection',
-            field=models.CharField(choices=[('random', 'Random'), ('uncertainty', 'Uncertainty (policy margin nearest zero)'), ('disagreement', 'Disagreement (prompts annotators disagree on)'), ('coverage', 'Coverage (prompts with the fewest judged pairs)')], default='random', help_text="Which open pairs come first: random, the policy's margin nearest zero, prompts with the most disagreement, or prompts with the fewest judged pairs.", max_length=12),
+            model_name="project",
+            name="pair_selection",
+            field=models.CharField(
+                choices=[
+                    ("random", "Random"),
+                    ("uncertainty", "Uncertainty (policy margin nearest zero)"),
+                    ("disagreement", "Disagreement (prompts annotators disagree on)"),
+                    ("coverage", "Coverage (prompts with the fewest judged pairs)"),
+                ],
+                default="random",
+                help_text="Which open pairs come first: random, the policy's margin nearest zero, prompts with the most disagreement, or prompts with the fewest judged pairs.",
+                max_length=12,
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(fields=['project', 'random_key'], name='queue_random'),
+            model_name="comparison",
+            index=models.Index(fields=["project", "random_key"], name="queue_random"),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(models.F('project'), django.db.models.functions.math.Abs('policy_margin'), name='queue_uncertainty'),
+            model_name="comparison",
+            index=models.Index(
+                models.F("project"),
+                django.db.models.functions.math.Abs("policy_margin"),
+                name="queue_uncertainty",
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(fields=['project', '-prompt_disagreement', 'random_key'], name='queue_disagreement'),
+            model_name="comparison",
+            index=models.Index(
+                fields=["project", "-prompt_disagreement", "random_key"], name="queue_disagreement"
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(fields=['project', 'prompt_judged_pairs', 'random_key'], name='queue_coverage'),
+            model_name="comparison",
+            index=models.Index(
+                fields=["project", "prompt_judged_pairs", "random_key"], name="queue_coverage"
+            ),
         ),
         migrations.RunPython(fill_existing, migrations.RunPython.noop),
     ]

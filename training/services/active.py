@@ -7,7 +7,7 @@ project's open comparisons under the serving policy and writes ``Comparison.poli
 
 the difference of the DPO implicit rewards of completion A and completion B, without the factor
 beta (a positive constant that scales every margin alike and so does not change which pairs are
-nearest zero). ``pi`` is the serving version, ``ref`` the base of its chain (the DPO reference);
+nearest zero). ``pi`` is the serving version, ``ref`` the root of its chain of versions (the DPO reference);
 log-probabilities are summed over each completion's tokens (`training.core.scoring`). A margin
 near zero is a pair the policy cannot tell apart: a judgment there teaches it the most. While the
 base itself serves, every margin would be zero, so the margins are cleared instead.
@@ -27,6 +27,7 @@ from annotate.models import Comparison, Project
 
 from ..core.data import with_system_prompt
 from ..loop_settings import loop_settings
+from ..models import ModelVersion
 from . import dispatch
 
 SCORE_PAIR_MARGINS = "training.tasks.generate_pair_margins"
@@ -59,16 +60,24 @@ def score_pair_margins(project_id: int, *, batch: int = BATCH, models: Any = Non
         models: ``(policy, reference)``, each a ``(model, tokenizer)``, already loaded; by
             default both are loaded from the versions' specs.
     """
-    from .versions import base_version, serving_version  # versions queues this module's task
-
     project = Project.objects.get(pk=project_id)
-    policy_version, reference_version = serving_version(project), base_version(project)
-    if models is None and policy_version.spec == reference_version.spec:
+    policy_version = ModelVersion.objects.filter(
+        project=project, state=ModelVersion.State.SERVING
+    ).first()
+    reference_version = policy_version
+    while reference_version is not None and reference_version.parent_id is not None:
+        reference_version = reference_version.parent
+    if models is None and (
+        policy_version is None
+        or reference_version is None
+        or policy_version.spec == reference_version.spec
+    ):
         open_pairs(project).exclude(policy_margin=None).update(policy_margin=None)
         return 0
     if models is None:
         from ..core.loading import load_model  # torch stays out of the web process
 
+        assert policy_version is not None and reference_version is not None
         models = (load_model(policy_version.spec), load_model(reference_version.spec))
     policy, reference = models
     system_prompt = loop_settings(project).system_prompt
@@ -100,7 +109,10 @@ def pair_margins(
     completions = [
         ids
         for row in rows
-        for ids in (_token_ids(tokenizer, row.completion_a), _token_ids(tokenizer, row.completion_b))
+        for ids in (
+            _token_ids(tokenizer, row.completion_a),
+            _token_ids(tokenizer, row.completion_b),
+        )
     ]
     doubled = [p for p in prompts for _ in range(2)]
     log_pi = sequence_logprobs(policy[0], tokenizer, doubled, completions)
