@@ -7,10 +7,11 @@ project's open comparisons under the serving policy and writes ``Comparison.poli
 
 the difference of the DPO implicit rewards of completion A and completion B, without the factor
 beta (a positive constant that scales every margin alike and so does not change which pairs are
-nearest zero). ``pi`` is the serving version, ``ref`` the root of its chain of versions (the DPO reference);
-log-probabilities are summed over each completion's tokens (`training.core.scoring`). A margin
-near zero is a pair the policy cannot tell apart: a judgment there teaches it the most. While the
-base itself serves, every margin would be zero, so the margins are cleared instead.
+nearest zero). ``pi`` is the serving version, ``ref`` the root of its chain of versions (the
+DPO reference); log-probabilities are summed over each completion's tokens
+(`training.core.scoring`). A margin near zero is a pair the policy cannot tell apart: a judgment
+there teaches it the most. While the root itself serves, every margin would be zero, so the
+margins are cleared instead.
 
 Scoring runs on the worker (``generate`` queue, where the models live); the web process only
 reads the column.
