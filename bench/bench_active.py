@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 STRATEGIES = ("random", "uncertainty", "disagreement", "coverage")
 GOOD = ("good", "great", "yes", "sun", "star")
-NEUTRAL = (
+NEUTRAL = (  # noqa: SIM905
     "the a is of and to in it that this be list tuple write function hello world one two "
     "three four five red green blue cat dog tree moon sky sea"
 ).split()
@@ -336,12 +336,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--pool-prompts", type=int, default=40)
+    parser.add_argument("--pool-prompts", type=int, default=20)
     parser.add_argument("--pairs-per-prompt", type=int, default=3)
-    parser.add_argument("--heldout-prompts", type=int, default=20)
-    parser.add_argument("--budget", type=int, default=120, help="judgments per run")
-    parser.add_argument("--step", type=int, default=20, help="judgments between trainings")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--heldout-prompts", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=60, help="judgments per run")
+    parser.add_argument("--step", type=int, default=12, help="judgments between trainings")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--beta", type=float, default=0.1)
@@ -365,9 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool = make_pool(args.pool_prompts, args.pairs_per_prompt, seed, "pool")
         heldout = make_pool(args.heldout_prompts, args.pairs_per_prompt, seed, "heldout")
         for strategy in args.strategies:
+            began = time.perf_counter()
             results[strategy][seed] = run_one(strategy, seed, pool, heldout, args)
             final = results[strategy][seed][-1][1]
-            print(f"seed {seed} {strategy:>12}: final accuracy {final:.3f}", flush=True)
+            took = time.perf_counter() - began
+            print(
+                f"seed {seed} {strategy:>12}: final accuracy {final:.3f} ({took:.0f} s)", flush=True
+            )
+            (out / "runs.json").write_text(json.dumps(results, indent=1))
     summary = summarise(results)
     summary["settings"] = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
