@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate bench-loop clean
+.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate bench-loop bench-active clean
 
 run:            ## install, migrate, seed the demo and start web + worker + beat
 	PYTHON=$(PYTHON) bash scripts/run.sh
@@ -39,6 +39,9 @@ bench-export: setup-test
 
 bench-loop: setup-test  ## online vs offline DPO on the demo model, 3 seeds (hours on a CPU; resumes)
 	$(PY) bench/bench_loop.py $(ARGS)
+
+bench-active: setup-test  ## active pair selection vs random on a tiny model, 3 seeds (minutes)
+	$(PY) bench/bench_active.py $(ARGS)
 
 clean:
 	rm -rf var/broker var/static

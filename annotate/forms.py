@@ -24,6 +24,7 @@ class ProjectForm(forms.ModelForm):
         "fast_judgment_seconds",
         "count_min_gold_accuracy",
         "count_weight",
+        "pair_selection",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

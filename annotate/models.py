@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import secrets
 import uuid
 from datetime import timedelta
@@ -12,7 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Abs
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -35,6 +37,11 @@ MAX_UNDO_SECONDS = 7 * 24 * 3600
 MAX_INSTRUCTIONS = 100_000
 
 
+def draw_random_key() -> float:
+    """A comparison's place in the random queue order, drawn once when it is created."""
+    return random.random()
+
+
 def _new_salt() -> str:
     return secrets.token_hex(16)
 
@@ -49,6 +56,12 @@ class Project(models.Model):
         UNIFORM = "uniform", "Uniform"
         AGREEMENT = "agreement", "Agreement"
         GOLD_ACCURACY = "gold_accuracy", "Gold accuracy"
+
+    class PairSelection(models.TextChoices):
+        RANDOM = "random", "Random"
+        UNCERTAINTY = "uncertainty", "Uncertainty (policy margin nearest zero)"
+        DISAGREEMENT = "disagreement", "Disagreement (prompts annotators disagree on)"
+        COVERAGE = "coverage", "Coverage (prompts with the fewest judged pairs)"
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200, unique=True)
@@ -125,6 +138,14 @@ class Project(models.Model):
         default=PairWeight.UNIFORM,
         help_text="Weight of each pair: 1, its agreement, or its voters' gold accuracy.",
     )
+    # The order of the open pairs within a round (annotate.selection).
+    pair_selection = models.CharField(
+        max_length=12,
+        choices=PairSelection.choices,
+        default=PairSelection.RANDOM,
+        help_text="Which open pairs come first: random, the policy's margin nearest zero, "
+        "prompts with the most disagreement, or prompts with the fewest judged pairs.",
+    )
     # Salt for the pseudonymous annotator ids written into exports.
     export_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_by = models.ForeignKey(
@@ -155,6 +176,7 @@ class Project(models.Model):
         "count_min_gold_accuracy",
         "count_skip_fast",
         "count_weight",
+        "pair_selection",
     )
 
     class Meta:
@@ -331,12 +353,28 @@ class Comparison(models.Model):
         related_name="+",
     )
     repeat_due = models.PositiveIntegerField(null=True, blank=True)
+    # Queue order keys (annotate.selection): a random key drawn at creation; the serving
+    # policy's implicit-reward margin of A over B, written by the worker after each promotion
+    # (training.services.active), null until scored; and, copied onto every pair of the prompt,
+    # the prompt's annotator disagreement and its number of judged pairs.
+    random_key = models.FloatField(default=draw_random_key)
+    policy_margin = models.FloatField(null=True, blank=True)
+    prompt_disagreement = models.FloatField(default=0.0)
+    prompt_judged_pairs = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "judgment_count"]),
+            models.Index(fields=["project", "random_key"], name="queue_random"),
+            models.Index(F("project"), Abs("policy_margin"), name="queue_uncertainty"),
+            models.Index(
+                fields=["project", "-prompt_disagreement", "random_key"], name="queue_disagreement"
+            ),
+            models.Index(
+                fields=["project", "prompt_judged_pairs", "random_key"], name="queue_coverage"
+            ),
             # The queue's look-up of a user's repeats still to judge; judged ones leave it.
             models.Index(
                 fields=["repeat_for", "project", "repeat_due"],

@@ -26,6 +26,7 @@ from django.utils import timezone
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
+from .selection import queue_order, refresh_prompts
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -255,7 +256,8 @@ def next_assignment(
 def _candidates(
     project: Project, pairs: QuerySet[Comparison], now: datetime, round_number: int | None
 ) -> list[int]:
-    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them.
+    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them: the
+    newest round first, then the project's pair selection strategy (``annotate.selection``).
 
     Gold pairs with an answer are not among them: they go to everyone, beyond the overlap
     (`_gold_candidate`). A gold pair without an answer yet is served like any other. Hidden
@@ -271,7 +273,7 @@ def _candidates(
     return list(
         pairs.annotate(held=Coalesce(_held_slots(now), Value(0)))
         .filter(held__lt=project.overlap)
-        .order_by(F("round").desc(nulls_last=True), "-held", "pk")
+        .order_by(*queue_order(project.pair_selection))
         .values_list("pk", flat=True)[:_CANDIDATES_PER_REQUEST]
     )
 
@@ -601,6 +603,7 @@ def undo_judgment(
             project=project, annotator=user, status=Assignment.Status.ACTIVE
         ).exclude(comparison_id=last.comparison_id).update(status=Assignment.Status.EXPIRED)
         last.delete()
+        refresh_prompts([last.comparison.prompt_id])
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
     ).get(comparison_id=last.comparison_id, annotator=user)

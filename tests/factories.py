@@ -79,3 +79,5 @@ class ComparisonFactory(factory.django.DjangoModelFactory):
     prompt = factory.SubFactory(PromptFactory, project=factory.SelfAttribute("..project"))
     completion_a = factory.SubFactory(CompletionFactory, prompt=factory.SelfAttribute("..prompt"))
     completion_b = factory.SubFactory(CompletionFactory, prompt=factory.SelfAttribute("..prompt"))
+    # The random queue key in creation order, so that tests see a predictable queue.
+    random_key = factory.Sequence(float)

@@ -12,6 +12,8 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from . import services
+from .models import Round
+from .services import active
 
 
 def _limits(kind: str) -> dict[str, int]:
@@ -25,7 +27,18 @@ def generate_round(self: Task, round_id: int) -> str:
         if self.request.id:
             self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
-    return services.generate_round(round_id, progress=progress)
+    result = services.generate_round(round_id, progress=progress)
+    # the round's new pairs get their margins when the project orders pairs by uncertainty
+    project = Round.objects.select_related("project").get(pk=round_id).project
+    active.queue_scoring(project)
+    return result
+
+
+@shared_task(**_limits("GENERATE"))
+def generate_pair_margins(project_id: int) -> int:
+    """Score the open pairs' policy margins (``training.services.active``); on the generate
+    queue, where the models are."""
+    return active.score_pair_margins(project_id)
 
 
 @shared_task(bind=True, **_limits("TRAIN"))

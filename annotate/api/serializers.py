@@ -58,6 +58,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "count_min_gold_accuracy",
             "count_skip_fast",
             "count_weight",
+            "pair_selection",
             "created_at",
             "role",
         ]

@@ -20,6 +20,7 @@ from django.db import transaction
 
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Completion, Judgment, Project, Prompt, messages_hash
+from annotate.selection import refresh_prompts
 
 from .errors import RowError, TooLarge
 from .formats import IMPORT_FORMATS, ImportOptions, Item
@@ -165,6 +166,8 @@ class _BatchWriter:
         ]
         Judgment.objects.bulk_create(judgments)
         self.report.judgments_added += len(judgments)
+        if judgments:
+            refresh_prompts(prompt_id for prompt_id, item in paired if item.votes)
 
 
 def import_rows(

@@ -16,6 +16,7 @@ from ..core.store import spec_of
 from ..loop_settings import base_model_of
 from ..models import ModelVersion, TrainingRun
 from ..store import model_store
+from .active import queue_scoring
 
 
 def models_dir(project: Project) -> Path:
@@ -97,6 +98,7 @@ def promote(version: ModelVersion) -> bool:
     version.state = ModelVersion.State.SERVING
     version.promoted_at = timezone.now()
     version.save(update_fields=["state", "promoted_at"])
+    queue_scoring(version.project)
     return True
 
 

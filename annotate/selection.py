@@ -1,0 +1,95 @@
+"""Active pair selection: the order in which the queue offers a round's open pairs.
+
+A lead picks one strategy per project (``Project.pair_selection``):
+
+- ``random`` (default): a random key drawn once per comparison when it is created
+  (``Comparison.random_key``), so the order is random without sorting the table per request.
+- ``uncertainty``: the pairs whose implicit-reward margin under the serving policy is nearest
+  zero first. The worker writes ``Comparison.policy_margin`` after each promotion
+  (``training.services.active``); pairs not scored yet come last.
+- ``disagreement``: pairs of the prompts whose judged pairs annotators disagree on most.
+- ``coverage``: pairs of the prompts with the fewest judged pairs.
+
+Every strategy keeps the newest round first; within a strategy's key, pairs closer to
+completion come first, then the random key. The per-prompt figures are copied onto each
+comparison of the prompt (``prompt_disagreement``, ``prompt_judged_pairs``) whenever one of its
+judgments is recorded or undone, so that each order is read off an index.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import F, OrderBy
+from django.db.models.functions import Abs
+
+from .models import Comparison, Judgment, Project
+
+Strategy = Project.PairSelection
+
+
+def queue_order(strategy: str) -> list[Any]:
+    """The ``order_by`` terms of the open pairs under ``strategy``, the round first."""
+    first: list[Any] = [F("round").desc(nulls_last=True)]
+    rest: list[Any] = [F("held").desc(), "random_key", "pk"]
+    if strategy == Strategy.UNCERTAINTY:
+        first.append(OrderBy(Abs("policy_margin"), nulls_last=True))
+    elif strategy == Strategy.DISAGREEMENT:
+        first.append(F("prompt_disagreement").desc())
+    elif strategy == Strategy.COVERAGE:
+        first.append(F("prompt_judged_pairs").asc())
+    return first + rest
+
+
+def disagreement(choices: Iterable[str]) -> float | None:
+    """One pair's disagreement: the share of its judgments that differ from its most common
+    choice (A, B, tie and both-bad are categories); None below two judgments."""
+    counts = Counter(choices)
+    n = sum(counts.values())
+    if n < 2:
+        return None
+    return 1.0 - max(counts.values()) / n
+
+
+def prompt_figures(choices_by_pair: dict[int, list[str]]) -> tuple[float, int]:
+    """(disagreement, judged pairs) of one prompt from the choices on each of its pairs.
+
+    The prompt's disagreement is the mean disagreement of its pairs with two or more
+    judgments, 0 when it has none; its judged pairs are those with at least one judgment.
+    """
+    judged = sum(1 for choices in choices_by_pair.values() if choices)
+    values = [d for d in map(disagreement, choices_by_pair.values()) if d is not None]
+    return (sum(values) / len(values) if values else 0.0), judged
+
+
+def refresh_prompts(prompt_ids: Iterable[int]) -> None:
+    """Recompute the selection figures of these prompts and copy them onto their pairs.
+
+    Hidden repeats are left out of the figures: they are not pairs of their own.
+    """
+    for prompt_id in set(prompt_ids):
+        choices: dict[int, list[str]] = defaultdict(list)
+        rows = (
+            Judgment.objects.filter(comparison__prompt_id=prompt_id)
+            .exclude(comparison__kind=Comparison.Kind.REPEAT)
+            .values_list("comparison_id", "choice")
+        )
+        for comparison_id, choice in rows:
+            choices[comparison_id].append(choice)
+        score, judged = prompt_figures(choices)
+        Comparison.objects.filter(prompt_id=prompt_id).update(
+            prompt_disagreement=score, prompt_judged_pairs=judged
+        )
+
+
+def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
+    """``judgment_recorded`` receiver: refresh the figures of the judged pair's prompt."""
+    prompt_id = (
+        Comparison.objects.filter(pk=judgment.comparison_id)
+        .values_list("prompt_id", flat=True)
+        .first()
+    )
+    if prompt_id is not None:
+        refresh_prompts([prompt_id])

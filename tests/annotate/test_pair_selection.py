@@ -1,0 +1,160 @@
+"""Active pair selection: each strategy's queue order through ``next_assignment``, the figures
+kept on the comparisons, and the setting through the API and the settings form."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.test import Client
+
+from annotate import services
+from annotate.models import Comparison, Project
+from annotate.selection import disagreement, prompt_figures
+from tests.conftest import api_for
+from tests.factories import ComparisonFactory, MembershipFactory, PromptFactory, UserFactory
+
+
+def _served_in_order(project: Project, n: int) -> list[int]:
+    """The pairs handed to ``n`` fresh annotators one after the other (overlap 1)."""
+    out = []
+    for i in range(n):
+        user = UserFactory(username=f"annotator-{i}")
+        MembershipFactory(project=project, user=user)
+        out.append(services.next_assignment(project, user).comparison_id)
+    return out
+
+
+def _pairs(team, n):
+    return [ComparisonFactory(project=team.project) for _ in range(n)]
+
+
+def test_random_follows_the_key_drawn_at_creation_not_the_id(team):
+    pairs = _pairs(team, 4)
+    for pair, key in zip(pairs, (0.7, 0.1, 0.9, 0.4), strict=True):
+        Comparison.objects.filter(pk=pair.pk).update(random_key=key)
+    assert team.project.pair_selection == "random"
+    assert _served_in_order(team.project, 4) == [pairs[i].pk for i in (1, 3, 0, 2)]
+
+
+def test_new_comparisons_draw_distinct_random_keys(team):
+    project = team.project
+    prompt = PromptFactory(project=project)
+    made = [
+        Comparison.objects.create(
+            project=project,
+            prompt=prompt,
+            completion_a=ComparisonFactory(project=project).completion_a,
+            completion_b=ComparisonFactory(project=project).completion_b,
+        )
+        for _ in range(5)
+    ]
+    keys = {c.random_key for c in made}
+    assert len(keys) == 5 and all(0.0 <= k < 1.0 for k in keys)
+
+
+def test_uncertainty_serves_the_margin_nearest_zero_first_and_unscored_last(team):
+    team.project.pair_selection = "uncertainty"
+    team.project.save()
+    pairs = _pairs(team, 5)
+    for pair, margin in zip(pairs, (2.5, -0.2, None, 0.05, -1.0), strict=True):
+        Comparison.objects.filter(pk=pair.pk).update(policy_margin=margin)
+    assert _served_in_order(team.project, 5) == [pairs[i].pk for i in (3, 1, 4, 0, 2)]
+
+
+def test_disagreement_serves_the_most_disputed_prompts_first(team):
+    team.project.pair_selection = "disagreement"
+    team.project.save()
+    pairs = _pairs(team, 3)
+    for pair, score in zip(pairs, (0.1, 0.5, 0.0), strict=True):
+        Comparison.objects.filter(pk=pair.pk).update(prompt_disagreement=score)
+    assert _served_in_order(team.project, 3) == [pairs[i].pk for i in (1, 0, 2)]
+
+
+def test_coverage_serves_the_prompts_with_fewest_judged_pairs_first(team):
+    team.project.pair_selection = "coverage"
+    team.project.save()
+    pairs = _pairs(team, 3)
+    for pair, judged in zip(pairs, (2, 0, 1), strict=True):
+        Comparison.objects.filter(pk=pair.pk).update(prompt_judged_pairs=judged)
+    assert _served_in_order(team.project, 3) == [pairs[i].pk for i in (1, 2, 0)]
+
+
+def test_the_newest_round_still_comes_first_under_every_strategy(team):
+    for strategy in ("uncertainty", "disagreement", "coverage", "random"):
+        Comparison.objects.filter(project=team.project).delete()
+        team.project.pair_selection = strategy
+        team.project.save()
+        old, new = _pairs(team, 2)
+        Comparison.objects.filter(pk=old.pk).update(
+            round=1, policy_margin=0.0, prompt_disagreement=1.0, random_key=0.0
+        )
+        Comparison.objects.filter(pk=new.pk).update(
+            round=2, policy_margin=9.0, prompt_judged_pairs=5, random_key=0.9
+        )
+        user = UserFactory(username=f"first-{strategy}")
+        MembershipFactory(project=team.project, user=user)
+        assert services.next_assignment(team.project, user).comparison_id == new.pk, strategy
+
+
+def test_judgments_and_undo_keep_the_prompt_figures_on_every_pair_of_the_prompt(team):
+    team.project.overlap = 2
+    team.project.save()
+    prompt = PromptFactory(project=team.project)
+    first = ComparisonFactory(project=team.project, prompt=prompt)
+    second = ComparisonFactory(project=team.project, prompt=prompt)
+    data = services.JudgmentInput
+
+    for user, choice in ((team.alice, "left"), (team.bob, "right")):
+        lease = services.next_assignment(team.project, user)
+        assert lease.comparison_id == first.pk
+        left_is_a = lease.left_is_a
+        want = choice if left_is_a else ("right" if choice == "left" else "left")
+        services.submit_judgment(user, first.pk, data(choice=want, client_id=uuid.uuid4()))
+    for row in (first, second):
+        row.refresh_from_db()
+        assert (row.prompt_disagreement, row.prompt_judged_pairs) == (0.5, 1)
+
+    services.undo_judgment(team.bob, project=team.project)
+    for row in (first, second):
+        row.refresh_from_db()
+        assert (row.prompt_disagreement, row.prompt_judged_pairs) == (0.0, 1)
+
+
+def test_the_figures_on_small_cases():
+    assert disagreement(["a"]) is None
+    assert disagreement(["a", "a", "b", "tie"]) == 0.5
+    assert prompt_figures({1: ["a", "b"], 2: ["a", "a", "a"], 3: []}) == (0.25, 2)
+    assert prompt_figures({}) == (0.0, 0)
+
+
+def test_the_strategy_is_patched_and_a_bad_one_answers_400_naming_the_field(team):
+    lead = api_for(team.lead)
+    url = f"/api/projects/{team.project.pk}/"
+    r = lead.patch(url, {"pair_selection": "coverage"}, format="json")
+    assert r.status_code == 200 and r.json()["pair_selection"] == "coverage"
+    r = lead.patch(url, {"pair_selection": "smartest"}, format="json")
+    assert r.status_code == 400 and "pair_selection" in r.json(), r.json()
+    team.project.refresh_from_db()
+    assert team.project.pair_selection == "coverage"
+    assert lead.get(url).json()["pair_selection"] == "coverage"
+    r = api_for(team.alice).patch(url, {"pair_selection": "random"}, format="json")
+    assert r.status_code == 403
+
+
+def test_the_settings_form_saves_the_strategy_and_keeps_it_when_left_out(team):
+    client = Client()
+    client.force_login(team.lead)
+    url = f"/projects/{team.project.pk}/settings/"
+    assert 'name="pair_selection"' in client.get(url).content.decode()
+    base = {"name": "Team project", "overlap": 1, "rationale": "off", "lease_seconds": 600}
+    base["undo_seconds"] = 60
+    assert client.post(url, {**base, "pair_selection": "disagreement"}).status_code == 302
+    team.project.refresh_from_db()
+    assert team.project.pair_selection == "disagreement"
+    assert client.post(url, base).status_code == 302
+    team.project.refresh_from_db()
+    assert team.project.pair_selection == "disagreement"
+    r = client.post(url, {**base, "pair_selection": "smartest"})
+    assert r.status_code == 200 and "pair_selection" in r.content.decode()
+    team.project.refresh_from_db()
+    assert team.project.pair_selection == "disagreement"
