@@ -321,8 +321,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         mean = [r["mean"] for r in rows]
         sd = [r["sd"] for r in rows]
         ax.plot(x, mean, marker="o", label=strategy)
-        ax.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                        alpha=0.15)  # fmt: skip
+        low = [m - s for m, s in zip(mean, sd, strict=True)]
+        high = [m + s for m, s in zip(mean, sd, strict=True)]
+        ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xlabel("judgments")
     ax.set_ylabel("held-out reward accuracy")
     ax.set_title("Pair selection: mean ± sd over seeds")
