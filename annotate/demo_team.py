@@ -135,6 +135,8 @@ def seed_team(project: Project) -> int:
     ):
         Comparison.objects.filter(pk=row["comparison"]).update(judgment_count=row["n"])
     written += _seed_repeats(project, team, comparisons, start)
+    # the per-prompt figures the disagreement and coverage pair orders read
+    refresh_prompts({c.prompt_id for c in comparisons})
     for user in team.values():
         gold.apply_rule(project, user.pk)
     return written
