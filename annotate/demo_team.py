@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from .models import Assignment, Comparison, Judgment, Membership, Project
 from .quality import gold, repeats
+from .selection import refresh_prompts
 
 # The better reply of the demo's first ready-made pairs, in file order ("tie": equally good).
 PAIR_ANSWERS = (
