@@ -66,4 +66,7 @@ def test_it_makes_the_demo_model_prefer_shorter_answers(db: Any, var_dir: Path) 
     print(table)
     last = table.strip().splitlines()[-1].split()
     assert last[0] == "2" and last[2] == "promoted", table
-    assert float(last[-1]) > 0.5, table
+    # the last columns: the rule's win rate over the base, its 95% interval and the prompts
+    win, low, high, n = last[-4:]
+    assert float(low.strip("[,")) <= float(win) <= float(high.strip("],")) and n == "n=10", table
+    assert float(win) > 0.5, table
