@@ -20,7 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotate.errors import Conflict, InvalidInput, NotFound
-from annotate.models import Comparison, Completion, Project, Prompt
+from annotate.models import Comparison, Completion, Project, Prompt, content_random_key
 
 from ..core.data import with_system_prompt
 from ..core.loading import load_model
@@ -353,6 +353,7 @@ def _comparison(
         completion_b=b,
         round=loop_round.number,
         kind=kind,
+        random_key=content_random_key(prompt.content_hash, a.text, b.text, loop_round.number),
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
-from annotate.models import Comparison, Completion, Judgment, Prompt
+from annotate.models import Comparison, Completion, Judgment, Prompt, content_random_key
 
 from ..core.stats import bootstrap_win_rate, outcome
 from ..loop_settings import LoopSettings
@@ -112,6 +112,9 @@ def open_human_gate(
                 completion_b=b,
                 round=locked.number,
                 kind=Comparison.Kind.EVAL,
+                random_key=content_random_key(
+                    prompts[i].content_hash, a.text, b.text, locked.number
+                ),
             )
         version.gate = {
             **gate,
