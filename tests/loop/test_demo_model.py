@@ -38,6 +38,9 @@ DEMO_LOOP = {
 
 @pytest.mark.slow
 @pytest.mark.demo_model
+# Two whole rounds of the 135M model on two cores, with the simulated gate sampling the dev
+# prompts each round: 15-20 minutes on a busy machine, past the suite's default limit.
+@pytest.mark.timeout(2700)
 def test_it_makes_the_demo_model_prefer_shorter_answers(db: Any, var_dir: Path) -> None:
     from training.core import resolve_demo_model
 
