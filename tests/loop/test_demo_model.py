@@ -67,9 +67,19 @@ def test_it_makes_the_demo_model_prefer_shorter_answers(db: Any, var_dir: Path) 
     )
     table = out.getvalue()
     print(table)
-    last = table.strip().splitlines()[-1].split()
-    assert last[0] == "2" and last[2] == "promoted", table
+    rows = [
+        line.split()
+        for line in table.strip().splitlines()[1:]
+        if line.split()[:1] in (["1"], ["2"])
+    ]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[0][2] == "promoted", table
+    # Round 2 is promoted, or rejected only by the held-out check that the chosen answers'
+    # log-prob did not collapse (a round that learns the rule fast can trip it).
+    assert rows[1][2] == "promoted" or "held-out chosen log-prob collapsed" in table, table
     # the last columns: the rule's win rate over the base, its 95% interval and the prompts
-    win, low, high, n = last[-4:]
-    assert float(low.strip("[,")) <= float(win) <= float(high.strip("],")) and n == "n=10", table
-    assert float(win) > 0.5, table
+    for row in rows:
+        win, low, high, n = row[-4:]
+        assert float(low.strip("[,")) <= float(win) <= float(high.strip("],")), table
+        assert n == "n=10", table
+    # the final version prefers shorter answers: its interval lies above even
+    assert float(rows[1][-3].strip("[,")) > 0.5, table
