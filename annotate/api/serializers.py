@@ -38,30 +38,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "instructions",
-            "overlap",
-            "show_strength",
-            "rationale",
-            "lease_seconds",
-            "undo_seconds",
-            "license",
-            "gold_min_items",
-            "gold_min_accuracy",
-            "gold_rate",
-            "repeat_rate",
-            "fast_judgment_seconds",
-            "count_skip_paused",
-            "count_min_gold_accuracy",
-            "count_skip_fast",
-            "count_weight",
-            "pair_selection",
-            "created_at",
-            "role",
-        ]
+        # what a lead may edit is the model's one list; the rest is read-only
+        fields = ["id", "slug", *Project.EDITABLE_FIELDS, "created_at", "role"]
         read_only_fields = ["id", "slug", "created_at", "role"]
 
     def get_fields(self) -> dict[str, serializers.Field]:
