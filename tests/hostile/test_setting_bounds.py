@@ -28,6 +28,9 @@ REFUSED = [
     ({"dpo": {"learning_rate": 1e9}}, "dpo.learning_rate: must be at most"),
     ({"dpo": {"lora_target_modules": ["q"] * 100}}, "dpo.lora_target_modules: must list"),
     ({"dpo": {"lora_target_modules": [1]}}, "dpo.lora_target_modules: expected list"),
+    ({"dpo": {"compile": "everything"}}, "compile must be one of none, layers, model"),
+    ({"dpo": {"compile_backend": "tvm"}}, "compile_backend must be one of"),
+    ({"dpo": {"precision": "fp8"}}, "precision must be one of"),
 ]
 
 
@@ -86,6 +89,8 @@ def test_the_schema_documents_the_bounds():
     assert dpo["additionalProperties"] is False
     assert dpo["properties"]["epochs"]["maximum"] == 1000
     assert dpo["properties"]["seed"]["type"] == "integer"
+    assert dpo["properties"]["compile"]["enum"] == ["none", "layers", "model"]
+    assert dpo["properties"]["precision"]["enum"] == ["auto", "fp32", "bf16-autocast", "bf16"]
     assert dpo["properties"]["max_steps"]["nullable"] is True
     assert "cuda" in dpo["properties"]["device"]["pattern"]
 

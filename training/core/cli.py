@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import CHECKPOINTING, LOSSES, OPTIMIZER_IMPLS, PRECISIONS, DPOConfig
+from .config import (
+    CHECKPOINTING,
+    COMPILE_BACKENDS,
+    COMPILE_MODES,
+    LOSSES,
+    OPTIMIZER_IMPLS,
+    PRECISIONS,
+    DPOConfig,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -57,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--precision", choices=PRECISIONS, default=None)
     train.add_argument("--optimizer-impl", choices=OPTIMIZER_IMPLS, default=None)
+    train.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default=None,
+        help="torch.compile each decoder layer (layers) or the whole backbone (model)",
+    )
+    train.add_argument("--compile-backend", choices=COMPILE_BACKENDS, default=None)
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--device", default=None)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -117,6 +132,8 @@ def _config(args: argparse.Namespace) -> DPOConfig:
         "gradient_checkpointing": args.gradient_checkpointing,
         "precision": args.precision,
         "optimizer_impl": args.optimizer_impl,
+        "compile": args.compile,
+        "compile_backend": args.compile_backend,
         "seed": args.seed,
         "device": args.device,
     }

@@ -13,6 +13,18 @@ REFERENCES = ("base", "policy")
 PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
 CHECKPOINTING = ("none", "full", "selective")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+COMPILE_MODES = ("none", "layers", "model")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+# The fields whose value is one of a fixed list, with that list (for forms and schemas).
+CHOICES = {
+    "loss": LOSSES,
+    "reference": REFERENCES,
+    "precision": PRECISIONS,
+    "gradient_checkpointing": CHECKPOINTING,
+    "optimizer_impl": OPTIMIZER_IMPLS,
+    "compile": COMPILE_MODES,
+    "compile_backend": COMPILE_BACKENDS,
+}
 
 
 @dataclass
@@ -113,23 +125,24 @@ class DPOConfig:
     # GPU each on CUDA, gloo on CPU; see `distributed`); 1 trains in the worker's own process.
     # The global batch stays `batch_size` pairs, split between the processes.
     num_processes: int = 1
+    # torch.compile for the training passes (see `compiling`): "none"; "layers" compiles each
+    # decoder layer on its own (one graph reused by every layer, so compiling takes seconds,
+    # not minutes, and a shape change recompiles one small graph); "model" compiles the whole
+    # forward. Shapes are marked dynamic: batches of other lengths reuse the graph.
+    compile: str = "none"
+    # The torch.compile backend: "inductor" (generated kernels, the one that makes training
+    # faster), "aot_eager" (traced graphs run by eager kernels: checks the tracing, not speed)
+    # or "eager".
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if isinstance(self.gradient_checkpointing, bool):
             self.gradient_checkpointing = "full" if self.gradient_checkpointing else "none"
-        for name, allowed in (
-            ("gradient_checkpointing", CHECKPOINTING),
-            ("precision", PRECISIONS),
-            ("optimizer_impl", OPTIMIZER_IMPLS),
-        ):
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
                 )
-        if self.reference not in REFERENCES:
-            raise ValueError(f"reference must be 'base' or 'policy', not {self.reference!r}")
         if not 0.0 <= self.epsilon < 0.5:
             raise ValueError(f"epsilon must lie in [0, 0.5), not {self.epsilon}")
         if self.beta <= 0:

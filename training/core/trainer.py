@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .checkpointing import disable_checkpointing, enable_checkpointing
+from .compiling import compile_model, uncompile
 from .config import DPOConfig
 from .data import PreferencePair, TokenizedPair, make_batches, split_heldout, tokenize_pairs
 from .distributed import setup
@@ -265,6 +266,7 @@ def train_dpo(
 
     enable_checkpointing(model, str(config.gradient_checkpointing), config.lora)
     model.train()
+    compiled = compile_model(model, config.compile, config.compile_backend)
     params = [p for p in model.parameters() if p.requires_grad]
     par.broadcast_parameters(params)
     if precision == "bf16":
@@ -334,6 +336,7 @@ def train_dpo(
     train_seconds = time.perf_counter() - loop_start
     model.eval()
     disable_checkpointing(model, str(config.gradient_checkpointing))
+    uncompile(compiled)
 
     heldout_after = None
     if held_pairs:
