@@ -150,7 +150,9 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("format", str, enum=list(exporters.EXPORT_FORMATS), required=True),
     OpenApiParameter("bundle", str, enum=list(exporters.BUNDLES), description="file, zip or hf"),
     OpenApiParameter("rounds", str, description="comma-separated round numbers"),
-    OpenApiParameter("splits", str, description="comma-separated: train, eval, dev"),
+    OpenApiParameter(
+        "splits", str, description="comma-separated: train, eval, dev (default: train)"
+    ),
     OpenApiParameter(
         "kinds",
         str,

@@ -195,7 +195,13 @@ def dataset_card(project: Project, fmt: str, options: PairOptions, stats: Export
     opts = options.as_dict()
     for key in ("rounds", "splits", "versions"):
         value = opts[key]
-        lines.append(f"- `{key}`: {', '.join(str(v) for v in value) if value else 'all'}")
+        listed = ", ".join(str(v) for v in value)
+        if key == "splits" and not value:
+            listed = (
+                "train; pairs on eval and dev prompts are left out (they measure versions and "
+                "gate their promotion; ask for those splits to export them)"
+            )
+        lines.append(f"- `{key}`: {listed or 'all'}")
     kinds = opts["kinds"]
     lines.append(
         f"- `kinds`: {', '.join(kinds)}"

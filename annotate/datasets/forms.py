@@ -77,7 +77,7 @@ class DatasetExportForm(forms.Form):
         required=False,
         choices=Prompt.Split.choices,
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked means every split.",
+        help_text="None ticked means train: eval and dev prompts measure versions.",
     )
     kinds = forms.MultipleChoiceField(
         required=False,

@@ -81,7 +81,9 @@ _Row = TypeVar("_Row", bound=Model)
 @dataclass
 class PairOptions:
     rounds: list[int] = field(default_factory=list)  # empty: every round (and none)
-    splits: list[str] = field(default_factory=list)  # empty: every split
+    # empty: the train split; the held-out splits (eval, dev) measure versions and gate their
+    # promotion, so pairs on their prompts leave only when named, like eval comparisons
+    splits: list[str] = field(default_factory=list)
     # empty: every comparison kind but "eval" (eval comparisons are never trained on, so they
     # leave only when named)
     kinds: list[str] = field(default_factory=list)
@@ -204,6 +206,8 @@ class PairOptions:
             rows = rows.filter(**{f"{via}round__in": self.rounds})
         if self.splits:
             rows = rows.filter(**{f"{via}prompt__split__in": self.splits})
+        else:
+            rows = rows.filter(**{f"{via}prompt__split": Prompt.Split.TRAIN})
         if self.kinds:
             rows = rows.filter(**{f"{via}kind__in": self.kinds})
         else:

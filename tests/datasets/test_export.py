@@ -89,9 +89,13 @@ def test_it_filters_by_round_split_and_kind(team):
     second.prompt.save()
     for c in (first, second):
         vote(c, "a", team.alice)
-    assert ids(team.project, rounds="2") == [second.pk]
-    assert ids(team.project, rounds=[1, 2]) == [first.pk, second.pk]
-    assert ids(team.project, kinds="gold") == [second.pk]
+    # pairs on held-out (eval, dev) prompts leave only when their split is named
+    assert ids(team.project, rounds="2") == []
+    assert ids(team.project, rounds="2", splits="eval") == [second.pk]
+    assert ids(team.project, rounds=[1, 2]) == [first.pk]
+    assert ids(team.project, rounds=[1, 2], splits="train,eval") == [first.pk, second.pk]
+    assert ids(team.project, kinds="gold") == []
+    assert ids(team.project, kinds="gold", splits="eval,dev") == [second.pk]
     assert ids(team.project, splits="train") == [first.pk]
     with pytest.raises(InvalidInput, match='"kinds" must be among'):
         PairOptions.from_dict({"kinds": "golden"})

@@ -121,7 +121,7 @@ def test_it_says_what_nothing_ticked_and_the_defaults_export(client, team):
     client.force_login(team.lead)
     body = client.get(_url(team)).content.decode()
     export = body[body.index('id="export"') : body.index('id="paste"')]
-    assert "None ticked means every split." in export
+    assert "None ticked means train: eval and dev prompts measure versions." in export
     assert "None ticked means every kind but eval" in export
     defaults = export[export.index('id="export-defaults"') :]
     assert "every judged train and gold pair" in defaults and "Eval pairs" in defaults
