@@ -218,7 +218,7 @@ def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
     if _flag(params.get("background", "")):
         job = jobs.start_export_job(project, request.user, fmt, options, bundle)
         return Response(job_data(request, project, job), status=202)
-    return export_response(project, fmt, options, bundle)
+    return export_response(request.META, project, fmt, options, bundle)
 
 
 @extend_schema(responses=OpenApiTypes.OBJECT)
