@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path, PurePath
 
 from django.conf import settings
@@ -79,23 +80,21 @@ def run_job(job_id: int) -> DatasetJob:
     if job.is_finished:
         return job
     job.status = DatasetJob.Status.RUNNING
-    if job.kind == DatasetJob.Kind.EXPORT:
-        job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
-    job.save(update_fields=["status", "total"])
-    reporter = _Reporter(job)
+    job.save(update_fields=["status"])
     try:
         if job.kind == DatasetJob.Kind.IMPORT:
-            _run_import(job, reporter)
+            _run_import(job, _Reporter(job))
         else:
-            _run_export(job, reporter)
+            # inside the try: options that no longer hold (a version gone since the job was
+            # started) fail the job instead of leaving it running
+            job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
+            job.save(update_fields=["total"])
+            _run_export(job, _Reporter(job))
     except ServiceError as exc:
         job.status, job.error = DatasetJob.Status.FAILED, exc.message
-    except Exception:
+    except Exception as exc:
         log.exception("Dataset job %s failed", job.pk)
-        job.status, job.error = (
-            DatasetJob.Status.FAILED,
-            "The job failed unexpectedly; see the worker's log.",
-        )
+        job.status, job.error = DatasetJob.Status.FAILED, _failure_message(job, exc)
     else:
         job.status = DatasetJob.Status.DONE
     finally:
@@ -132,21 +131,40 @@ def _run_import(job: DatasetJob, reporter: _Reporter) -> None:
     job.progress = job.total or 0
 
 
+def _failure_message(job: DatasetJob, exc: Exception) -> str:
+    if job.kind == DatasetJob.Kind.IMPORT:
+        return "The job failed unexpectedly; see the worker's log."
+    # the strerror of a disk that is full or read-only is worth showing; the path is not
+    reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    return (
+        f"The export failed before it was complete{reason}; no file was kept. "
+        "The worker's log has the details."
+    )
+
+
 def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
+    """Write the export beside its final name and rename it there only once it is whole, so
+    that a failed or interrupted export never leaves a file that looks like a result."""
     options = PairOptions.from_dict(job.options)
     bundle = str(job.options.get("bundle", "file"))
     target = exports_dir() / f"{job.pk}-{job.filename}"
-    if bundle == "hf":
-        with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
-            directory = Path(tmp) / PurePath(job.filename).stem
+    partial = exports_dir() / f".{job.pk}-{uuid.uuid4().hex}.part"
+    try:
+        if bundle == "hf":
+            with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
+                directory = Path(tmp) / PurePath(job.filename).stem
+                stats = write_export(
+                    job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+                )
+                zip_directory(directory, partial)
+        else:
             stats = write_export(
-                job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+                job.project, job.format, options, partial, bundle=bundle, on_progress=reporter
             )
-            zip_directory(directory, target)
-    else:
-        stats = write_export(
-            job.project, job.format, options, target, bundle=bundle, on_progress=reporter
-        )
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     job.result_path = str(target.relative_to(settings.VAR_DIR))
     job.report = stats.as_dict()
     job.progress = stats.rows
