@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -30,6 +31,9 @@ from .labels import PairOptions
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_S = 1.0
+# A worker killed while exporting leaves its .part behind (a redelivered job writes a new one);
+# one that nothing has written to for this long is swept by the next export.
+_STALE_PART_S = 24 * 3600
 
 
 def jobs_dir() -> Path:
@@ -148,10 +152,13 @@ def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
     options = PairOptions.from_dict(job.options)
     bundle = str(job.options.get("bundle", "file"))
     target = exports_dir() / f"{job.pk}-{job.filename}"
+    sweep_stale_parts(exports_dir())
     partial = exports_dir() / f".{job.pk}-{uuid.uuid4().hex}.part"
     try:
         if bundle == "hf":
-            with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
+            with tempfile.TemporaryDirectory(
+                dir=exports_dir(), prefix=f".{job.pk}-", suffix=".part"
+            ) as tmp:
                 directory = Path(tmp) / PurePath(job.filename).stem
                 stats = write_export(
                     job.project, job.format, options, directory, bundle="hf", on_progress=reporter
@@ -169,3 +176,19 @@ def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
     job.report = stats.as_dict()
     job.progress = stats.rows
     job.total = stats.rows
+
+
+def sweep_stale_parts(directory: Path, older_than_s: float = _STALE_PART_S) -> None:
+    """Remove the .part files and directories that no export has written to for a while."""
+    cutoff = time.time() - older_than_s
+    for path in directory.glob(".*.part"):
+        try:
+            entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+            if max(entry.stat().st_mtime for entry in entries) >= cutoff:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue  # another export removed or renamed it meanwhile

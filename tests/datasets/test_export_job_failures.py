@@ -4,6 +4,8 @@ its temporary file. The job says it failed, and why when the reason is the disk.
 from __future__ import annotations
 
 import errno
+import os
+import time
 import zipfile
 
 import pytest
@@ -110,3 +112,27 @@ def test_a_whole_export_is_renamed_into_place(judged, var_dir, fmt, bundle):
     assert job.status == DatasetJob.Status.DONE and job.progress == 30
     assert _files(var_dir) == [f"{job.pk}-{job.filename}"]
     assert jobs.result_file(job).stat().st_size > 0
+
+
+def test_an_export_sweeps_the_parts_a_killed_worker_left(judged, var_dir):
+    exports = runner.exports_dir()
+    day_old = time.time() - 25 * 3600
+    left_file = exports / ".7-dead.part"
+    left_file.write_bytes(b"half an export")
+    left_dir = exports / ".8-dead.part"
+    (left_dir / "data").mkdir(parents=True)
+    (left_dir / "data" / "data-00000-of-00001.arrow").write_bytes(b"half")
+    for path in (
+        left_file,
+        left_dir,
+        left_dir / "data",
+        left_dir / "data" / "data-00000-of-00001.arrow",
+    ):
+        os.utime(path, (day_old, day_old))
+    being_written = exports / ".9-alive.part"
+    being_written.write_bytes(b"still growing")
+    job = runner.run_job(
+        jobs.start_export_job(judged.project, judged.lead, "trl", PairOptions(), "file").pk
+    )
+    assert job.status == DatasetJob.Status.DONE
+    assert _files(var_dir) == [".9-alive.part", f"{job.pk}-{job.filename}"]
