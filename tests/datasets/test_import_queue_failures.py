@@ -171,3 +171,8 @@ def test_a_real_server_with_its_broker_down_answers_503(team, tmp_path):
     assert not DatasetJob.objects.exists()
     assert sorted((tmp_path / "var" / "imports").glob("*")) == []
     assert "Could not queue dataset job" in server.output()
+
+
+def test_a_message_for_a_removed_job_is_dropped(db):
+    # the broker may have taken the message although sending it raised
+    assert tasks.run_dataset_job.apply(args=[987654]).get() == "gone"
