@@ -29,3 +29,9 @@ class LeaseExpired(ServiceError):
 
 class InvalidInput(ServiceError):
     status_code = 400
+
+
+class Unavailable(ServiceError):
+    """A service the request needs (the task queue's broker) cannot be reached just now."""
+
+    status_code = 503

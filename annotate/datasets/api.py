@@ -111,6 +111,10 @@ def job_data(request: Request, project: Project, job: DatasetJob) -> dict[str, A
         202: OpenApiTypes.OBJECT,
         400: OpenApiTypes.OBJECT,
         413: OpenApiTypes.OBJECT,
+        503: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="background: the task broker could not be reached; nothing was kept",
+        ),
     },
     description=(
         "Import a file (.jsonl, .json, .csv, .tsv, .txt, .parquet) as prompts, pairs or labeled "
@@ -199,7 +203,18 @@ _EXPORT_PARAMETERS = [
 
 
 @extend_schema(
-    parameters=_EXPORT_PARAMETERS, responses={200: OpenApiTypes.BINARY, 202: OpenApiTypes.OBJECT}
+    parameters=_EXPORT_PARAMETERS,
+    responses={
+        200: OpenApiTypes.BINARY,
+        202: OpenApiTypes.OBJECT,
+        503: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="background: the task broker could not be reached; no job was kept",
+        ),
+    },
+    description="A JSONL or CSV file is streamed as it is read: if reading fails partway, the "
+    "connection is broken off (no final chunk, or a reset) rather than ended as if the file "
+    "were whole.",
 )
 @api_view(["GET"])
 @_dataset_view
@@ -220,7 +235,7 @@ def dataset_export(request: Request, project_id: int) -> HttpResponseBase:
     if _flag(params.get("background", "")):
         job = jobs.start_export_job(project, request.user, fmt, options, bundle)
         return Response(job_data(request, project, job), status=202)
-    return export_response(project, fmt, options, bundle)
+    return export_response(request.META, project, fmt, options, bundle)
 
 
 @extend_schema(responses=OpenApiTypes.OBJECT)

@@ -3,6 +3,7 @@ following it. What the worker does with a job is in ``runner``."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from pathlib import Path, PurePath
@@ -10,8 +11,9 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
 
-from annotate.errors import NotFound, ServiceError
+from annotate.errors import NotFound, ServiceError, Unavailable
 from annotate.models import DatasetJob, Project
 
 from . import tasks
@@ -21,6 +23,8 @@ from .imports import check_size
 from .labels import PairOptions
 from .readers import file_type
 from .runner import live_progress
+
+log = logging.getLogger(__name__)
 
 
 def import_in_background(size: int | None, *, asked: bool = False) -> bool:
@@ -63,7 +67,34 @@ def result_file(job: DatasetJob) -> Path:
 
 
 def _dispatch(job: DatasetJob) -> None:
-    transaction.on_commit(lambda: tasks.run_dataset_job.delay(job.pk))
+    """Queue the job once its row is committed (a worker must find it).
+
+    A job whose message the broker did not take would stay pending forever, so when queueing
+    fails the row and its upload are removed again and the caller is told to retry (503). The
+    commit runs this before the outermost ``atomic`` block returns, so the error reaches the
+    request that started the job.
+    """
+    transaction.on_commit(lambda: _send(job))
+
+
+def _send(job: DatasetJob) -> None:
+    try:
+        tasks.run_dataset_job.delay(job.pk)
+    except (BrokerError, OSError):
+        # kombu wraps a broker it cannot connect to in OperationalError; the file-system broker
+        # raises OSError itself
+        log.exception("Could not queue dataset job %s; it is removed", job.pk)
+        _discard(job)
+        raise Unavailable(
+            f"The {job.kind} could not be queued: the task broker is not reachable. "
+            "Nothing was kept; try again in a moment."
+        ) from None
+
+
+def _discard(job: DatasetJob) -> None:
+    DatasetJob.objects.filter(pk=job.pk).delete()
+    if job.source_path:
+        (Path(settings.VAR_DIR) / job.source_path).unlink(missing_ok=True)
 
 
 @transaction.atomic
@@ -103,18 +134,23 @@ def start_import_job(
     incoming = Path(settings.VAR_DIR) / "imports"
     incoming.mkdir(parents=True, exist_ok=True)
     stored = incoming / f"{uuid.uuid4().hex}{suffix}"
-    with stored.open("wb") as fh:
-        shutil.copyfileobj(upload, fh, length=1 << 20)
-    with transaction.atomic():
-        job = DatasetJob.objects.create(
-            project=project,
-            kind=DatasetJob.Kind.IMPORT,
-            format=fmt,
-            options=options.as_dict(),
-            source_path=str(stored.relative_to(settings.VAR_DIR)),
-            filename=PurePath(filename).name[:255],
-            total=stored.stat().st_size,
-            created_by=user if getattr(user, "is_authenticated", False) else None,
-        )
-        _dispatch(job)
+    try:
+        with stored.open("wb") as fh:
+            shutil.copyfileobj(upload, fh, length=1 << 20)
+        with transaction.atomic():
+            job = DatasetJob.objects.create(
+                project=project,
+                kind=DatasetJob.Kind.IMPORT,
+                format=fmt,
+                options=options.as_dict(),
+                source_path=str(stored.relative_to(settings.VAR_DIR)),
+                filename=PurePath(filename).name[:255],
+                total=stored.stat().st_size,
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+            )
+            _dispatch(job)
+    except BaseException:
+        # no job will read the upload: a full disk, a failed insert or a broker that is down
+        stored.unlink(missing_ok=True)
+        raise
     return job

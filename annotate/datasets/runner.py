@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path, PurePath
 
 from django.conf import settings
@@ -29,6 +31,9 @@ from .labels import PairOptions
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_S = 1.0
+# A worker killed while exporting leaves its .part behind (a redelivered job writes a new one);
+# one that nothing has written to for this long is swept by the next export.
+_STALE_PART_S = 24 * 3600
 
 
 def jobs_dir() -> Path:
@@ -79,23 +84,21 @@ def run_job(job_id: int) -> DatasetJob:
     if job.is_finished:
         return job
     job.status = DatasetJob.Status.RUNNING
-    if job.kind == DatasetJob.Kind.EXPORT:
-        job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
-    job.save(update_fields=["status", "total"])
-    reporter = _Reporter(job)
+    job.save(update_fields=["status"])
     try:
         if job.kind == DatasetJob.Kind.IMPORT:
-            _run_import(job, reporter)
+            _run_import(job, _Reporter(job))
         else:
-            _run_export(job, reporter)
+            # inside the try: options that no longer hold (a version gone since the job was
+            # started) fail the job instead of leaving it running
+            job.total = estimated_total(job.project, job.format, PairOptions.from_dict(job.options))
+            job.save(update_fields=["total"])
+            _run_export(job, _Reporter(job))
     except ServiceError as exc:
         job.status, job.error = DatasetJob.Status.FAILED, exc.message
-    except Exception:
+    except Exception as exc:
         log.exception("Dataset job %s failed", job.pk)
-        job.status, job.error = (
-            DatasetJob.Status.FAILED,
-            "The job failed unexpectedly; see the worker's log.",
-        )
+        job.status, job.error = DatasetJob.Status.FAILED, _failure_message(job, exc)
     else:
         job.status = DatasetJob.Status.DONE
     finally:
@@ -132,22 +135,60 @@ def _run_import(job: DatasetJob, reporter: _Reporter) -> None:
     job.progress = job.total or 0
 
 
+def _failure_message(job: DatasetJob, exc: Exception) -> str:
+    if job.kind == DatasetJob.Kind.IMPORT:
+        return "The job failed unexpectedly; see the worker's log."
+    # the strerror of a disk that is full or read-only is worth showing; the path is not
+    reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    return (
+        f"The export failed before it was complete{reason}; no file was kept. "
+        "The worker's log has the details."
+    )
+
+
 def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
+    """Write the export beside its final name and rename it there only once it is whole, so
+    that a failed or interrupted export never leaves a file that looks like a result."""
     options = PairOptions.from_dict(job.options)
     bundle = str(job.options.get("bundle", "file"))
     target = exports_dir() / f"{job.pk}-{job.filename}"
-    if bundle == "hf":
-        with tempfile.TemporaryDirectory(dir=exports_dir()) as tmp:
-            directory = Path(tmp) / PurePath(job.filename).stem
+    sweep_stale_parts(exports_dir())
+    partial = exports_dir() / f".{job.pk}-{uuid.uuid4().hex}.part"
+    try:
+        if bundle == "hf":
+            with tempfile.TemporaryDirectory(
+                dir=exports_dir(), prefix=f".{job.pk}-", suffix=".part"
+            ) as tmp:
+                directory = Path(tmp) / PurePath(job.filename).stem
+                stats = write_export(
+                    job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+                )
+                zip_directory(directory, partial)
+        else:
             stats = write_export(
-                job.project, job.format, options, directory, bundle="hf", on_progress=reporter
+                job.project, job.format, options, partial, bundle=bundle, on_progress=reporter
             )
-            zip_directory(directory, target)
-    else:
-        stats = write_export(
-            job.project, job.format, options, target, bundle=bundle, on_progress=reporter
-        )
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     job.result_path = str(target.relative_to(settings.VAR_DIR))
     job.report = stats.as_dict()
     job.progress = stats.rows
     job.total = stats.rows
+
+
+def sweep_stale_parts(directory: Path, older_than_s: float = _STALE_PART_S) -> None:
+    """Remove the .part files and directories that no export has written to for a while."""
+    cutoff = time.time() - older_than_s
+    for path in directory.glob(".*.part"):
+        try:
+            entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+            if max(entry.stat().st_mtime for entry in entries) >= cutoff:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue  # another export removed or renamed it meanwhile

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from annotate.models import DatasetJob
+
 from .runner import run_job
 
 
 @shared_task(name="annotate.tasks.run_dataset_job")
 def run_dataset_job(job_id: int) -> str:
     """Run a background import or export (a DatasetJob) and return its final status."""
-    return str(run_job(job_id).status)
+    try:
+        return str(run_job(job_id).status)
+    except DatasetJob.DoesNotExist:
+        # removed when queueing it seemed to fail, though the broker had the message after all
+        return "gone"

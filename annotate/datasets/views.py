@@ -158,7 +158,7 @@ def dataset_export(request: HttpRequest, project_id: int) -> HttpResponseBase:
                 project, request.user, cleaned["format"], options, cleaned["bundle"]
             )
             return redirect("dataset-job", project_id=project.pk, job_id=job.pk)
-        return export_response(project, cleaned["format"], options, cleaned["bundle"])
+        return export_response(request.META, project, cleaned["format"], options, cleaned["bundle"])
     except ServiceError as exc:
         messages.error(request, exc.message)
         return _page(request, project, export_form=form, status=exc.status_code)
