@@ -39,8 +39,25 @@ def hostile(team: Any) -> Project:
     for user in members:
         MembershipFactory(project=project, user=user, role=Membership.Role.ANNOTATOR)
     base = services.base_version(project)
+    # a gate verdict quoting hostile text: in the versions table and in the plot's SVG
+    gate = {
+        "decision": "rejected",
+        "mode": "simulated",
+        "judge": CORPUS[2].text,
+        "reasons": [p.text for p in CORPUS],
+        "win_rate": 0.4,
+        "ci95": [0.3, 0.5],
+        "opponent": CORPUS[1].text,
+        "prompts": 10,
+        "comparisons": CORPUS[0].text,
+    }
     ModelVersion.objects.create(
-        project=project, number=1, spec=base.spec, parent=base, state=ModelVersion.State.REJECTED
+        project=project,
+        number=1,
+        spec=base.spec,
+        parent=base,
+        state=ModelVersion.State.REJECTED,
+        gate=gate,
     )
     Round.objects.create(
         project=project, number=1, policy=base, state=Round.State.FAILED, error=ALL_TEXT
@@ -167,6 +184,11 @@ def test_quality_and_loop_pages_and_their_polled_parts_show_names_as_text(
     stall = page.locator("#stall").inner_text()
     assert_shown(stall, MEMBERS, "stalled round, who can judge", markdown=False)
     assert_shown(stall, CORPUS[:-3], "stalled round, prompts", markdown=False, cut=PREVIEW)
+    versions = page.locator("#versions").inner_text()
+    assert_shown(versions, CORPUS, "gate reasons", markdown=False)
+    assert_shown(
+        page.locator("#plot-gate-win-rate").inner_text(), CORPUS[:1], "plot", markdown=False
+    )
     # the live part as its poll redraws it
     with page.expect_response(lambda r: "/loop/status/" in r.url, timeout=10_000):
         pass
