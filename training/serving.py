@@ -336,21 +336,26 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
-    def _send_json(self, status: int, data: Any) -> None:
+    def _send_json(self, status: int, data: Any, *, close: bool = False) -> None:
         body = json.dumps(data).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if close:
+            # said in the response, so that no client sends its next request down a
+            # connection this server is closing (sending the header also sets close_connection)
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
     def _error(self, error: ApiError) -> None:
         kind = "invalid_request_error" if error.status < 500 else "server_error"
-        # a refused request's body may be unread: it must not be taken for the next request
-        self.close_connection = True
+        # a refused request's body may be unread: it must not be taken for the next request,
+        # so the connection ends with this answer
         self._send_json(
             error.status,
             {"error": {"message": error.message, "type": kind, "param": error.param, "code": None}},
+            close=True,
         )
 
     def _authorised(self) -> bool:
