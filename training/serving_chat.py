@@ -95,7 +95,7 @@ class ChatRequest:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
             "model": self.version_name,
-            "system_fingerprint": f"{self.version_name}@{self.loaded.spec}",
+            "system_fingerprint": self.loaded.fingerprint,
         }
 
     @staticmethod

@@ -7,6 +7,8 @@ time and dropping the least recently used beyond its capacity.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import threading
@@ -15,11 +17,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from django.conf import settings
+
 from annotate.models import Project
 
 from .core.loading import load_model
 from .models import ModelVersion
-from .services import base_version, serving_version
+from .services import current_base_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,23 @@ class Loaded:
     spec: str
     model: Any
     tokenizer: Any
+    fingerprint: str = ""  # what answers show of the weights: the label and a hash, no path
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def fingerprint(version: ModelVersion) -> str:
+    """``"v3-1a2b3c4d5e6f"``: the version's label and a short hash of its row and weights'
+    location, which changes with the weights a version row names (a base changed before the
+    first round) and shows nothing of where they are on this machine."""
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"{version.pk}\0{version.spec}".encode(), hashlib.sha256
+    )
+    return f"{version.label}-{digest.hexdigest()[:12]}"
+
+
+# Loaded models are kept by version row and spec: the base's row keeps its number but names
+# other weights once the project's base_model changes before its first round.
+_Key = tuple[int, str]
 
 
 class Registry:
@@ -50,9 +70,9 @@ class Registry:
 
     def __init__(self, capacity: int = 3) -> None:
         self.capacity = capacity
-        self._loaded: OrderedDict[int, Loaded] = OrderedDict()
+        self._loaded: OrderedDict[_Key, Loaded] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[int, threading.Lock] = {}
+        self._loading: dict[_Key, threading.Lock] = {}
 
     def resolve(self, name: str) -> ModelVersion:
         match = _MODEL_NAME.match(name or "")
@@ -61,8 +81,9 @@ class Registry:
         project = Project.objects.filter(slug=match["slug"]).first()
         if project is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no project {match['slug']!r}", "model")
+        base = current_base_version(project)
         if match["base"] is not None:
-            return base_version(project)
+            return base
         if match["number"] is None:
             return serving_version(project)
         version = ModelVersion.objects.filter(project=project, number=int(match["number"])).first()
@@ -71,28 +92,33 @@ class Registry:
         return version
 
     def get(self, version: ModelVersion) -> Loaded:
+        key = (version.pk, version.spec)
         with self._lock:
-            loaded = self._loaded.get(version.pk)
+            loaded = self._loaded.get(key)
             if loaded is not None:
-                self._loaded.move_to_end(version.pk)
+                self._loaded.move_to_end(key)
                 return loaded
-            loading = self._loading.setdefault(version.pk, threading.Lock())
+            loading = self._loading.setdefault(key, threading.Lock())
         # one thread loads a version; others asking for it wait here instead of loading twice
         with loading:
             with self._lock:
-                if version.pk in self._loaded:
-                    return self._loaded[version.pk]
+                if key in self._loaded:
+                    return self._loaded[key]
             log.info("loading %s from %s", version, version.spec)
             model, tokenizer = load_model(version.spec)
-            loaded = Loaded(version.pk, version.spec, model, tokenizer)
+            loaded = Loaded(version.pk, version.spec, model, tokenizer, fingerprint(version))
             with self._lock:
-                self._loaded[version.pk] = loaded
+                # the weights this row named before are not asked for again
+                for stale in [k for k in self._loaded if k[0] == version.pk]:
+                    del self._loaded[stale]
+                self._loaded[key] = loaded
                 while len(self._loaded) > self.capacity:
                     # requests still holding the evicted model keep it alive until they finish
                     self._loaded.popitem(last=False)
-                self._loading.pop(version.pk, None)
+                self._loading.pop(key, None)
             return loaded
 
-    def loaded_ids(self) -> list[int]:
+    def holds(self, version: ModelVersion) -> bool:
+        """Whether the weights ``version`` names now are loaded."""
         with self._lock:
-            return list(self._loaded)
+            return (version.pk, version.spec) in self._loaded
