@@ -17,14 +17,17 @@ flight. A watcher thread loads a newly promoted version before the first request
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 
 from .models import ModelVersion
@@ -44,12 +47,25 @@ __all__ = [
 ]
 log = logging.getLogger(__name__)
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
 
 class Handler(BaseHTTPRequestHandler):
+    """The HTTP side: the key, the routes, and request bodies bounded before they are read.
+
+    Only ``application/json`` bodies are read, so a browser page cannot post to it without a
+    CORS preflight, which it answers with no CORS headers; a body must declare its size, at
+    most ``max_body_bytes``. Every refusal ends the connection and says so.
+    """
+
     server_version = "prefloop-serve/1"
     protocol_version = "HTTP/1.1"
     service: ChatService  # set on the subclass made by make_server
     api_key: str | None = None
+    max_body_bytes = 1_000_000
+    # seconds a client may keep the server waiting on the socket (an idle kept-alive
+    # connection, a body that trickles in, a stream nobody reads) before it is dropped
+    timeout = 60
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
@@ -76,39 +92,91 @@ class Handler(BaseHTTPRequestHandler):
             close=True,
         )
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, a method it does not serve,
+        an OPTIONS preflight among them) in the same JSON shape as the others."""
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        self._error(ApiError(status, message or status.phrase))
+
     def _authorised(self) -> bool:
         if not self.api_key:
             return True
-        return self.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        given = self.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        # constant time: how long a wrong key takes to refuse says nothing of the right one
+        return hmac.compare_digest(given, f"Bearer {self.api_key}".encode())
+
+    def _json_body(self) -> dict[str, Any]:
+        """The request's JSON object, read only once its declared size is known and allowed."""
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise ApiError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
+            )
+        if "Transfer-Encoding" in self.headers:
+            raise ApiError(
+                HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked"
+            )
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+        raw = lengths.pop()
+        if lengths or not _DIGITS.fullmatch(raw):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative integer"
+            )
+        length = int(raw)
+        if length > self.max_body_bytes:
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is over {self.max_body_bytes} bytes",
+            )
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time") from None
+        if len(data) < length:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            detail = f": {exc}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not JSON{detail}") from None
+        if not isinstance(body, dict):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+        return body
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         try:
             if not self._authorised():
                 raise ApiError(HTTPStatus.UNAUTHORIZED, "bad or missing API key")
-            if self.path.rstrip("/") == "/v1/models":
-                self._send_json(200, self.service.models())
-            elif self.path.rstrip("/") in ("", "/health"):
-                self._send_json(200, {"status": "ok"})
+            route = self.path.split("?", 1)[0].rstrip("/")
+            if route == "/v1/models":
+                data = self.service.models()
+            elif route in ("", "/health"):
+                data = {"status": "ok"}
             else:
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no route {self.path}")
+                raise ApiError(HTTPStatus.NOT_FOUND, "no such route: GET /v1/models or /health")
+            # a GET that came with a body leaves it unread: the connection cannot go on
+            self._send_json(200, data, close=self._declares_body())
         except ApiError as exc:
             self._error(exc)
         finally:
             connection.close()
 
+    def _declares_body(self) -> bool:
+        length = self.headers.get("Content-Length", "0").strip()
+        return "Transfer-Encoding" in self.headers or length not in ("", "0")
+
     def do_POST(self) -> None:  # noqa: N802
         try:
             if not self._authorised():
                 raise ApiError(HTTPStatus.UNAUTHORIZED, "bad or missing API key")
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no route {self.path}")
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as exc:
-                raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+            if self.path.split("?", 1)[0].rstrip("/") != "/v1/chat/completions":
+                raise ApiError(HTTPStatus.NOT_FOUND, "no such route: POST /v1/chat/completions")
+            body = self._json_body()
             if body.get("stream"):
                 self._stream(self.service.stream(body))
             else:
@@ -116,6 +184,7 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             self._error(exc)
         except Exception:
+            # logged here in full; the client learns no more than that it failed (no paths)
             log.exception("chat completion failed")
             self._error(ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "generation failed"))
         finally:
@@ -133,8 +202,9 @@ class Handler(BaseHTTPRequestHandler):
             for chunk in chunks:
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            # the client went away: closing the generator stops sampling and frees the model
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            # the client went away or stopped reading: closing the generator stops sampling
+            # and frees the model
             log.info("stream closed by the client")
             return
         except Exception:
@@ -157,7 +227,7 @@ def watch_promotions(registry: Registry, stop: threading.Event, interval: float 
             close_old_connections()
             serving = ModelVersion.objects.filter(state=ModelVersion.State.SERVING)
             for version in serving.select_related("project"):
-                if version.pk not in registry.loaded_ids():
+                if not registry.holds(version):
                     registry.get(version)
         except Exception:
             log.exception("preloading a promoted version failed")
@@ -166,10 +236,22 @@ def watch_promotions(registry: Registry, stop: threading.Event, interval: float 
 
 
 def make_server(
-    host: str = "127.0.0.1", port: int = 8001, *, api_key: str | None = None
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int | None = None,
 ) -> ThreadingHTTPServer:
+    """The server, not yet serving. With ``api_key`` None it answers anyone: tests, and
+    ``serve_model --no-api-key`` on the loopback; ``serve_model`` passes its key by default
+    (see ``training.serving_key``). ``max_body_bytes``: $PREFLOOP_SERVE_MAX_BODY_BYTES."""
     service = ChatService()
-    handler = type("BoundHandler", (Handler,), {"service": service, "api_key": api_key})
+    attributes = {
+        "service": service,
+        "api_key": api_key,
+        "max_body_bytes": max_body_bytes or settings.PREFLOOP_SERVE_MAX_BODY_BYTES,
+    }
+    handler = type("BoundHandler", (Handler,), attributes)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
