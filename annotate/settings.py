@@ -226,6 +226,11 @@ PREFLOOP_TRAIN_TIME_LIMIT = env_int("PREFLOOP_TRAIN_TIME_LIMIT", 6 * 3600, minim
 PREFLOOP_TRAIN_STALE_SECONDS = env_int("PREFLOOP_TRAIN_STALE_SECONDS", 1800, minimum=60)
 # Where `serve_model` listens, and the URL the lead's pages show for it.
 PREFLOOP_SERVE_PORT = env_int("PREFLOOP_SERVE_PORT", 8001, minimum=1)
+# The key `serve_model` requires and the Playground sends; empty: one generated once into
+# $PREFLOOP_VAR_DIR/serve_api_key (see training/serving_key.py).
+PREFLOOP_SERVE_API_KEY = env_str("PREFLOOP_SERVE_API_KEY", "")
+# The largest request body `serve_model` reads (1 MB holds a long chat many times over).
+PREFLOOP_SERVE_MAX_BODY_BYTES = env_int("PREFLOOP_SERVE_MAX_BODY_BYTES", 1_000_000, minimum=1024)
 
 LOGGING = {
     "version": 1,

@@ -22,6 +22,7 @@ cat <<BANNER
     Web app:    http://127.0.0.1:${PREFLOOP_PORT}/   (log in at /accounts/login/)
     API docs:   http://127.0.0.1:${PREFLOOP_PORT}/api/docs/
     Models:     http://127.0.0.1:${PREFLOOP_SERVE_PORT}/v1/chat/completions   (OpenAI-compatible)
+                key: \$PREFLOOP_SERVE_API_KEY, else ${PREFLOOP_VAR_DIR:-var}/serve_api_key (made on first start)
   Demo logins (see above): lead / prefloop-lead, alice / prefloop-alice, bob / prefloop-bob
   Stop with Ctrl-C.
 

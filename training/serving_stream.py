@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .core.streaming import Finished, stream_samples
 
 if TYPE_CHECKING:  # the server imports this module when a request streams
-    from .serving import ChatRequest
+    from .serving_chat import ChatRequest
 
 
 def stream_chunks(request: ChatRequest) -> Iterator[dict[str, Any]]:

@@ -18,6 +18,7 @@ from training import services
 from training.models import ModelVersion
 from training.serving import make_server
 from training.serving_client import ask_model_server
+from training.serving_key import serve_api_key
 
 from .conftest import make_loop_project, save_loop_model
 from .test_rounds import _run_round
@@ -52,8 +53,9 @@ def markdown_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def serve_port(transactional_db: Any, settings: Any) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0)
+def serve_port(transactional_db: Any, settings: Any, var_dir: Path) -> Iterator[int]:
+    """`serve_model` as it starts by default: asking for the key in the var directory."""
+    server = make_server("127.0.0.1", 0, api_key=serve_api_key())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     settings.PREFLOOP_SERVE_PORT = server.server_address[1]
@@ -200,3 +202,14 @@ def test_it_marks_a_rejected_version_in_its_answer(project: Project, serve_port:
     )
     rejected, served = _results(response.content.decode())
     assert "rejected by the gate" in rejected and "rejected by the gate" not in served
+
+
+def test_it_asks_with_the_key_serve_model_requires(
+    project: Project, serve_port: int, settings: Any
+) -> None:
+    assert ask_model_server(f"{project.slug}:v0", "hello", 2)["error"] is None
+    # a web process given another key than the server's says what to do about it
+    settings.PREFLOOP_SERVE_API_KEY = "not-the-servers-key"
+    reply = ask_model_server(f"{project.slug}:v0", "hello", 2)
+    assert reply["error"] is not None and reply["error"].startswith("401: ")
+    assert "PREFLOOP_SERVE_API_KEY" in reply["error"]

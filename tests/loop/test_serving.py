@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,14 +19,18 @@ from .test_rounds import _run_round
 
 
 @pytest.fixture
-def client(transactional_db: Any) -> Iterator[openai.OpenAI]:
+def port(transactional_db: Any) -> Iterator[int]:
     server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    port = server.server_address[1]
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def client(port: int) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture
@@ -85,3 +91,28 @@ def test_it_rejects_unknown_models_with_an_openai_error(
         _ask(client, f"{served_project.slug}:v9")
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=served_project.slug, messages=[])
+
+
+def test_it_says_so_when_it_closes_the_connection_after_an_error(port: int) -> None:
+    body = json.dumps({"model": "no-such-project", "messages": [{"role": "user", "content": "hi"}]})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        received = b""
+        while chunk := sock.recv(65536):  # returns b"" once the server has closed it
+            received += chunk
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404")
+    assert b"\r\nConnection: close" in head
+    assert json.loads(answer)["error"]["param"] == "model"
+
+
+def test_errors_in_a_row_never_break_a_kept_alive_connection(client: openai.OpenAI) -> None:
+    # Without "Connection: close" the client reuses the connection the server is closing, and
+    # one of these fails with "Server disconnected without sending a response".
+    for _ in range(40):
+        with pytest.raises(openai.NotFoundError):
+            _ask(client, "no-such-project")

@@ -112,12 +112,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ask(port: int, model: str) -> dict[str, Any]:
+def _ask(port: int, model: str, var_dir: Path) -> dict[str, Any]:
+    """One answer from the server, with the key it generated into its var directory."""
+    key = (var_dir / "serve_api_key").read_text().strip()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
-    conn.request(
-        "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
     response = conn.getresponse()
     data: dict[str, Any] = json.loads(response.read())
     assert response.status == 200, data
@@ -168,7 +169,7 @@ def test_a_version_trained_on_one_machine_is_generated_from_and_served_by_anothe
     deadline = time.monotonic() + 120
     while True:
         try:
-            answer = _ask(port, project.slug)
+            answer = _ask(port, project.slug, server.var_dir)
             break
         except (ConnectionError, OSError):
             if time.monotonic() > deadline or server.process.poll() is not None:

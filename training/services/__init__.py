@@ -31,7 +31,14 @@ from .triggers import (
     on_judgment_recorded,
     trigger_fired,
 )
-from .versions import base_version, get_version, models_dir, promote, serving_version
+from .versions import (
+    base_version,
+    current_base_version,
+    get_version,
+    models_dir,
+    promote,
+    serving_version,
+)
 
 __all__ = [
     "AggregatedPair",
@@ -44,6 +51,7 @@ __all__ = [
     "check_trigger",
     "check_triggers",
     "collecting_progress",
+    "current_base_version",
     "current_round",
     "eval_win_rates",
     "evaluate_round",

@@ -25,13 +25,13 @@ from annotate.models import Comparison, Completion, Project, Prompt, content_ran
 from ..core.data import with_system_prompt
 from ..core.loading import load_model
 from ..core.pairing import make_pairs
-from ..loop_settings import LoopSettings, base_model_of, loop_settings
+from ..loop_settings import LoopSettings, loop_settings
 from ..models import ModelVersion, Round
 from . import dispatch
 from .engine import engine_batches, engine_params, engine_stats, load_tokenizer
 from .round_stats import sample_stats
 from .splits import ensure_splits
-from .versions import base_version, serving_version
+from .versions import base_version, current_base_version, serving_version
 
 if TYPE_CHECKING:
     from ..core.generation import Batch, Sample
@@ -67,12 +67,8 @@ def start_round(project: Project) -> Round:
         if open_round is not None:
             raise Conflict(f"Round {open_round.number} is still {open_round.get_state_display()}.")
         ls = loop_settings(project)
-        base = base_version(project)
+        current_base_version(project)  # the base may change until the first round uses it
         rounds = Round.objects.filter(project=project)
-        if not rounds.exists() and base.spec != base_model_of(project):
-            # the base may change until the first round uses it
-            base.spec = base_model_of(project)
-            base.save(update_fields=["spec"])
         policy = serving_version(project)
         number = (rounds.aggregate(n=Max("number"))["n"] or 0) + 1
         ensure_splits(project)

@@ -14,7 +14,7 @@ from annotate.models import Project
 
 from ..core.store import spec_of
 from ..loop_settings import base_model_of
-from ..models import ModelVersion, TrainingRun
+from ..models import ModelVersion, Round, TrainingRun
 from ..store import model_store
 from .active import queue_scoring
 
@@ -65,6 +65,22 @@ def base_version(project: Project) -> ModelVersion:
             )
     except IntegrityError:
         return ModelVersion.objects.get(project=project, number=0)
+
+
+def current_base_version(project: Project) -> ModelVersion:
+    """`base_version`, its spec first brought up to the project's ``base_model`` while no round
+    has used it: until the first round the base may still change, and whatever samples or
+    serves the base (a round starting, ``serve_model``) must see the new one."""
+    base = base_version(project)
+    spec = base_model_of(project)
+    if (
+        base.number == 0
+        and base.spec != spec
+        and not Round.objects.filter(project=project).exists()
+    ):
+        base.spec = spec
+        base.save(update_fields=["spec"])
+    return base
 
 
 def serving_version(project: Project) -> ModelVersion:
