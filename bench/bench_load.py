@@ -27,10 +27,13 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +157,7 @@ async def load(
     # Close idle connections before gunicorn does (its keep-alive is 2 s), so that a paced
     # annotator never sends on a connection the server is closing.
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.5)
-    timeout = aiohttp.ClientTimeout(total=60)
+    timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -167,35 +170,65 @@ async def load(
 
 
 class CpuMeter:
-    """CPU seconds used so far by the web server (gunicorn and its workers), the database
-    server's backends for this run (PostgreSQL; SQLite works inside the web server) and this
-    client process: what one judgment costs on each side, and how much of the machine the run
-    got while other work shared it."""
+    """CPU seconds used while it runs by the web server (gunicorn and its workers), the
+    database server's backends for this run (PostgreSQL; SQLite works inside the web server)
+    and this client process: what one judgment costs on each side, and how much of the machine
+    the run got while other work shared it.
 
-    def __init__(self, server_pid: int, pg_database: str | None) -> None:
+    Processes are polled every ``interval`` seconds, so that a database connection closed
+    during the run (``CONN_MAX_AGE``) still counts up to its last poll.
+    """
+
+    def __init__(self, server_pid: int, pg_database: str | None, interval: float = 1.0) -> None:
         self.server = psutil.Process(server_pid)
         self.pg_marker = f" {pg_database} " if pg_database else None
-        self.client = psutil.Process()
+        self.interval = interval
+        # (side, pid, start time) -> [CPU seconds when first seen, when last seen]
+        self.seen: dict[tuple[str, int, float], list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    @staticmethod
-    def _seconds(process: psutil.Process) -> float:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            return 0.0
-        return times.user + times.system
-
-    def sample(self) -> dict[str, float]:
-        web = self._seconds(self.server) + sum(
-            self._seconds(p) for p in self.server.children(recursive=True)
-        )
-        db = 0.0
+    def _processes(self) -> Iterator[tuple[str, psutil.Process]]:
+        yield "client", psutil.Process()
+        yield "web", self.server
+        for child in self.server.children(recursive=True):
+            yield "web", child
         if self.pg_marker:
             for process in psutil.process_iter(["cmdline"]):
                 title = " ".join(process.info["cmdline"] or []) + " "
                 if title.startswith("postgres:") and self.pg_marker in title:
-                    db += self._seconds(process)
-        return {"web": web, "db": db, "client": self._seconds(self.client)}
+                    yield "db", process
+
+    def sample(self, first: bool = False) -> None:
+        for side, process in self._processes():
+            try:
+                times = process.cpu_times()
+                key = (side, process.pid, process.create_time())
+            except psutil.Error:
+                continue
+            seconds = times.user + times.system
+            # a process started during the run counts from zero
+            self.seen.setdefault(key, [seconds if first else 0.0, seconds])[1] = seconds
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> CpuMeter:
+        self.sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def used(self) -> dict[str, float]:
+        totals = dict.fromkeys(("web", "db", "client"), 0.0)
+        for (side, _, _), (first, last) in self.seen.items():
+            totals[side] += last - first
+        return totals
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -224,7 +257,7 @@ def run_cell(
     mode: str,
     n: int,
     pool: list[list[Any]],
-    meter: CpuMeter,
+    server_pid: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     pairs = project_size(mode, n, args)
@@ -235,9 +268,9 @@ def run_cell(
     )  # fmt: skip
     load_before = os.getloadavg()[0]
     pace = args.pace if mode == "paced" else None
-    cpu_before = meter.sample()
-    stats, elapsed = asyncio.run(load(args.port, project, members, args.duration, pace))
-    cpu = {k: v - cpu_before[k] for k, v in meter.sample().items()}
+    with CpuMeter(server_pid, args.pg_database if db == "postgres" else None) as meter:
+        stats, elapsed = asyncio.run(load(args.port, project, members, args.duration, pace))
+    cpu = meter.used()
     checks = django_call(
         env, "check_integrity", project_id=project, acknowledged=stats.acknowledged
     )
@@ -316,10 +349,9 @@ def run_database(db: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         pool = django_call(env, "create_annotators", count=max(args.annotators), prefix="load")
         extra = ["--keep-alive", "2"]
         with gunicorn(env, args.port, args.workers, args.threads, *extra) as server:
-            meter = CpuMeter(server.pid, args.pg_database if db == "postgres" else None)
             for mode in args.mode:
                 for n in args.annotators:
-                    row = run_cell(env, db, mode, n, pool, meter, args)
+                    row = run_cell(env, db, mode, n, pool, server.pid, args)
                     rows.append(row)
                     print(format_row(row), flush=True)
                     for error in row["error_samples"]:
@@ -344,7 +376,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pace", type=float, default=4.0, help="seconds per judgment, paced")
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument(
-        "--expect-rate", type=float, default=400.0,
+        "--expect-rate", type=float, default=250.0,
         help="judgments/s the server may reach under stress, for sizing the projects",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
@@ -364,6 +396,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.annotators or min(args.annotators) < 1:
         parser.error("--annotators: a comma-separated list of counts >= 1")
     return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,4 +427,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Stopped from outside, still stop the server and remove the run's files.
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
