@@ -49,7 +49,7 @@ def database_env(
     env["DEBUG"] = "0"
     if db == "postgres":
         psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {pg_database} WITH (FORCE)"], check=True)
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {pg_database}"], check=True)
         subprocess.run([*psql, f"CREATE DATABASE {pg_database}"], check=True)
         env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{pg_database}"
         if redis:
