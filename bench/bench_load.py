@@ -240,7 +240,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def project_size(mode: str, annotators: int, args: argparse.Namespace) -> int:
-    """Pairs enough for the cell not to run dry at the rate expected of it."""
+    """Pairs enough for the cell not to run dry at the rate expected of it (or ``--pairs``)."""
+    if args.pairs:
+        return int(args.pairs)
     if mode == "paced":
         rate = annotators / args.pace
     else:
@@ -378,6 +380,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--expect-rate", type=float, default=250.0,
         help="judgments/s the server may reach under stress, for sizing the projects",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pairs", type=int, default=0,
+        help="pairs in each cell's project (default: sized from --duration and --expect-rate)",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--workers", type=int, default=3)
