@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup setup-test lint typecheck bench-annotate bench-train bench-export bench-generate bench-loop bench-active clean
+.PHONY: run test setup setup-test lint typecheck bench-annotate bench-load bench-train bench-export bench-generate bench-loop bench-active clean
 
 run:            ## install, migrate, seed the demo and start web + worker + beat
 	PYTHON=$(PYTHON) bash scripts/run.sh
@@ -27,6 +27,9 @@ typecheck: setup-test
 
 bench-annotate: setup-test  ## 32 concurrent annotators through the API (add ARGS="--db postgres")
 	$(PY) bench/bench_annotate.py $(ARGS)
+
+bench-load: setup-test  ## N annotators looping next -> submit, stress and paced (ARGS="--db postgres --duration 15")
+	$(PY) bench/bench_load.py $(ARGS)
 
 bench-train: setup-test
 	$(PY) bench/bench_train.py
