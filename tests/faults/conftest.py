@@ -10,10 +10,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.loop.conftest import save_loop_model
+from annotate.models import Project
+from tests.loop.conftest import make_loop_project, save_loop_model
 
 from .instances import Postgres, Redis, postgres_missing, redis_missing
 
@@ -119,3 +121,15 @@ def wait_for(what: str, check: Callable[[], bool], *watched: Process, timeout: f
         time.sleep(0.3)
     logs = "\n".join(f"--- {p.log.name}:\n{p.output()[-4000:]}" for p in watched)
     pytest.fail(f"timed out waiting for {what}\n{logs}")
+
+
+@pytest.fixture
+def var_dir(tmp_path: Path, settings: Any) -> Path:
+    """Model versions of this test go under a private directory."""
+    settings.VAR_DIR = tmp_path / "var"
+    return settings.VAR_DIR
+
+
+@pytest.fixture
+def loop_project(db: Any, tiny_model_dir: Path, var_dir: Path) -> Project:
+    return make_loop_project(tiny_model_dir)

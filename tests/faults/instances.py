@@ -8,6 +8,7 @@ refuses to run as root, so as root both run as the ``postgres`` user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -97,10 +98,8 @@ class Postgres:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.stop("immediate")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
