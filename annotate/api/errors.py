@@ -1,5 +1,6 @@
 """Every API error is JSON: service errors keep their status, a body over
-DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, anything else is a JSON 500."""
+DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, a database that cannot be reached (restarting, failing
+over) a 503 the client may retry, anything else is a JSON 500."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotate.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before retrying while the database is away.
+RETRY_AFTER_SECONDS = 2
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -24,6 +29,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": f"The request body is too large: at most {limit} bytes are read."},
             status=413,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The connection is dropped at the request's end (Django closes unusable connections)
+        # and the next request opens a new one once the server is back.
+        log.warning("Database unavailable: %s", exc)
+        return Response(
+            {"detail": "The database is unavailable for a moment: try again shortly."},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -30,7 +30,7 @@ def free_port() -> int:
 def _pg_bin() -> Path | None:
     found = shutil.which("initdb")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(candidates[-1]).parent if candidates else None
 
@@ -72,13 +72,15 @@ class Postgres:
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [*self.as_user, str(self.bin / tool), *args],
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
             timeout=120,
         )
+        if done.returncode:
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr[-2000:]}")
 
     def start(self) -> None:
         options = (
@@ -98,7 +100,7 @@ class Postgres:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
 
     def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -18,6 +18,7 @@ PostgreSQL alike:
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,10 @@ def judgment_violations(
     return found
 
 
-def _uuid_param(cursor: Any, client_id: str) -> str:
-    # Django stores UUIDs on SQLite as 32 hex digits; PostgreSQL takes the usual form
+def _uuid_param(cursor: Any, client_id: str) -> str | uuid.UUID:
+    # Django stores UUIDs on SQLite as 32 hex digits; PostgreSQL has a uuid type
     vendor = getattr(getattr(cursor, "db", None), "vendor", "postgresql")
-    return client_id.replace("-", "") if vendor == "sqlite" else client_id
+    return client_id.replace("-", "") if vendor == "sqlite" else uuid.UUID(client_id)
 
 
 def version_violations(

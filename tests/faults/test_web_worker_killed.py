@@ -66,7 +66,10 @@ def test_judging_survives_a_web_worker_killed_mid_request(
     assert server.alive, server.output()[-3000:]
     assert outcomes.connection_errors > 0, "no request was cut off: the kill hit nothing"
     assert not outcomes.failures, outcomes.failures
-    assert len(outcomes.acknowledged) == PAIRS * 2
-    assert not Comparison.objects.filter(project=project, judgment_count__lt=2).exists()
+    # every pair judged to its overlap (hidden repeats come on top of the pairs)
+    assert len(outcomes.acknowledged) >= PAIRS * 2
+    assert not Comparison.objects.filter(
+        project=project, kind="train", judgment_count__lt=2
+    ).exists()
     with connection.cursor() as cursor:
         assert_integrity(cursor, project.pk, acknowledged=outcomes.acknowledged)
