@@ -9,16 +9,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotate.errors import ServiceError
+from annotate.unavailable import MESSAGE, RETRY_AFTER_SECONDS, is_unavailable
 
 log = logging.getLogger(__name__)
-
-# Seconds a client is asked to wait before retrying while the database is away.
-RETRY_AFTER_SECONDS = 2
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -30,12 +27,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"detail": f"The request body is too large: at most {limit} bytes are read."},
             status=413,
         )
-    if isinstance(exc, OperationalError | InterfaceError):
-        # The connection is dropped at the request's end (Django closes unusable connections)
-        # and the next request opens a new one once the server is back.
+    if is_unavailable(exc):
+        # see annotate.unavailable: the next request reconnects once the server is back
         log.warning("Database unavailable: %s", exc)
         return Response(
-            {"detail": "The database is unavailable for a moment: try again shortly."},
+            {"detail": MESSAGE},
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

@@ -8,11 +8,14 @@ gunicorn workers serve again: their connections are checked and reopened, not ke
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -26,7 +29,9 @@ pytestmark = [pytest.mark.slow]
 
 PAIRS, ANNOTATORS, OVERLAP = 150, 4, 2
 SEED = f"""
+import http.client
 import json
+import re
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from annotate.datasets.imports import import_records
@@ -42,6 +47,26 @@ rows = [{{"prompt": f"Prompt {{i}}?", "completion_a": f"A {{i}}", "completion_b"
 import_records(project, "pairs", rows)
 print(json.dumps({{"project": project.pk, "tokens": tokens}}))
 """
+
+
+def _login(port: int, csrf: tuple[str, str] | None = None) -> tuple[int, str, str]:
+    """GET the login page, or POST it with (cookie, form token) from an earlier GET."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    if csrf is None:
+        conn.request("GET", "/accounts/login/")
+    else:
+        body = urlencode({"csrfmiddlewaretoken": csrf[1], "username": "x", "password": "y"})
+        headers = {"Cookie": f"csrftoken={csrf[0]}",
+                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        conn.request("POST", "/accounts/login/", body, headers)
+    response = conn.getresponse()
+    page = response.read().decode()
+    cookie = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie", ""))
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    if csrf is None:
+        assert cookie and token, page[:500]
+        return response.status, cookie.group(1), token.group(1)
+    return response.status, response.getheader("Content-Type", ""), page
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
@@ -76,13 +101,17 @@ def test_the_app_answers_503_while_the_database_restarts_and_recovers_by_itself(
     workers = sorted(worker_pids(server))
     team = Team(port, tokens, project_id, seconds=150)
 
+    _, cookie, token = _login(port)
     team.wait_until_judged(20)
     private_postgres.stop("fast")
+    status, content_type, page = _login(port, (cookie, token))  # a page, not the API
     time.sleep(3)
     private_postgres.start()
     outcomes = team.join()
 
     assert sorted(worker_pids(server)) == workers, "the app was restarted"
+    assert status == 503 and content_type.startswith("text/html"), (status, page[:500])
+    assert "database is unavailable" in page
     unavailable = [f for f in outcomes.failures if f[1] == 503]
     assert unavailable, "no request met the outage"
     for what, status, content_type, body in outcomes.failures:
