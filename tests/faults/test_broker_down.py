@@ -9,6 +9,7 @@ that was lost.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -92,7 +93,7 @@ def test_judging_goes_on_without_the_broker_and_training_is_sent_once_it_is_back
     swept = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", SWEEP],
         cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "annotate.settings"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "annotate.settings", **env},
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,9 +30,7 @@ pytestmark = [pytest.mark.slow]
 
 PAIRS, ANNOTATORS, OVERLAP = 150, 4, 2
 SEED = f"""
-import http.client
 import json
-import re
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from annotate.datasets.imports import import_records
@@ -73,7 +72,7 @@ def _manage(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "annotate.settings", **env},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "annotate.settings", **env},
         capture_output=True,
         text=True,
         timeout=300,
