@@ -8,6 +8,7 @@ that was lost.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -50,8 +51,6 @@ def _queued_tasks(server: Redis, queue: str) -> list[tuple[str, list[Any]]]:
 
 
 def _body(message: dict[str, Any]) -> str:
-    import base64
-
     return base64.b64decode(message["body"]).decode()
 
 

@@ -74,7 +74,7 @@ def _fill_disk_on_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ModelStore, "_put", staticmethod(full_put))
 
 
-def _trained_round(project: Project) -> Round:
+def _trained_round(project: Project) -> tuple[Round, TrainingRun]:
     with services.in_process():
         loop_round = services.start_round(project)
         services.generate_round(loop_round.pk)
