@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotate.unavailable.DatabaseUnavailableMiddleware",
     "annotate.throttle.LoginThrottleMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -218,12 +219,28 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "training.tasks.fail_lost_runs",
         "schedule": 60.0,
     },
+    "recover-stuck-rounds": {
+        "task": "training.tasks.recover_stuck_rounds",
+        "schedule": 60.0,
+    },
 }
 # Hard time limits of the loop's tasks in seconds (the soft limit is a minute less).
 PREFLOOP_GENERATE_TIME_LIMIT = env_int("PREFLOOP_GENERATE_TIME_LIMIT", 3600, minimum=61)
 PREFLOOP_TRAIN_TIME_LIMIT = env_int("PREFLOOP_TRAIN_TIME_LIMIT", 6 * 3600, minimum=61)
 # A running training attempt that has not reported progress for this long counts as lost.
 PREFLOOP_TRAIN_STALE_SECONDS = env_int("PREFLOOP_TRAIN_STALE_SECONDS", 1800, minimum=60)
+# A round generating, queued for training or evaluating that has not changed for this long has
+# its task queued again (the worker died, or the broker was down when it was sent).
+PREFLOOP_ROUND_STALE_SECONDS = env_int("PREFLOOP_ROUND_STALE_SECONDS", 600, minimum=10)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged message to another worker after the visibility timeout,
+    # even while the first still runs it: longer than any task may run, so a long training is
+    # never delivered twice at once. A message whose worker died comes back after it, or
+    # sooner through the beat's recover_stuck_rounds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": max(PREFLOOP_GENERATE_TIME_LIMIT, PREFLOOP_TRAIN_TIME_LIMIT) + 600,
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+    }
 # Where `serve_model` listens, and the URL the lead's pages show for it.
 PREFLOOP_SERVE_PORT = env_int("PREFLOOP_SERVE_PORT", 8001, minimum=1)
 # The key `serve_model` requires and the Playground sends; empty: one generated once into

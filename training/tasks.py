@@ -59,3 +59,8 @@ def check_triggers() -> int:
 @shared_task
 def fail_lost_runs() -> int:
     return services.fail_lost_runs()
+
+
+@shared_task
+def recover_stuck_rounds() -> int:
+    return services.recover_stuck_rounds()

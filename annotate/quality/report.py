@@ -16,6 +16,7 @@ worker's figures reach the web. Only the first view of a large project computes 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from celery import shared_task
@@ -24,11 +25,14 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from annotate.datasets.exporters import pseudonym
 from annotate.models import Comparison, Judgment, Membership, Project
 
 from . import figures, repeats
+
+log = logging.getLogger(__name__)
 
 # A day: keys change with every judgment, so old entries are never read again anyway.
 CACHE_SECONDS = 24 * 3600
@@ -96,8 +100,18 @@ def cached_figures(project: Project) -> tuple[dict[str, Any], bool]:
     if latest is None:
         return refresh(project), False
     if cache.add(_refresh_lock(project), 1, REFRESH_LOCK_SECONDS):
-        transaction.on_commit(lambda: refresh_quality.delay(project.pk))
+        transaction.on_commit(lambda: _queue_refresh(project))
     return latest, True
+
+
+def _queue_refresh(project: Project) -> None:
+    """Queue the refresh; with the broker down, log it and let the next view try again rather
+    than fail the page."""
+    try:
+        refresh_quality.delay(project.pk)
+    except OperationalError as exc:
+        log.warning("could not queue the quality refresh of %s: %s", project, exc)
+        cache.delete(_refresh_lock(project))
 
 
 def quality_report(project: Project, *, pseudonyms: bool = False) -> dict[str, Any]:

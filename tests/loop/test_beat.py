@@ -115,8 +115,33 @@ def test_it_fails_lost_training_runs_from_the_beat(db: Any, settings: Any) -> No
     assert _beat("training.tasks.fail_lost_runs") == 0
 
 
+def test_it_sends_again_from_the_beat_a_training_message_that_was_lost(
+    loop_project: Project, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    loop_round = _collecting_round(loop_project)
+    with services.in_process():
+        services.simulate_annotators(
+            loop_project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
+        )
+        run = services.begin_training(loop_round)  # its message never reaches a worker
+    assert _beat("training.tasks.recover_stuck_rounds") == 0  # queued a moment ago
+
+    settings.PREFLOOP_ROUND_STALE_SECONDS = 60
+    Round.objects.filter(pk=loop_round.pk).update(updated_at=timezone.now() - timedelta(seconds=61))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert _beat("training.tasks.recover_stuck_rounds") == 1
+    assert len(callbacks) == 1  # the training task, sent again
+    assert TrainingRun.objects.get(round=loop_round) == run
+    assert _beat("training.tasks.recover_stuck_rounds") == 0  # not again at once
+
+
 @pytest.mark.parametrize(
-    "task_name", ["training.tasks.check_triggers", "training.tasks.fail_lost_runs"]
+    "task_name",
+    [
+        "training.tasks.check_triggers",
+        "training.tasks.fail_lost_runs",
+        "training.tasks.recover_stuck_rounds",
+    ],
 )
 def test_it_does_nothing_from_the_beat_on_an_idle_project(db: Any, task_name: str) -> None:
     assert _beat(task_name) == 0

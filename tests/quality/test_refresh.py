@@ -6,6 +6,7 @@ from typing import Any
 from unittest import mock
 
 from django.core.cache import cache
+from kombu.exceptions import OperationalError
 
 from annotate.quality import report
 
@@ -40,6 +41,29 @@ def test_a_large_project_shows_the_latest_figures_while_a_worker_refreshes(
     assert refresh_quality(team.project.pk) == 3
     fresh = report.quality_report(team.project)
     assert fresh["judgments"] == 3 and fresh["stale"] is False
+
+
+def test_a_page_shows_the_latest_figures_when_the_refresh_cannot_be_queued(
+    team: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.PREFLOOP_QUALITY_INLINE_JUDGMENTS = 1
+    team.project.overlap = 2
+    team.project.save()
+    pairs = team.pairs(2)
+    judge(team.alice, pairs[0], "a")
+    judge(team.bob, pairs[0], "a")
+    report.quality_report(team.project)
+    judge(team.alice, pairs[1], "b")
+    down = OperationalError("[Errno 111] Connection refused")  # what Celery raises
+    with mock.patch("annotate.quality.report.refresh_quality.delay", side_effect=down) as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            stale = report.quality_report(team.project)
+        with django_capture_on_commit_callbacks(execute=True):
+            again = report.quality_report(team.project)
+    assert stale["judgments"] == 2 and stale["stale"] is True
+    assert again["stale"] is True
+    assert delay.call_count == 2  # the next view tries again
+    cache.clear()
 
 
 def test_a_small_project_is_always_current(team: Any, settings: Any) -> None:

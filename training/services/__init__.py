@@ -21,6 +21,7 @@ from .gate import (
 )
 from .gate_rules import use_gate_judge
 from .generation import current_round, generate_round, get_round, start_round
+from .recovery import recover_stuck_rounds
 from .simulation import resolve_rule, rule_win_rate, simulate_annotators
 from .training_data import AggregatedPair, WinRate, aggregate, eval_win_rates, round_pairs
 from .training_runs import begin_training, fail_lost_runs, retry, train_round
@@ -65,6 +66,7 @@ __all__ = [
     "models_dir",
     "on_judgment_recorded",
     "promote",
+    "recover_stuck_rounds",
     "resolve_rule",
     "retry",
     "roll_back_if_worse",

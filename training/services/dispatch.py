@@ -5,6 +5,11 @@ Services name the task (``"training.tasks.train_round"``) instead of importing
 after the surrounding transaction commits, so a worker never looks for a row that is not there
 yet, and a rolled-back write queues nothing. Routing (``CELERY_TASK_ROUTES``) goes by these names.
 
+A message that cannot be sent (the broker is down) is logged and dropped, never raised: the
+write it follows has committed, and the request that made it (often an annotator's judgment)
+must not fail for it. The rows say what is owed, and the beat's ``recover_stuck_rounds``
+(``training.services.recovery``) sends it again once the broker is back.
+
 Drivers that run every step of a round themselves, the ``run_rounds`` command and the tests,
 wrap their calls in ``in_process()``: inside it nothing is queued, judgments saved do not check
 the trigger, and a promoted round does not start the next one.
@@ -13,11 +18,15 @@ the trigger, and a promoted round does not start the next one.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from celery import current_app
 from django.db import transaction
+from kombu.exceptions import OperationalError
+
+log = logging.getLogger(__name__)
 
 GENERATE_ROUND = "training.tasks.generate_round"
 TRAIN_ROUND = "training.tasks.train_round"
@@ -58,4 +67,7 @@ def _send(task_name: str, args: tuple[int, ...]) -> None:
         app.autodiscover_tasks(force=True)
     # a known task is applied through its own apply_async (eager mode and all); an unknown one
     # is sent to the broker by name
-    app.signature(task_name, args=args).apply_async()
+    try:
+        app.signature(task_name, args=args).apply_async()
+    except (OperationalError, ConnectionError) as exc:
+        log.warning("could not queue %s%r, the beat will send it again: %s", task_name, args, exc)

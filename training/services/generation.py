@@ -170,8 +170,12 @@ class _RoundWriter:
         self.stats["eta_s"] = (
             None if final or not pace else round((self.total - self.done) / pace, 1)
         )
+        # updated_at is the round's heartbeat while it samples (see ``recovery``)
         Round.objects.filter(pk=self.round.pk).update(
-            progress_done=self.done, progress_total=self.total, stats=self.stats
+            progress_done=self.done,
+            progress_total=self.total,
+            stats=self.stats,
+            updated_at=timezone.now(),
         )
         if self.progress is not None:
             self.progress(self.done, self.total)

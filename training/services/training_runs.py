@@ -7,6 +7,7 @@ a retry, which trains the same version number again as a new attempt.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import traceback
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from .versions import base_version, discard_unrecorded, models_dir, next_version
 
 if TYPE_CHECKING:
     from ..core.trainer import TrainResult
+
+log = logging.getLogger(__name__)
 
 LOST_WORKER = "The worker running this attempt was lost."
 
@@ -172,6 +175,16 @@ def _clear_leftovers(out_dir: Path) -> None:
         shutil.rmtree(out_dir)
 
 
+def _discard_attempt(run: TrainingRun, out_dir: Path) -> None:
+    """Remove what a failed attempt wrote and did not record, best effort: the version
+    directory, its temporary directories, and its copy in the model store."""
+    try:
+        discard_unrecorded(run.round.project, run.version_number)
+        _clear_leftovers(out_dir)
+    except Exception:
+        log.exception("could not remove what %s left behind", run)
+
+
 TrainProgress = Callable[[int, int, float, float | None], None]
 
 
@@ -293,9 +306,17 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
             .get(pk=run_id)
         )
         skip = _skip_reason(run)
-        if skip is not None:
+        gate_owed = run.state == TrainingRun.State.SUCCEEDED and (
+            run.round.state == Round.State.EVALUATING
+        )
+        if skip is not None and not gate_owed:
             return skip
-        run.claim()
+        if skip is None:
+            run.claim()
+    if gate_owed:
+        # the delivery that trained the version died while gating it: gate it now (once)
+        evaluate_round(run.round.pk)
+        return f"gated {run.round}"
     ls = LoopSettings.from_dict(run.round.settings)
     out_dir = models_dir(run.round.project) / f"v{run.version_number}"
     try:
@@ -304,8 +325,13 @@ def train_round(run_id: int, *, progress: TrainProgress | None = None) -> str:
     except BaseException as exc:
         with transaction.atomic():
             locked = TrainingRun.objects.select_for_update().get(pk=run_id)
-            if locked.state == TrainingRun.State.RUNNING:
+            owned = locked.state == TrainingRun.State.RUNNING
+            if owned:
                 _mark_run_failed(locked, "".join(traceback.format_exception(exc))[-4000:])
+        if owned:
+            # nothing of a failed attempt stays behind (a full disk, a store that refused a
+            # file); a run failed by others meanwhile may have a retry writing there now
+            _discard_attempt(run, out_dir)
         raise
     version = _record_version(run_id, run.round, spec, result)
     if version is None:
