@@ -219,6 +219,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "training.tasks.fail_lost_runs",
         "schedule": 60.0,
     },
+    "fail-abandoned-dataset-jobs": {
+        "task": "annotate.tasks.fail_abandoned_dataset_jobs",
+        "schedule": 300.0,
+    },
     "recover-stuck-rounds": {
         "task": "training.tasks.recover_stuck_rounds",
         "schedule": 60.0,
@@ -231,6 +235,9 @@ PREFLOOP_TRAIN_TIME_LIMIT = env_int("PREFLOOP_TRAIN_TIME_LIMIT", 6 * 3600, minim
 PREFLOOP_TRAIN_STALE_SECONDS = env_int("PREFLOOP_TRAIN_STALE_SECONDS", 1800, minimum=60)
 # A round generating, queued for training or evaluating that has not changed for this long has
 # its task queued again (the worker died, or the broker was down when it was sent).
+# A running import or export whose progress file has not changed for this long is failed
+# by the beat (annotate.datasets.runner.fail_abandoned_jobs): its worker died.
+PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 1800, minimum=60)
 PREFLOOP_ROUND_STALE_SECONDS = env_int("PREFLOOP_ROUND_STALE_SECONDS", 600, minimum=10)
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis hands an unacknowledged message to another worker after the visibility timeout,

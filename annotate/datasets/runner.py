@@ -178,6 +178,46 @@ def _run_export(job: DatasetJob, reporter: _Reporter) -> None:
     job.total = stats.rows
 
 
+def fail_abandoned_jobs(stale_after_s: float | None = None) -> list[int]:
+    """Fail the running jobs that show no sign of life for ``stale_after_s`` (default the
+    ``PREFLOOP_JOB_STALE_SECONDS`` setting); returns their ids.
+
+    A worker process killed mid-job (out of memory, a deploy) never reaches `run_job`'s end,
+    and the job would show "Running" for ever. Its last sign of life is its progress file,
+    written at least every few seconds while rows go by, or the job's creation when it never
+    reported. An import writes in one transaction, so a dead one kept no rows; its upload is
+    removed like a finished job's. A job failed here that was only slow still ends as it
+    should: `run_job` saves its real outcome over this one.
+    """
+    if stale_after_s is None:
+        stale_after_s = settings.PREFLOOP_JOB_STALE_SECONDS
+    now = time.time()
+    failed = []
+    for job in DatasetJob.objects.filter(status=DatasetJob.Status.RUNNING):
+        try:
+            last = max(job.created_at.timestamp(), _progress_file(job).stat().st_mtime)
+        except OSError:
+            last = job.created_at.timestamp()
+        if now - last < stale_after_s:
+            continue
+        changed = DatasetJob.objects.filter(pk=job.pk, status=DatasetJob.Status.RUNNING).update(
+            status=DatasetJob.Status.FAILED,
+            error=(
+                f"The worker running this job stopped: no progress for {stale_after_s / 60:.0f} "
+                "minutes. Nothing was kept; start the job again."
+            ),
+            finished_at=timezone.now(),
+        )
+        if not changed:
+            continue  # it finished meanwhile
+        log.warning("Dataset job %s failed: its worker stopped", job.pk)
+        _progress_file(job).unlink(missing_ok=True)
+        if job.kind == DatasetJob.Kind.IMPORT and job.source_path:
+            (Path(settings.VAR_DIR) / job.source_path).unlink(missing_ok=True)
+        failed.append(job.pk)
+    return failed
+
+
 def sweep_stale_parts(directory: Path, older_than_s: float = _STALE_PART_S) -> None:
     """Remove the .part files and directories that no export has written to for a while."""
     cutoff = time.time() - older_than_s

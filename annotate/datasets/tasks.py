@@ -7,7 +7,7 @@ from celery import shared_task
 
 from annotate.models import DatasetJob
 
-from .runner import run_job
+from .runner import fail_abandoned_jobs, run_job
 
 
 @shared_task(name="annotate.tasks.run_dataset_job")
@@ -18,3 +18,9 @@ def run_dataset_job(job_id: int) -> str:
     except DatasetJob.DoesNotExist:
         # removed when queueing it seemed to fail, though the broker had the message after all
         return "gone"
+
+
+@shared_task(name="annotate.tasks.fail_abandoned_dataset_jobs")
+def fail_abandoned_dataset_jobs() -> list[int]:
+    """The beat's sweep for jobs whose worker died (`runner.fail_abandoned_jobs`)."""
+    return fail_abandoned_jobs()
