@@ -121,9 +121,11 @@ def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None
             .values_list("round", "project_id", "judgment_count", "project__overlap")
             .first()
         )
-        if row is None or row[0] is None:
+        if row is None:
             return
         round_number, project_id, judged, overlap = row
+        if round_number is None:
+            return
         found = (
             Round.objects.filter(
                 project_id=project_id,
