@@ -135,8 +135,10 @@ _NO_PAUSE = (
 )
 
 
-def _psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+def _psql(sql: str, database: str = "postgres") -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql], check=True
+    )
 
 
 def _pg_url(name: str) -> str:
@@ -198,6 +200,9 @@ def working_copy(n: int, db: str, store: Path) -> tuple[dict[str, str], dict]:
         name = f"prefloop_queue_sweep_run_{n}"
         _psql(f"DROP DATABASE IF EXISTS {name}")
         _psql(f"CREATE DATABASE {name} TEMPLATE prefloop_queue_sweep_{n}")
+        # Fresh planner statistics, as autovacuum keeps them on a live database: without them
+        # PostgreSQL guesses from a table's size before the bulk load.
+        _psql("ANALYZE", name)
         url = _pg_url(name)
     else:
         shutil.copy(store / f"{db}-{n}" / "prefloop.sqlite3", run_dir / "prefloop.sqlite3")
