@@ -25,7 +25,7 @@ lint: setup-test
 typecheck: setup-test
 	$(VENV)/bin/mypy annotate training
 
-bench-annotate: setup-test  ## 32 concurrent annotators through the API (add ARGS="--db postgres")
+bench-annotate: setup-test  ## 32 concurrent annotators through the API (add ARGS="--db postgres"); ARGS="--sizes 1000,100000,1000000": project-size sweep
 	$(PY) bench/bench_annotate.py $(ARGS)
 
 bench-load: setup-test  ## N annotators looping next -> submit, stress and paced (ARGS="--db postgres --duration 15")

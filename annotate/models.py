@@ -321,6 +321,30 @@ class Completion(models.Model):
         return self.text[:80]
 
 
+class Negated(models.Func):
+    """``-(expression)``, compiled without a parameter, so that a query ordering by it matches
+    an index built on it (SQLite matches an indexed expression only to the same text)."""
+
+    template = "-(%(expressions)s)"
+    output_field = models.FloatField()
+
+
+def queue_index(name: str, *key: Any) -> models.Index:
+    """An index of the queue's pairs: project, whose hidden repeat (none for the pairs the
+    queue serves) and judgment count (the ranges it walks), then its order: the newest round
+    first, the strategy's ``key``, the random key."""
+    return models.Index(
+        F("project"),
+        F("repeat_for"),
+        F("judgment_count"),
+        F("round").desc(),
+        *key,
+        F("random_key"),
+        F("id"),
+        name=name,
+    )
+
+
 # The categories of a judgment (Judgment.Choice), repeated here because Comparison comes first.
 GOLD_CHOICES = [("a", "A"), ("b", "B"), ("tie", "Tie"), ("both_bad", "Both bad")]
 
@@ -375,14 +399,18 @@ class Comparison(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "judgment_count"]),
-            models.Index(fields=["project", "random_key"], name="queue_random"),
-            models.Index(F("project"), Abs("policy_margin"), name="queue_uncertainty"),
-            models.Index(
-                fields=["project", "-prompt_disagreement", "random_key"], name="queue_disagreement"
-            ),
-            models.Index(
-                fields=["project", "prompt_judged_pairs", "random_key"], name="queue_coverage"
-            ),
+            # The queue (annotate.queue) walks one of these per pair selection strategy, in its
+            # order from (project, repeat_for, judgment count) on. Descending keys keep missing
+            # values last: SQLite's DESC does so by itself; on PostgreSQL the migration adds
+            # NULLS LAST.
+            queue_index("queue_open_random"),
+            queue_index("queue_open_uncertainty", Negated(Abs("policy_margin")).desc()),
+            queue_index("queue_open_disagreement", F("prompt_disagreement").desc()),
+            queue_index("queue_open_coverage", Negated(F("prompt_judged_pairs")).desc()),
+            # A round's progress and trigger (training.services.triggers).
+            models.Index(fields=["project", "round", "kind", "judgment_count"], name="round_pairs"),
+            # The gold pairs the queue serves beyond the overlap.
+            models.Index(fields=["project", "kind"], name="pairs_by_kind"),
             # The queue's look-up of a user's repeats still to judge; judged ones leave it.
             models.Index(
                 fields=["repeat_for", "project", "repeat_due"],

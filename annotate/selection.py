@@ -13,7 +13,8 @@ A lead picks one strategy per project (``Project.pair_selection``):
 Every strategy keeps the newest round first; within a strategy's key, pairs closer to
 completion come first, then the random key. The per-prompt figures are copied onto each
 comparison of the prompt (``prompt_disagreement``, ``prompt_judged_pairs``) whenever one of its
-judgments is recorded or undone, so that each order is read off an index.
+judgments is recorded or undone, so that each order is read off an index (``queue_*`` on
+``Comparison``; ``annotate.queue`` walks them).
 """
 
 from __future__ import annotations
@@ -25,22 +26,55 @@ from typing import Any
 from django.db.models import F, OrderBy
 from django.db.models.functions import Abs
 
-from .models import Comparison, Judgment, Project
+from .models import Comparison, Judgment, Negated, Project
 
 Strategy = Project.PairSelection
 
 
-def queue_order(strategy: str) -> list[Any]:
-    """The ``order_by`` terms of the open pairs under ``strategy``, the round first."""
-    first: list[Any] = [F("round").desc(nulls_last=True)]
-    rest: list[Any] = [F("held").desc(), "random_key", "pk"]
+def strategy_key(strategy: str) -> Any:
+    """The expression a strategy orders by, descending (its missing values last); None for
+    ``random``. Each one is a column of a ``queue_*`` index of ``Comparison``."""
     if strategy == Strategy.UNCERTAINTY:
-        first.append(OrderBy(Abs("policy_margin"), nulls_last=True))
-    elif strategy == Strategy.DISAGREEMENT:
-        first.append(F("prompt_disagreement").desc())
-    elif strategy == Strategy.COVERAGE:
-        first.append(F("prompt_judged_pairs").asc())
-    return first + rest
+        # Nearest zero first is the largest -|margin|; descending keeps unscored pairs last on
+        # both databases, which an ascending |margin| would not on SQLite.
+        return Negated(Abs("policy_margin"))
+    if strategy == Strategy.DISAGREEMENT:
+        return F("prompt_disagreement")
+    if strategy == Strategy.COVERAGE:
+        # The fewest judged pairs first.
+        return Negated(F("prompt_judged_pairs"))
+    return None
+
+
+def queue_order(strategy: str) -> list[Any]:
+    """The ``order_by`` terms of one kind of open pair with one judgment count under
+    ``strategy``: the newest round first, then the strategy's key, then the random key. The
+    queue merges those ranges with :func:`merge_key`."""
+    order: list[Any] = [F("round").desc(nulls_last=True)]
+    key = strategy_key(strategy)
+    if key is not None:
+        order.append(OrderBy(key, descending=True, nulls_last=True))
+    return [*order, "random_key", "pk"]
+
+
+def merge_key(strategy: str) -> Any:
+    """Sort key of the queue's rows (round, strategy key, judgment count, random key, id):
+    the order of :func:`queue_order`, with more judgments first between the strategy key and
+    the random key."""
+
+    def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        round_number, value, judged, random_key, pk = row
+        return (
+            round_number is None,
+            -(round_number or 0),
+            value is None,
+            -(value or 0),
+            -judged,
+            random_key,
+            pk,
+        )
+
+    return key
 
 
 def disagreement(choices: Iterable[str]) -> float | None:

@@ -1,42 +1,34 @@
 """Write operations on projects, the annotation queue and judgments.
 
 The browser views and the REST API both call these functions; each owns its
-transaction. Row locks keep the queue correct under concurrency: on
-PostgreSQL the candidate comparison is locked with SKIP LOCKED, on SQLite every
-write transaction is IMMEDIATE (see settings), which serialises writers.
+transaction. The queue itself lives in ``annotate.queue``; its public functions are
+importable from here.
 """
 
 from __future__ import annotations
 
-import random
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Least
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
-from .selection import queue_order, refresh_prompts
+from .queue import current_assignment as current_assignment
+from .queue import next_assignment as next_assignment
+from .queue import release_expired_leases as release_expired_leases
+from .queue import skip as skip
+from .selection import refresh_prompts
 
 User = AbstractBaseUser | AnonymousUser
-
-# How many candidates one queue request looks at before giving up; each is
-# skipped only when another annotator filled its last slot meanwhile.
-_CANDIDATES_PER_REQUEST = 20
-_LOCK_RETRIES = 50
-# Assignments whose pair the queue does not offer again: judged, or just skipped (a pair
-# skipped once comes back after the rest of the queue, see ``_try_lease``).
-_CLOSED = (Assignment.Status.DONE, Assignment.Status.SKIPPED)
 
 
 # --- Access ---------------------------------------------------------------------
@@ -169,265 +161,13 @@ def add_member(project: Project, username: str, role: str) -> Membership:
     return membership
 
 
-# --- The queue ---------------------------------------------------------------------
-
-
-def _held_slots(now: datetime) -> Subquery:
-    """Per comparison: judged plus live-leased assignments."""
-    held = (
-        Assignment.objects.filter(comparison=OuterRef("pk"))
-        .filter(
-            Q(status=Assignment.Status.DONE)
-            | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
-        )
-        .order_by()
-        .values("comparison")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Subquery(held)
-
-
-def _held_count(comparison: Comparison, now: datetime) -> int:
-    return (
-        Assignment.objects.filter(comparison=comparison)
-        .filter(
-            Q(status=Assignment.Status.DONE)
-            | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
-        )
-        .count()
-    )
-
-
-def current_assignment(project: Project, user: Any) -> Assignment | None:
-    """The user's live lease in this project, if they already hold one."""
-    now = timezone.now()
-    return (
-        Assignment.objects.select_related(
-            "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
-        )
-        .filter(
-            project=project, annotator=user, status=Assignment.Status.ACTIVE, lease_expires__gt=now
-        )
-        .order_by("leased_at")
-        .first()
-    )
-
-
-def next_assignment(
-    project: Project, user: Any, *, round_number: int | None = None
-) -> Assignment | None:
-    """Lease the next comparison to ``user``, or None when nothing is left for them.
-
-    A pair is offered while fewer than ``overlap`` annotators have judged it or
-    hold a live lease on it. The latest training round's pairs come first (they
-    gate the next model version), then pairs closest to completion, so that
-    finished pairs accumulate instead of many half-judged ones. A pair the user
-    skipped once comes back after the rest of their queue; skipped twice, never.
-
-    Args:
-        round_number: offer only that round's comparisons (a lease the user already
-            holds on another round's pair is left to run out).
-
-    Raises:
-        NotAllowed: the user is paused in this project (``annotate.quality.gold``); the
-            message says why.
-    """
-    paused = Membership.objects.filter(project=project, user=user, paused=True)
-    reason = paused.values_list("paused_reason", flat=True).first()
-    if reason is not None:
-        raise NotAllowed(f"You are paused in this project: {reason} Ask a lead to resume you.")
-    existing = current_assignment(project, user)
-    if existing is not None and round_number in (None, existing.comparison.round):
-        return existing
-    skip_locked = connection.features.has_select_for_update_skip_locked
-    for attempt in range(_LOCK_RETRIES):
-        with transaction.atomic():
-            assignment, contended = _try_lease(project, user, skip_locked, round_number)
-        if assignment is not None or not contended:
-            return assignment
-        # Every open pair was being leased by someone else this instant: those
-        # transactions last milliseconds, so look again rather than wrongly
-        # answer "nothing left".
-        time.sleep(0.01 * (attempt + 1))
-    return None
-
-
-def _candidates(
-    project: Project, pairs: QuerySet[Comparison], now: datetime, round_number: int | None
-) -> list[int]:
-    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them: the
-    newest round first, then the project's pair selection strategy (``annotate.selection``).
-
-    Gold pairs with an answer are not among them: they go to everyone, beyond the overlap
-    (`_gold_candidate`). A gold pair without an answer yet is served like any other. Hidden
-    repeats are not among them either: each goes to its own annotator only (`_try_lease`).
-    """
-    pairs = (
-        pairs.filter(project=project, judgment_count__lt=project.overlap)
-        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
-        .exclude(kind=Comparison.Kind.REPEAT)
-    )
-    if round_number is not None:
-        pairs = pairs.filter(round=round_number)
-    return list(
-        pairs.annotate(held=Coalesce(_held_slots(now), Value(0)))
-        .filter(held__lt=project.overlap)
-        .order_by(*queue_order(project.pair_selection))
-        .values_list("pk", flat=True)[:_CANDIDATES_PER_REQUEST]
-    )
-
-
-def _try_lease(
-    project: Project, user: Any, skip_locked: bool, round_number: int | None = None
-) -> tuple[Assignment | None, bool]:
-    """One pass over the open pairs; returns (lease, whether any pair was locked).
-
-    Pairs the user has not been shown, or whose lease ran out unused, come first; the
-    pairs they skipped once only when none of those is left. With probability
-    ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
-    work is left for them (gold never replaces a round's pairs when one round is asked for).
-    A hidden repeat of theirs that is due comes before all of these (not when a round is asked
-    for: repeats belong to no round).
-    """
-    now = timezone.now()
-    mine = Assignment.objects.filter(annotator=user, project=project)
-    seen = mine.filter(Q(status__in=_CLOSED) | Q(skips__gt=0))
-    if round_number is None:
-        repeat = _due_repeat(project, user, seen.values("comparison_id"))
-        if repeat is not None:
-            return _lease(project, repeat, user, now), False
-    unseen = Comparison.objects.exclude(pk__in=seen.values("comparison_id"))
-    regular = _candidates(project, unseen, now, round_number)
-    if regular and round_number is None and random.random() < project.gold_rate:
-        gold = _gold_candidate(project, unseen)
-        if gold is not None:
-            return _lease(project, gold, user, now), False
-    comparison, contended = _lock_first(project, regular, now, skip_locked)
-    if comparison is None and not contended:
-        skipped_once = mine.filter(skips__gt=0, skips__lt=Assignment.MAX_SKIPS).exclude(
-            status=Assignment.Status.DONE
-        )
-        returning = Comparison.objects.filter(pk__in=skipped_once.values("comparison_id"))
-        comparison, contended = _lock_first(
-            project, _candidates(project, returning, now, round_number), now, skip_locked
-        )
-    if comparison is None:
-        return None, contended
-    return _lease(project, comparison, user, now), False
-
-
-def _due_repeat(project: Project, user: Any, seen: Any) -> Comparison | None:
-    """The user's earliest hidden repeat that is due and not yet judged or skipped, if any
-    (``annotate.quality.repeats``).
-
-    ``seen``: the ids of the comparisons the user judged or skipped. One look-up on the
-    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits. A
-    repeat whose original judgment was undone waits until the original is judged again.
-    """
-    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator=user)
-    pending = (
-        Comparison.objects.filter(repeat_for=user, project=project, judgment_count=0)
-        .filter(Exists(judged))
-        .exclude(pk__in=seen)
-        .order_by("repeat_due", "pk")
-        .values_list("pk", "repeat_due")
-        .first()
-    )
-    if pending is None:
-        return None
-    pk, due = pending
-    if due and Judgment.objects.filter(project=project, annotator=user).count() < due:
-        return None
-    return Comparison.objects.filter(pk=pk).first()
-
-
-def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Comparison | None:
-    """A gold pair of the project that the user has not been shown (or not judged yet).
-
-    Gold is served to every annotator whatever its judgment count, so no slot is counted and
-    no row lock is needed: one assignment per user and pair is a database constraint.
-    """
-    return (
-        unseen.filter(project=project, kind=Comparison.Kind.GOLD)
-        .exclude(gold_choice="")
-        .order_by("?")
-        .first()
-    )
-
-
-def _lock_first(
-    project: Project, candidate_ids: list[int], now: datetime, skip_locked: bool
-) -> tuple[Comparison | None, bool]:
-    """The first candidate with a free slot, row-locked; and whether any was locked by others."""
-    contended = False
-    for pk in candidate_ids:
-        rows = Comparison.objects.filter(pk=pk)
-        if skip_locked:
-            # Never wait on a lock: waiting while holding one can deadlock.
-            rows = rows.select_for_update(skip_locked=True)
-        comparison = rows.first()
-        if comparison is None:
-            contended = True
-            continue
-        # Count again under the row lock: the first count may predate a lease
-        # that another transaction committed since.
-        if _held_count(comparison, now) >= project.overlap:
-            continue
-        return comparison, contended
-    return None, contended
-
-
-def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -> Assignment:
-    expires = now + project.lease_duration
-    assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
-    if assignment is None:
-        assignment = Assignment.objects.create(
-            comparison=comparison,
-            annotator=user,
-            project=project,
-            left_is_a=random.random() < 0.5,
-            leased_at=now,
-            lease_expires=expires,
-        )
-    else:
-        # An earlier lease of this user's expired unused, or a pair they skipped once
-        # comes back: renew it and keep the order they were shown, so a position is
-        # never re-drawn.
-        assignment.status = Assignment.Status.ACTIVE
-        assignment.leased_at = now
-        assignment.lease_expires = expires
-        assignment.save(update_fields=["status", "leased_at", "lease_expires"])
-    return Assignment.objects.select_related(
-        "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
-    ).get(pk=assignment.pk)
-
-
-@transaction.atomic
-def skip(project: Project, user: Any, comparison_id: int) -> None:
-    """Put the leased pair back: it returns to this user after the rest of their queue, and
-    a second skip takes it out of their queue for good (others still get it)."""
-    updated = Assignment.objects.filter(
-        project=project,
-        annotator=user,
-        comparison_id=comparison_id,
-        status=Assignment.Status.ACTIVE,
-    ).update(status=Assignment.Status.SKIPPED, skips=F("skips") + 1)
-    if not updated:
-        raise NotFound("That pair is not leased to you.")
-
-
-def release_expired_leases() -> int:
-    """Mark leases past their expiry as expired; returns how many.
-
-    The queue already treats them as free slots; this keeps the table honest
-    for the lead's statistics. The row stays, with the order it was shown in.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        return Assignment.objects.filter(
-            status=Assignment.Status.ACTIVE, lease_expires__lte=now
-        ).update(status=Assignment.Status.EXPIRED)
+# --- The queue (annotate.queue) -------------------------------------------------------
+__all__ = [
+    "current_assignment",
+    "next_assignment",
+    "release_expired_leases",
+    "skip",
+]
 
 
 # --- Judgments -------------------------------------------------------------------------

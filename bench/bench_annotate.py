@@ -9,6 +9,9 @@ numbers measured on this machine, and checks the invariants afterwards
 twice on a pair, every acknowledged judgment stored, no lease left behind).
 
     .venv/bin/python bench/bench_annotate.py [--annotators 32] [--pairs 400] [--db postgres]
+
+With --sizes (e.g. 1000,100000,1000000) it runs the project-size sweep instead: one annotator's
+next and submit latency in projects of each size (bench/queue_sizes.py).
 """
 
 from __future__ import annotations
@@ -75,7 +78,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--sizes", help="comma-separated project sizes: run the project-size sweep instead"
+    )
+    parser.add_argument("--requests", type=int, default=200, help="sweep: next+submit per size")
+    parser.add_argument("--warmup", type=int, default=20, help="sweep: untimed steps first")
+    parser.add_argument(
+        "--fixtures", default="/tmp/prefloop-queue-sweep", help="sweep: where fixtures are kept"
+    )
     args = parser.parse_args()
+    if args.sizes:
+        from queue_sizes import sweep
+
+        sweep(args, wait_for)
+        return
 
     port = args.port or free_port()
     var_dir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))

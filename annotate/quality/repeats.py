@@ -6,7 +6,7 @@ original by ``repeat_of``, with the same completions as A and B swapped (a diffe
 constraint ties it to the original, so nothing in the pair gives the repeat away; left and right
 are drawn as for any pair). It is served only to that member (``repeat_for``), before their
 ordinary pairs, once they have made ``REPEAT_DELAY`` further judgments in the project (the
-queue's ``annotate.services._due_repeat``).
+queue's ``annotate.queue._due_repeat``).
 
 A repeat has no round and is never part of the overlap, progress, a round's trigger or stall
 analysis, training pairs or any export (``annotate.datasets.labels`` leaves the kind out). A

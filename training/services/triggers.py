@@ -4,13 +4,20 @@ The trigger is checked after each judgment commits (``on_judgment_recorded``, re
 annotate's ``judgment_recorded`` signal) and by the beat (``check_triggers``), which catches
 judgments written without the signal (imports). Both also re-check a round whose human gate
 waits for people's judgments (``gate.check_human_gate``).
+
+After a judgment the round's stored progress is counted up by one instead of recounted (a
+recount reads every pair of the round, and rounds can hold hundreds of thousands); the full
+check (``check_trigger``) runs when the counted progress says the trigger may have fired. It
+recounts, so a count that ran ahead (an undone judgment, a lowered overlap) costs one recount
+and never starts training early; one that lags behind (imports, a raised overlap) is caught by
+the beat, as imports always were.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Sum, Value
+from django.db.models import F, Sum, Value
 from django.db.models.functions import Least
 
 from annotate.errors import Conflict, InvalidInput
@@ -45,8 +52,9 @@ def trigger_fired(loop_round: Round) -> bool:
     all_judged = not comparisons.filter(judgment_count__lt=loop_round.project.overlap).exists()
     if ls.trigger == "all_judged" or all_judged:
         return all_judged
-    judged = comparisons.filter(kind=Comparison.Kind.TRAIN, judgment_count__gte=1).count()
-    return judged >= ls.min_pairs
+    # Counting stops at min_pairs: a round may hold far more judged pairs than that.
+    judged = comparisons.filter(kind=Comparison.Kind.TRAIN, judgment_count__gte=1)
+    return judged[: ls.min_pairs].count() >= ls.min_pairs
 
 
 def check_trigger(round_id: int) -> bool:
@@ -79,16 +87,45 @@ def check_triggers() -> int:
     return sum(check_trigger(round_id) for round_id in list(ids))
 
 
+def count_judgment(round_id: int, counts: bool) -> bool:
+    """Count one new judgment into a collecting round's progress (``counts``: whether it is
+    within its pair's overlap), then run the full check when the trigger may have fired;
+    returns whether training started.
+
+    Every trigger needs all pairs judged (progress done reaching its total) or, for
+    ``min_pairs``, that many judged train pairs, each of which counted at least once.
+    """
+    rows = Round.objects.filter(pk=round_id, state=Round.State.COLLECTING)
+    if counts:
+        rows.update(progress_done=F("progress_done") + 1)
+    found = rows.values_list("progress_done", "progress_total", "settings").first()
+    if found is None:
+        return False
+    done, total, settings = found
+    ls = LoopSettings.from_dict(settings)
+    if ls.trigger == "manual":
+        return False
+    if done >= total or (ls.trigger == "min_pairs" and done >= ls.min_pairs):
+        return check_trigger(round_id)
+    return False
+
+
 def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
-    """After a new judgment commits, see whether its round's trigger fired."""
+    """After a new judgment commits, count it into its round and see whether the round's
+    trigger fired."""
     comparison_id = judgment.comparison_id
 
     def check() -> None:
-        row = Comparison.objects.filter(pk=comparison_id).values_list("round", "project_id").first()
-        if row is None or row[0] is None:
+        row = (
+            Comparison.objects.filter(pk=comparison_id)
+            .values_list("round", "project_id", "judgment_count", "project__overlap")
+            .first()
+        )
+        if row is None:
             return
-        round_number: int = row[0]
-        project_id = row[1]
+        round_number, project_id, judged, overlap = row
+        if round_number is None:
+            return
         found = (
             Round.objects.filter(
                 project_id=project_id,
@@ -102,7 +139,9 @@ def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None
             return
         round_id, state = found
         if state == Round.State.COLLECTING:
-            check_trigger(round_id)
+            # Read after the commit: a later judgment of the same pair may be in the count
+            # already, which can only hold this one back (the beat catches it).
+            count_judgment(round_id, counts=judged <= overlap)
         else:
             check_human_gate(round_id)
 

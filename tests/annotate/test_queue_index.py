@@ -1,0 +1,106 @@
+"""The queue reads its open pairs off an index, in its own order (``annotate.queue``), so that a
+request's cost does not grow with the project; the order it serves stays the queue's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from annotate import queue
+from annotate.models import Comparison, Project
+from tests.factories import ComparisonFactory
+
+STRATEGIES = list(Project.PairSelection.values)
+
+
+def _plan(rows: Any) -> str:
+    if connection.vendor == "postgresql":
+        # On a test-sized table a sort is cheaper; forbid it to see whether the index can
+        # give the order at all.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute("SET LOCAL enable_seqscan = off")
+    return str(rows.explain())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("round_number", [None, 2])
+def test_each_strategy_walks_its_index_in_the_queue_order_without_sorting(
+    team: Any, strategy: str, round_number: int | None
+) -> None:
+    project = team.project
+    project.pair_selection = strategy
+    project.save()
+    for i in range(6):
+        ComparisonFactory(project=project, round=i % 3 or None, policy_margin=0.1 * i)
+    unseen = Comparison.objects.all()
+    plan = _plan(queue._queue_range(project, unseen, timezone.now(), round_number, judged=0))
+    assert f"queue_open_{strategy}" in plan
+    assert "TEMP B-TREE" not in plan.upper()
+    assert "Sort" not in plan
+
+
+def test_it_serves_the_newest_round_first_then_the_pairs_closest_to_completion(
+    team: Any,
+) -> None:
+    project = team.project
+    project.overlap = 3
+    project.save()
+    old_done_twice = ComparisonFactory(project=project, round=1, random_key=0.9)
+    old_fresh = ComparisonFactory(project=project, round=1, random_key=0.1)
+    new_fresh = ComparisonFactory(project=project, round=2, random_key=0.1)
+    new_done_once = ComparisonFactory(project=project, round=2, random_key=0.8)
+    imported_done_twice = ComparisonFactory(project=project, round=None, random_key=0.5)
+    imported_fresh = ComparisonFactory(project=project, round=None, random_key=0.0)
+    for pair, judged in ((old_done_twice, 2), (new_done_once, 1), (imported_done_twice, 2)):
+        Comparison.objects.filter(pk=pair.pk).update(judgment_count=judged)
+    finished = ComparisonFactory(project=project, round=2, random_key=0.0)
+    Comparison.objects.filter(pk=finished.pk).update(judgment_count=3)
+
+    order = queue._candidates(project, Comparison.objects.all(), timezone.now(), None)
+
+    assert order == [
+        new_done_once.pk,
+        new_fresh.pk,
+        old_done_twice.pk,
+        old_fresh.pk,
+        imported_done_twice.pk,
+        imported_fresh.pk,
+    ]
+    assert queue._candidates(project, Comparison.objects.all(), timezone.now(), 1) == [
+        old_done_twice.pk,
+        old_fresh.pk,
+    ]
+
+
+def test_the_strategy_key_comes_before_the_judgment_count(team: Any) -> None:
+    project = team.project
+    project.overlap = 2
+    project.pair_selection = Project.PairSelection.UNCERTAINTY
+    project.save()
+    near_zero = ComparisonFactory(project=project, round=1, policy_margin=-0.05)
+    far_judged_once = ComparisonFactory(project=project, round=1, policy_margin=2.0)
+    unscored = ComparisonFactory(project=project, round=1, policy_margin=None)
+    Comparison.objects.filter(pk=far_judged_once.pk).update(judgment_count=1)
+
+    order = queue._candidates(project, Comparison.objects.all(), timezone.now(), None)
+
+    assert order == [near_zero.pk, far_judged_once.pk, unscored.pk]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the NULLS LAST index is PostgreSQL's form"
+)
+@pytest.mark.django_db
+def test_postgresql_builds_the_queue_indexes_with_nulls_last() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'queue_open_%%'"
+        )
+        definitions = dict(cursor.fetchall())
+    assert sorted(definitions) == sorted(f"queue_open_{s}" for s in STRATEGIES)
+    for definition in definitions.values():
+        assert "round DESC NULLS LAST" in definition
