@@ -30,7 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import VIOLATIONS, database_env, django_call, free_port, gunicorn, migrate  # noqa: E402
+from bench._server import (  # noqa: E402
+    VIOLATIONS,
+    database_env,
+    django_call,
+    free_port,
+    gunicorn,
+    migrate,
+)
 
 # Label Studio 1.23.2 on this machine, 32 concurrent annotators (see README).
 LABEL_STUDIO = {"pairs_per_s": 1.4, "p99_next_s": 43.0}
@@ -88,9 +95,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.sizes:
-        from queue_sizes import sweep
+        from bench.queue_sizes import sweep
 
-        sweep(args, wait_for)
+        sweep(args)
         return
 
     port = args.port or free_port()

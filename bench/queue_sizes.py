@@ -16,6 +16,7 @@ Called by ``bench/bench_annotate.py --sizes``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -25,8 +26,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
+
+from bench._server import free_port, gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS_PER_PROMPT = 4
@@ -264,49 +266,20 @@ def _ms(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def sweep(args: argparse.Namespace, wait_for: Callable[[int], None]) -> None:
+def sweep(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     store = Path(args.fixtures)
     store.mkdir(parents=True, exist_ok=True)
-    servers, annotators = [], {}
-    try:
+    clients = {}
+    with contextlib.ExitStack() as servers:
         copies = [working_copy(n, args.db, store) for n in sizes]
         for i, (n, (env, data)) in enumerate(zip(sizes, copies, strict=True)):
-            port = args.port + i
-            servers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "annotate.wsgi",
-                        "--bind",
-                        f"127.0.0.1:{port}",
-                        "--workers",
-                        str(args.workers),
-                        "--threads",
-                        str(args.threads),
-                        "--log-level",
-                        "warning",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                )  # fmt: skip
-            )
-            annotators[n] = (port, data)
-        clients = {}
-        for server, (n, (port, data)) in zip(servers, annotators.items(), strict=True):
-            wait_for(port)
-            if server.poll() is not None:
-                raise SystemExit(f"gunicorn for {n} comparisons exited: is port {port} taken?")
+            port = args.port + i if args.port else free_port()
+            servers.enter_context(gunicorn(env, port, args.workers, args.threads))
             clients[n] = Annotator(port, data["token"], data["project"])
         for i in range(args.warmup + args.requests):
             for n in sizes:
                 clients[n].step(record=i >= args.warmup)
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=30)
     print(
         f"\nOne annotator, next -> submit x {args.requests} (after {args.warmup} warm-up), "
         f"database: {args.db}, gunicorn {args.workers}x{args.threads}, sizes taking turns"
