@@ -13,6 +13,19 @@ from annotate.models import Project
 from . import exporters
 from .labels import PairOptions
 
+# What a download's suffix is sent as; anything else is application/octet-stream. Named here
+# rather than guessed, since the platform's MIME table differs between machines.
+MEDIA_TYPES = {
+    ".jsonl": "application/x-ndjson",
+    ".csv": "text/csv",
+    ".parquet": "application/vnd.apache.parquet",
+    ".zip": "application/zip",
+}
+
+
+def media_type(filename: str) -> str:
+    return MEDIA_TYPES.get(Path(filename).suffix.lower(), "application/octet-stream")
+
 
 def export_response(
     project: Project, fmt: str, options: PairOptions, bundle: str
@@ -40,4 +53,6 @@ def export_response(
         with target.open("rb") as fh:
             shutil.copyfileobj(fh, spool, length=1 << 20)
     spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=filename)
+    return FileResponse(
+        spool, as_attachment=True, filename=filename, content_type=media_type(filename)
+    )
