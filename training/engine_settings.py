@@ -90,29 +90,46 @@ def engine_model_name(template: str, project_slug: str, label: str) -> str:
 
 
 def backend_schema() -> dict[str, Any]:
-    """The JSON schema of ``generation_backend`` (the API documents loop settings with it)."""
+    """The JSON schema of ``generation_backend`` (the API documents loop settings with it):
+    one shape per kind, with the checks of :func:`validate_generation_backend`."""
+    placeholder = "|".join(MODEL_FIELDS)
     return {
         "type": "object",
         "default": DEFAULT_BACKEND,
-        "additionalProperties": False,
-        "required": ["kind"],
-        "properties": {
-            "kind": {"type": "string", "enum": list(BACKEND_KINDS), "default": "hf"},
-            "base_url": {
-                "type": "string",
-                "maxLength": _MAX_URL,
-                "description": "openai: the endpoint, e.g. http://gpu-1:8000/v1",
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind"],
+                "properties": {"kind": {"type": "string", "enum": ["hf"]}},
             },
-            "model": {
-                "type": "string",
-                "maxLength": _MAX_MODEL,
-                "default": "{name}",
-                "description": "openai: the engine's model name of the sampled version; "
-                "{project}, {version} (base, v1, ...) and {name} (<slug>:v1) are filled in",
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind", "base_url"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["openai"]},
+                    "base_url": {
+                        "type": "string",
+                        "maxLength": _MAX_URL,
+                        "pattern": r"^https?://[^/?#\s]+",
+                        "description": "the endpoint, e.g. http://gpu-1:8000/v1",
+                    },
+                    "model": {
+                        "type": "string",
+                        "maxLength": _MAX_MODEL,
+                        "pattern": rf"^([^{{}}]|\{{({placeholder})\}})*$",
+                        "default": "{name}",
+                        "description": "the engine's model name of the sampled version; "
+                        "{project}, {version} (base, v1, ...) and {name} (<slug>:v1) are "
+                        "filled in",
+                    },
+                    "api_key_env": {
+                        "type": "string",
+                        "pattern": _ENV_NAME.pattern,
+                        "description": "the environment variable that holds the API key",
+                    },
+                },
             },
-            "api_key_env": {
-                "type": "string",
-                "description": "openai: the environment variable that holds the API key",
-            },
-        },
+        ],
     }
