@@ -17,7 +17,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from .core.config import DPOConfig
+from .core.config import (
+    CHECKPOINTING,
+    LOSSES,
+    OPTIMIZER_IMPLS,
+    PRECISIONS,
+    REFERENCES,
+    DPOConfig,
+)
 
 # (minimum, maximum) of each numeric loop setting; None: no bound on that side.
 LOOP_BOUNDS: dict[str, tuple[float | None, float | None]] = {
@@ -207,6 +214,23 @@ def dpo_schema() -> dict[str, Any]:
         properties[f.name] = prop
     if "device" in properties:
         properties["device"]["pattern"] = _DEVICE.pattern
+    if "gradient_checkpointing" in properties:
+        # a choice, or true / false for "full" / "none"
+        properties["gradient_checkpointing"]["oneOf"] = [
+            {"type": "string", "enum": list(CHECKPOINTING)},
+            {"type": "boolean"},
+        ]
+    if "epsilon" in properties:
+        properties["epsilon"]["exclusiveMaximum"] = True  # [0, 0.5), as DPOConfig checks
+    # the choices DPOConfig checks
+    for name, allowed in (
+        ("loss", LOSSES),
+        ("reference", REFERENCES),
+        ("precision", PRECISIONS),
+        ("optimizer_impl", OPTIMIZER_IMPLS),
+    ):
+        if properties.get(name, {}).get("type") == "string":
+            properties[name]["enum"] = list(allowed)
     return {
         "type": "object",
         "additionalProperties": False,

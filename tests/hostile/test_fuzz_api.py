@@ -85,9 +85,10 @@ REFUSED_BY_CONTENT = {
 # Fields whose value must name something the server has: a model it can load, versions the
 # project has.
 REFUSED_FIELDS = {"base_model", "versions"}
-# Messages about values in a small language of their own, parsed rather than patterned: the
-# simulated gate's judge rule.
-REFUSED_MESSAGES = ("gate_judge: ",)
+# Messages about values in a small language of their own, parsed rather than patterned (the
+# simulated gate's judge rule), or about two settings together (soft labels need the sigmoid
+# loss).
+REFUSED_MESSAGES = ("gate_judge: ", "soft_labels: needs the sigmoid loss")
 
 
 def _messages(body: Any) -> list[str]:
