@@ -53,7 +53,8 @@ class TrainingConfig(AppConfig):
                 read=lambda project: False,
                 clean=clean_new_chain,
                 write=write_new_chain,
-                schema={"type": "boolean", "default": False, "writeOnly": True},
+                # not writeOnly: responses carry it (as false), and a schema must say so
+                schema={"type": "boolean", "default": False},
                 help_text=(
                     "With a new base_model on a project that has trained versions: start a "
                     "new chain, whose root (the new base) serves from now on and is the "

@@ -90,7 +90,10 @@ def engine_model_name(template: str, project_slug: str, label: str) -> str:
 
 
 def backend_schema() -> dict[str, Any]:
-    """The JSON schema of ``generation_backend`` (the API documents loop settings with it)."""
+    """The JSON schema of ``generation_backend`` (the API documents loop settings with it):
+    every key, and per kind (``oneOf``) the keys it takes and needs, with the checks of
+    :func:`validate_generation_backend`."""
+    placeholder = "|".join(MODEL_FIELDS)
     return {
         "type": "object",
         "default": DEFAULT_BACKEND,
@@ -101,18 +104,30 @@ def backend_schema() -> dict[str, Any]:
             "base_url": {
                 "type": "string",
                 "maxLength": _MAX_URL,
+                "pattern": r"^https?://[^/?#\s\u0000]+[^\u0000]*$",
                 "description": "openai: the endpoint, e.g. http://gpu-1:8000/v1",
             },
             "model": {
                 "type": "string",
-                "maxLength": _MAX_MODEL,
+                # no maxLength beside the pattern: schemathesis folds one into the pattern
+                # and loses the escape of its "}" on the way
+                "pattern": rf"^([^{{}}\u0000]|\{{({placeholder})\}})*$",
                 "default": "{name}",
-                "description": "openai: the engine's model name of the sampled version; "
-                "{project}, {version} (base, v1, ...) and {name} (<slug>:v1) are filled in",
+                "description": "openai: the engine's model name of the sampled version, at "
+                f"most {_MAX_MODEL} characters; {{project}}, {{version}} (base, v1, ...) and "
+                "{name} (<slug>:v1) are filled in",
             },
             "api_key_env": {
                 "type": "string",
+                "pattern": _ENV_NAME.pattern,
                 "description": "openai: the environment variable that holds the API key",
             },
         },
+        "oneOf": [
+            {
+                "properties": {"kind": {"enum": ["hf"]}},
+                "additionalProperties": False,
+            },
+            {"properties": {"kind": {"enum": ["openai"]}}, "required": ["base_url"]},
+        ],
     }

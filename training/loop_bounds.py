@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from .core.config import CHOICES, DPOConfig
+from .core.config import CHECKPOINTING, CHOICES, DPOConfig
 
 # (minimum, maximum) of each numeric loop setting; None: no bound on that side.
 LOOP_BOUNDS: dict[str, tuple[float | None, float | None]] = {
@@ -204,22 +204,21 @@ def dpo_schema() -> dict[str, Any]:
             prop.update(_bounds_schema(DPO_BOUNDS.get(f.name, (None, None))))
         if prop.get("type") == "string":
             prop["maxLength"] = DPO_TEXT_LIMIT
-        if f.name in CHOICES:
-            # gradient_checkpointing also takes the booleans of older configs: no enum there
-            prop.pop("maxLength", None)
-            if f.name == "gradient_checkpointing":
-                prop = {
-                    "oneOf": [
-                        {"type": "string", "enum": list(CHOICES[f.name])},
-                        {"type": "boolean"},
-                    ],
-                    "default": prop["default"],
-                }
-            else:
-                prop["enum"] = list(CHOICES[f.name])
         properties[f.name] = prop
     if "device" in properties:
         properties["device"]["pattern"] = _DEVICE.pattern
+    if "gradient_checkpointing" in properties:
+        # a choice, or true / false for "full" / "none"
+        properties["gradient_checkpointing"]["oneOf"] = [
+            {"type": "string", "enum": list(CHECKPOINTING)},
+            {"type": "boolean"},
+        ]
+    if "epsilon" in properties:
+        properties["epsilon"]["exclusiveMaximum"] = True  # [0, 0.5), as DPOConfig checks
+    # the choices DPOConfig checks
+    for name, allowed in CHOICES.items():
+        if properties.get(name, {}).get("type") == "string":
+            properties[name]["enum"] = list(allowed)
     return {
         "type": "object",
         "additionalProperties": False,

@@ -181,7 +181,12 @@ def json_schema() -> dict[str, Any]:
             prop["minimum"] = 1
         if f.name in _FRACTIONS:
             prop.update(minimum=0.0, maximum=1.0)
+        if f.name == "eval_share":
+            # [0, 1): a round of eval prompts only has nothing to train on
+            prop.update(minimum=0.0, maximum=1.0, exclusiveMaximum=True)
         prop.update(loop_schema_bounds(f.name))
+        if prop["type"] == "string" and "enum" not in prop:
+            prop["pattern"] = NO_NUL
         properties[f.name] = prop
     properties["dpo"] = {**dpo_schema(), "default": {}}
     properties["generation_backend"] = backend_schema()
@@ -226,6 +231,22 @@ def validate_dpo(data: Any) -> dict[str, Any]:
     return dict(data)
 
 
+# PostgreSQL stores a NUL character in no text or JSON column
+NO_NUL = r"^[^\u0000]*$"
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationError(f"{where}: must not hold a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(str(key), where)
+            _refuse_nul(item, f"{where}.{key}")
+    if isinstance(value, list):
+        for item in value:
+            _refuse_nul(item, where)
+
+
 def validate_loop_settings(data: Any) -> dict[str, Any]:
     """Check stored loop settings; returns them as keyword arguments for LoopSettings.
 
@@ -234,6 +255,9 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
     """
     if not isinstance(data, dict):
         raise ValidationError("loop settings must be a JSON object")
+    for name, value in data.items():
+        _refuse_nul(str(name), "loop settings")
+        _refuse_nul(value, str(name))
     names = {f.name for f in dataclasses.fields(LoopSettings)}
     unknown = sorted(set(data) - names)
     if unknown:

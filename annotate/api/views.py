@@ -15,6 +15,8 @@ from annotate.datasets.imports import import_records
 from annotate.errors import NotFound
 from annotate.models import Judgment
 
+from . import bodies
+from .schema import error_response
 from .serializers import (
     ImportReportSerializer,
     JudgmentInputSerializer,
@@ -72,7 +74,7 @@ def _import(request: Request, project_id: int, kind: str) -> Response:
 
 
 @extend_schema(
-    request={"application/json": {"type": "array", "items": {"type": "object"}}},
+    request=bodies.PROMPTS,
     responses={201: ImportReportSerializer},
     description=(
         'A JSON list of {"prompt": "..."} or {"messages": [...]}, optional "metadata" and "split".'
@@ -84,7 +86,7 @@ def project_prompts(request: Request, project_id: int) -> Response:
 
 
 @extend_schema(
-    request={"application/json": {"type": "array", "items": {"type": "object"}}},
+    request=bodies.PAIRS,
     responses={201: ImportReportSerializer},
     description='A JSON list of {"prompt" or "messages", "completion_a", "completion_b"}.',
 )
@@ -120,7 +122,11 @@ def next_task(request: Request, project_id: int) -> Response:
 @extend_schema(
     methods=["POST"],
     request=JudgmentInputSerializer,
-    responses={201: JudgmentSerializer, 200: JudgmentSerializer},
+    responses={
+        201: JudgmentSerializer,
+        200: OpenApiResponse(JudgmentSerializer, description="a resent client_id: the first"),
+        410: error_response("Your lease on the pair expired: ask for the next pair."),
+    },
 )
 @extend_schema(methods=["DELETE"], responses={204: None})
 @api_view(["POST", "DELETE"])

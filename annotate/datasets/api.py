@@ -18,10 +18,10 @@ from rest_framework.response import Response
 
 from annotate import services
 from annotate.errors import InvalidInput
-from annotate.models import DatasetJob, Project
+from annotate.models import Comparison, DatasetJob, Project, Prompt
 
 from . import exporters, jobs
-from .downloads import export_response
+from .downloads import MEDIA_TYPES, export_response, media_type
 from .formats import IMPORT_FORMATS, ImportOptions
 from .imports import check_size, import_file
 from .labels import AGGREGATIONS, WEIGHTS, PairOptions
@@ -109,8 +109,6 @@ def job_data(request: Request, project: Project, job: DatasetJob) -> dict[str, A
             '[{"line": n, "error": "..."}]}; nothing was written.',
         ),
         202: OpenApiTypes.OBJECT,
-        400: OpenApiTypes.OBJECT,
-        413: OpenApiTypes.OBJECT,
         503: OpenApiResponse(
             OpenApiTypes.OBJECT,
             description="background: the task broker could not be reached; nothing was kept",
@@ -150,32 +148,70 @@ def dataset_import(request: Request, project_id: int) -> Response:
     return Response(report.as_report(), status=200 if options.validate else 201)
 
 
+def _listing(item: str) -> str:
+    """A pattern for a comma-separated list of ``item`` (a regex), empty items and spaces
+    allowed, as PairOptions.from_dict reads one."""
+    return rf"^\s*({item}\s*)?(,\s*({item}\s*)?)*$"
+
+
+def _names(names: Iterable[str]) -> str:
+    return "(" + "|".join(names) + ")"
+
+
+# a version name as annotate.datasets.versions reads it, in any case
+_VERSION = "([bB][aA][sS][eE]|[vV][0-9]+)"
+_SHARE = {"type": "number", "minimum": 0, "maximum": 1}
+
 _EXPORT_PARAMETERS = [
-    OpenApiParameter("format", str, enum=list(exporters.EXPORT_FORMATS), required=True),
-    OpenApiParameter("bundle", str, enum=list(exporters.BUNDLES), description="file, zip or hf"),
-    OpenApiParameter("rounds", str, description="comma-separated round numbers"),
     OpenApiParameter(
-        "splits", str, description="comma-separated: train, eval, dev (default: train)"
+        "format",
+        str,
+        enum=[*exporters.EXPORT_FORMATS, "card"],
+        required=True,
+        description="card: only the dataset card (README.md) of the export card_format names",
+    ),
+    OpenApiParameter(
+        "card_format",
+        str,
+        enum=["", *exporters.EXPORT_FORMATS],
+        description="empty: trl",
+    ),
+    OpenApiParameter(
+        "bundle", str, enum=["", *exporters.BUNDLES], description="file (or empty), zip or hf"
+    ),
+    OpenApiParameter(
+        "rounds",
+        str,
+        description="comma-separated round numbers",
+        pattern=_listing("[0-9]{1,9}"),
+    ),
+    OpenApiParameter(
+        "splits",
+        str,
+        description="comma-separated: train, eval, dev (default: train)",
+        pattern=_listing(_names(Prompt.Split.values)),
     ),
     OpenApiParameter(
         "kinds",
         str,
         description="comma-separated: train, eval, gold; empty: train and gold (eval only "
         "when named)",
+        pattern=_listing(_names(Comparison.PAIR_KINDS)),
     ),
     OpenApiParameter(
         "versions",
         str,
         description='comma-separated version names ("base", "v1", ...; "v0" is the base): '
         "pairs with a completion sampled by one of them; empty: all",
+        pattern=_listing(_VERSION),
     ),
     OpenApiParameter("include_ties", bool),
     OpenApiParameter("include_both_bad", bool),
-    OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS)),
-    OpenApiParameter("min_agreement", float),
-    OpenApiParameter("min_votes", int),
+    OpenApiParameter("aggregation", str, enum=["", *AGGREGATIONS], description="empty: majority"),
+    OpenApiParameter("min_agreement", _SHARE),
+    OpenApiParameter("min_votes", {"type": "integer", "minimum": 1}),
     OpenApiParameter(
-        "weight", str, enum=list(WEIGHTS), description="empty: the project's count_weight"
+        "weight", str, enum=["", *WEIGHTS], description="empty: the project's count_weight"
     ),
     OpenApiParameter(
         "skip_paused",
@@ -185,7 +221,7 @@ _EXPORT_PARAMETERS = [
     ),
     OpenApiParameter(
         "min_gold_accuracy",
-        float,
+        _SHARE,
         description="0-1: leave out annotators below this gold accuracy (after gold_min_items); "
         "empty: the project's count_min_gold_accuracy",
     ),
@@ -202,10 +238,17 @@ _EXPORT_PARAMETERS = [
 ]
 
 
+# what a download is sent as, by format and bundle
+_FILES = {
+    (200, media): OpenApiResponse(OpenApiTypes.BINARY, description="the file, as an attachment")
+    for media in sorted({*MEDIA_TYPES.values(), "text/markdown"})
+}
+
+
 @extend_schema(
     parameters=_EXPORT_PARAMETERS,
     responses={
-        200: OpenApiTypes.BINARY,
+        **_FILES,
         202: OpenApiTypes.OBJECT,
         503: OpenApiResponse(
             OpenApiTypes.OBJECT,
@@ -245,11 +288,16 @@ def dataset_job(request: Request, project_id: int, job_id: int) -> Response:
     return Response(job_data(request, project, jobs.get_job(project, job_id)))
 
 
-@extend_schema(responses={200: OpenApiTypes.BINARY})
+@extend_schema(responses=_FILES)
 @api_view(["GET"])
 @_dataset_view
 def dataset_job_download(request: Request, project_id: int, job_id: int) -> HttpResponseBase:
     project = services.get_project(request.user, project_id, lead=True)
     job = jobs.get_job(project, job_id)
     path = jobs.result_file(job)
-    return FileResponse(path.open("rb"), as_attachment=True, filename=job.filename)
+    return FileResponse(
+        path.open("rb"),
+        as_attachment=True,
+        filename=job.filename,
+        content_type=media_type(job.filename),
+    )

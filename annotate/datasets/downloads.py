@@ -20,6 +20,19 @@ from .labels import PairOptions
 
 log = logging.getLogger(__name__)
 
+# What a download's suffix is sent as; anything else is application/octet-stream. Named here
+# rather than guessed, since the platform's MIME table differs between machines.
+MEDIA_TYPES = {
+    ".jsonl": "application/x-ndjson",
+    ".csv": "text/csv",
+    ".parquet": "application/vnd.apache.parquet",
+    ".zip": "application/zip",
+}
+
+
+def media_type(filename: str) -> str:
+    return MEDIA_TYPES.get(Path(filename).suffix.lower(), "application/octet-stream")
+
 
 def export_response(
     environ: Mapping[str, Any], project: Project, fmt: str, options: PairOptions, bundle: str
@@ -52,7 +65,9 @@ def export_response(
         with target.open("rb") as fh:
             shutil.copyfileobj(fh, spool, length=1 << 20)
     spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=filename)
+    return FileResponse(
+        spool, as_attachment=True, filename=filename, content_type=media_type(filename)
+    )
 
 
 def _failing_loudly(

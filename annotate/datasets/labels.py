@@ -134,10 +134,7 @@ class PairOptions:
             return [str(v).strip() for v in values if str(v).strip()]
 
         def flag(name: str) -> bool:
-            raw = data.get(name, False)
-            if isinstance(raw, bool):
-                return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+            return bool(choice(name))
 
         def choice(name: str) -> bool | None:
             """A flag that may be left to the project: missing or "" -> None."""

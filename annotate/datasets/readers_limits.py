@@ -4,6 +4,9 @@ text in the web process (a 1 KB Parquet file can hold a 20-million-character cel
 ``PREFLOOP_IMPORT_MAX_CELL_CHARS`` bounds one value (a prompt, a completion, a message's
 content, a metadata string) and ``PREFLOOP_IMPORT_MAX_ROW_CHARS`` all of a row's text
 together; both count decoded characters (bytes for binary values).
+
+A NUL character is refused in any text or key of a row: PostgreSQL stores it in neither a
+text nor a JSON column.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ def check_row(number: int, row: dict[str, Any], unit: str = "line") -> None:
     """Refuse a decoded row with a cell or a total over the limits; names the cell."""
     cell_limit, row_limit = limits()
     total = 0
+    if any("\x00" in str(k) for k in row):
+        raise RowError(number, "a key of the row holds a NUL character", unit=unit)
     stack: list[tuple[str, Any]] = [(f'"{k}"', v) for k, v in row.items()]
     while stack:
         where, value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise RowError(number, f"{where} holds a NUL character (\\u0000)", unit=unit)
         if isinstance(value, str | bytes):
             if len(value) > cell_limit:
                 raise RowError(number, _too_long(where, len(value), cell_limit, "CELL"), unit=unit)
@@ -41,6 +48,8 @@ def check_row(number: int, row: dict[str, Any], unit: str = "line") -> None:
             if total > row_limit:
                 raise RowError(number, _too_long("the row", total, row_limit, "ROW"), unit=unit)
         elif isinstance(value, dict):
+            if any("\x00" in str(k) for k in value):
+                raise RowError(number, f"a key of {where} holds a NUL character", unit=unit)
             stack.extend((f"{where}.{k}", v) for k, v in value.items())
         elif isinstance(value, list | tuple):
             stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))

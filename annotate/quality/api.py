@@ -65,7 +65,7 @@ def _gold(comparison: Comparison) -> dict[str, object]:
 )
 @extend_schema(
     methods=["DELETE"],
-    responses=GoldSerializer,
+    responses={200: GoldSerializer},
     description="Take the pair out of gold.",
 )
 @api_view(["PUT", "DELETE"])

@@ -107,6 +107,19 @@ def test_it_streams_every_export_format(team):
     assert team.project.name in card
 
 
+def test_a_download_says_what_it_is_on_every_machine(team):
+    # named by the app, not guessed from the platform's MIME table (which may lack .parquet)
+    post_import(api_for(team.lead), team.project, "trl", upload("p.jsonl", ROWS))
+    base = f"/api/projects/{team.project.pk}/export/"
+    client = api_for(team.lead)
+    assert client.get(base, {"format": "parquet"})["Content-Type"] == (
+        "application/vnd.apache.parquet"
+    )
+    assert client.get(base, {"format": "trl", "bundle": "zip"})["Content-Type"] == (
+        "application/zip"
+    )
+
+
 def test_it_validates_export_options(team):
     base = f"/api/projects/{team.project.pk}/export/"
     r = api_for(team.lead).get(base, {"format": "xml"})

@@ -15,6 +15,7 @@ from annotate.datasets.exporters import (
     write_export,
 )
 from annotate.datasets.labels import PairOptions, Tally, preference_pairs
+from annotate.errors import InvalidInput
 from annotate.models import Comparison
 
 from ..factories import ComparisonFactory
@@ -166,3 +167,12 @@ def test_label_smoothing_is_a_column_only_when_asked(team, tmp):
     assert table.column("label_smoothing").to_pylist() == [pytest.approx(1.5 / 4)]
     write_export(team.project, "parquet", PairOptions(), tmp / "hard.parquet")
     assert "label_smoothing" not in pq.read_table(tmp / "hard.parquet").column_names
+
+
+@pytest.mark.parametrize("name", ["include_ties", "include_both_bad", "label_smoothing"])
+def test_an_export_flag_is_true_or_false_and_nothing_else(name):
+    assert PairOptions.from_dict({name: "on"}).as_dict()[name] is True
+    assert PairOptions.from_dict({name: "0"}).as_dict()[name] is False
+    assert PairOptions.from_dict({name: ""}).as_dict()[name] is False
+    with pytest.raises(InvalidInput, match=name):
+        PairOptions.from_dict({name: "-1"})

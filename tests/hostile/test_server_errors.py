@@ -202,3 +202,37 @@ def test_nothing_is_half_written_on_a_refused_project_update(team):
     assert r.status_code == 400
     project = Project.objects.get(pk=team.project.pk)
     assert project.name == "Team project" and project.lease_seconds == before
+
+
+@pytest.mark.parametrize(
+    "item, where",
+    [
+        ({"prompt": "a\u0000b"}, '"prompt"'),
+        ({"messages": [{"role": "user", "content": "\u0000"}]}, '"messages"[0].content'),
+        ({"prompt": "p", "metadata": {"k\u0000": 1}}, 'a key of "metadata"'),
+    ],
+)
+def test_it_refuses_a_nul_character_in_an_imported_item(team, item, where):
+    # PostgreSQL stores a NUL in neither a text nor a JSON column: it answered 500 there
+    r = api_for(team.lead).post(
+        f"/api/projects/{team.project.pk}/prompts/", [item, {"prompt": "fine"}], format="json"
+    )
+    assert r.status_code == 400, r.content
+    assert r.json()["detail"].startswith(f"item 1: {where}")
+    assert not team.project.prompts.exists()
+
+
+@pytest.mark.parametrize(
+    "settings_, where",
+    [
+        ({"system_prompt": "a\u0000b"}, "system_prompt"),
+        ({"dpo": {"loss": "sigmoid\u0000"}}, "dpo.loss"),
+    ],
+)
+def test_it_refuses_a_nul_character_in_loop_settings(team, settings_, where):
+    # PostgreSQL stores no NUL in a JSON column: it answered 500 there
+    r = api_for(team.lead).patch(
+        f"/api/projects/{team.project.pk}/", {"loop_settings": settings_}, format="json"
+    )
+    assert r.status_code == 400, r.content
+    assert r.json()["loop_settings"] == [f"{where}: must not hold a NUL character"]
