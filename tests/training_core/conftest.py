@@ -106,3 +106,22 @@ def pairs() -> list[Any]:
     from training.core.data import pair_from_row
 
     return [pair_from_row(row) for row in make_pair_rows()]
+
+
+def dpo_config(**overrides: Any) -> Any:
+    """A DPO config that moves a tiny model within a few steps: all weights, a large step and
+    beta, no warm-up and no held-out split; ``overrides`` change any field."""
+    from training.core import DPOConfig
+
+    settings: dict[str, Any] = dict(
+        learning_rate=1e-2,
+        epochs=2,
+        batch_size=4,
+        heldout_fraction=0.0,
+        warmup_ratio=0.0,
+        beta=0.5,
+        lora=False,
+        seed=0,
+    )
+    settings.update(overrides)
+    return DPOConfig(**settings)

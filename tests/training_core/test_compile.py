@@ -9,22 +9,11 @@ from training.core.data import tokenize_pairs
 from training.core.loading import load_model
 from training.core.logprobs import build_batch, completion_logps
 
-from .conftest import build_model
+from .conftest import build_model, dpo_config
 
 
 def _config(**overrides):
-    settings = dict(
-        learning_rate=1e-2,
-        epochs=2,
-        batch_size=4,
-        heldout_fraction=0.0,
-        warmup_ratio=0.0,
-        beta=0.5,
-        lora=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    return dpo_config(**overrides)
 
 
 @pytest.fixture(autouse=True)

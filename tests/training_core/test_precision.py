@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from training.core import DPOConfig, load_model, train_dpo
+from training.core import load_model, train_dpo
 from training.core.data import tokenize_pairs
 from training.core.logprobs import _ChunkedLabelLogProb, build_batch, completion_logps
 from training.core.precision import MasterWeights, cast_parameters, resolve_precision
 
-from .conftest import build_model
+from .conftest import build_model, dpo_config
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,18 +99,7 @@ def test_master_weights_keep_updates_below_bf16_resolution():
 
 
 def _config(**overrides):
-    settings = dict(
-        learning_rate=1e-3,
-        epochs=2,
-        batch_size=4,
-        heldout_fraction=0.0,
-        warmup_ratio=0.0,
-        beta=0.5,
-        lora=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    return dpo_config(**{"learning_rate": 1e-3, **overrides})
 
 
 @pytest.fixture(scope="module")

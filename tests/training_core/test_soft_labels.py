@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from training.core import DPOConfig, load_model, train_dpo
+from training.core import load_model, train_dpo
 from training.core.data import DataError, PreferencePair, pair_from_row, read_pairs
 from training.core.losses import preference_loss, sigmoid_loss
+
+from .conftest import dpo_config
 
 
 def _log_sigmoid(x: float) -> float:
@@ -94,17 +96,7 @@ def _params(directory):
 
 
 def _config(**overrides):
-    settings = dict(
-        learning_rate=1e-2,
-        epochs=5,
-        heldout_fraction=0.0,
-        warmup_ratio=0.0,
-        beta=0.5,
-        lora=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    return dpo_config(**{"epochs": 5, **overrides})
 
 
 def test_the_trainer_trains_a_soft_pair_as_its_two_weighted_hard_pairs(

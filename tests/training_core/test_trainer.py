@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from training.core import (
-    DPOConfig,
     IncompleteVersionError,
     generate,
     load_model,
@@ -13,21 +12,11 @@ from training.core import (
 )
 from training.core import versions as versions_module
 
+from .conftest import dpo_config
+
 
 def _fast_config(**overrides):
-    settings = dict(
-        learning_rate=1e-2,
-        lora_learning_rate=5e-2,
-        epochs=6,
-        batch_size=4,
-        heldout_fraction=0.0,
-        warmup_ratio=0.0,
-        beta=0.5,
-        lora=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    return dpo_config(**{"lora_learning_rate": 5e-2, "epochs": 6, **overrides})
 
 
 def test_training_raises_reward_accuracy_and_changes_parameters(tiny_model_dir, pairs, tmp_path):
