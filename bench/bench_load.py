@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import math
 import os
@@ -253,6 +254,13 @@ def project_size(mode: str, annotators: int, args: argparse.Namespace) -> int:
     return max(50, math.ceil(judgments / min(annotators, args.overlap)))
 
 
+def _run_async(coroutine: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: the caller's thread may already run an event
+    loop (a test process that drove a browser through Playwright's sync API does)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_cell(
     env: dict[str, str],
     db: str,
@@ -271,7 +279,7 @@ def run_cell(
     load_before = os.getloadavg()[0]
     pace = args.pace if mode == "paced" else None
     with CpuMeter(server_pid, args.pg_database if db == "postgres" else None) as meter:
-        stats, elapsed = asyncio.run(load(args.port, project, members, args.duration, pace))
+        stats, elapsed = _run_async(load(args.port, project, members, args.duration, pace))
     cpu = meter.used()
     checks = django_call(
         env, "check_integrity", project_id=project, acknowledged=stats.acknowledged

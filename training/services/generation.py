@@ -167,8 +167,10 @@ class _RoundWriter:
     def report(self, final: bool = False) -> None:
         pace = self.rows / self.seconds if self.seconds > 0 else 0.0
         self.stats["tokens_per_s"] = round(self.tokens / self.seconds, 1) if self.seconds else None
+        left = self.total - self.done
+        # shown to a tenth of a second; rows still to sample never read as no time left
         self.stats["eta_s"] = (
-            None if final or not pace else round((self.total - self.done) / pace, 1)
+            None if final or not pace else max(0.1, round(left / pace, 1)) if left else 0.0
         )
         # updated_at is the round's heartbeat while it samples (see ``recovery``)
         Round.objects.filter(pk=self.round.pk).update(
