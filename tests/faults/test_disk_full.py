@@ -20,6 +20,7 @@ import safetensors.torch
 from django.db import connection
 
 from annotate.models import Project
+from tests.loop.conftest import judge_round
 from training import services
 from training.core.store import ModelStore
 from training.models import ModelVersion, Round, TrainingRun
@@ -76,13 +77,8 @@ def _fill_disk_on_store(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _trained_round(project: Project) -> tuple[Round, TrainingRun]:
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
-    return Round.objects.get(pk=loop_round.pk), run
+        run = judge_round(project)
+    return Round.objects.get(pk=run.round_id), run
 
 
 def _check(project: Project, *dirs: Path) -> None:

@@ -79,3 +79,18 @@ def make_loop_project(
 @pytest.fixture
 def loop_project(db: Any, tiny_model_dir: Path, var_dir: Path) -> Project:
     return make_loop_project(tiny_model_dir)
+
+
+def judge_round(project: Project, rule: str = "shorter") -> Any:
+    """Start the project's next round, sample it, have one noiseless simulated annotator judge
+    its pairs by ``rule`` and queue its training; returns the TrainingRun (``run.round`` is
+    the round). Call it inside ``services.in_process()``."""
+    from training import services
+    from training.models import Round
+
+    loop_round = services.start_round(project)
+    services.generate_round(loop_round.pk)
+    services.simulate_annotators(
+        project, rule, annotators=1, noise=0.0, round_number=loop_round.number
+    )
+    return services.begin_training(Round.objects.get(pk=loop_round.pk))

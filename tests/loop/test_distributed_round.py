@@ -11,7 +11,7 @@ from training import services
 from training.models import ModelVersion, Round, TrainingRun
 from training.services import parallel_training
 
-from .conftest import TINY_LOOP, make_loop_project
+from .conftest import TINY_LOOP, judge_round, make_loop_project
 
 
 @pytest.mark.slow
@@ -31,12 +31,7 @@ def test_a_round_trains_on_two_processes(
     monkeypatch.setattr(parallel_training.subprocess, "Popen", popen)
     steps: list[int] = []
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project)
         services.train_round(run.pk, progress=lambda step, *_: steps.append(step))
     assert len(commands) == 1 and commands[0][commands[0].index("--nproc") + 1] == "2"
     run = TrainingRun.objects.get(pk=run.pk)
@@ -80,12 +75,8 @@ def test_a_failed_parallel_run_fails_the_attempt_with_the_processes_error(
         tiny_model_dir, dpo={**TINY_LOOP["dpo"], "num_processes": 2, "device": "cpu"}
     )
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project)
+        loop_round = run.round
     # the policy's weights vanish between queueing and training: every rank fails to load them
     loop_round = Round.objects.get(pk=loop_round.pk)
     policy = loop_round.policy

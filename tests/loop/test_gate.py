@@ -27,7 +27,7 @@ from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 from training.services.gate import decide, gate_mode_of
 from training.services.simulation import resolve_rule
 
-from .conftest import TINY_LOOP, VOCAB, make_loop_project
+from .conftest import TINY_LOOP, VOCAB, judge_round, make_loop_project
 
 # The judge the tiny model can learn in one round: a reply scores 1 when its first word is in
 # the first half of the model's vocabulary. About 58% of the random model's 4-token replies
@@ -185,12 +185,8 @@ def test_a_simulated_gate_without_a_judge_rejects_and_says_what_to_set(
 def _round_to_gate(project: Project) -> Round:
     """Sample, judge by a rule, train and gate round 1 in this process."""
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project)
+        loop_round = run.round
         services.train_round(run.pk)
     return Round.objects.get(pk=loop_round.pk)
 

@@ -20,7 +20,7 @@ from training.loop_settings import LoopSettings, validate_loop_settings
 from training.models import ModelVersion, Round
 from training.services.simulation import rule_scores, shorter
 
-from .conftest import make_loop_project
+from .conftest import judge_round, make_loop_project
 
 
 def _round_samples(loop_round: Round) -> dict[int, list[Completion]]:
@@ -59,12 +59,8 @@ def test_a_round_with_most_different_compares_the_farthest_samples(
 ) -> None:
     project = make_loop_project(tiny_model_dir, pairing="most_different", k=4, max_new_tokens=8)
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project)
+        loop_round = run.round
         services.train_round(run.pk)
     loop_round.refresh_from_db()
     assert loop_round.settings["pairing"] == "most_different"

@@ -18,7 +18,7 @@ from training.core import trainer
 from training.loop_settings import LoopSettings, validate_loop_settings
 from training.models import Round
 
-from .conftest import make_loop_project
+from .conftest import judge_round, make_loop_project
 
 pytestmark = pytest.mark.django_db
 
@@ -105,12 +105,8 @@ def test_round_two_trains_on_round_ones_train_pairs_and_never_eval(
     monkeypatch.setattr(trainer, "train_dpo", recording_train)
     for _ in range(2):
         with services.in_process():
-            loop_round = services.start_round(project)
-            services.generate_round(loop_round.pk)
-            services.simulate_annotators(
-                project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-            )
-            run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+            run = judge_round(project)
+            loop_round = run.round
             services.train_round(run.pk)
         assert Round.objects.get(pk=loop_round.pk).state == Round.State.PROMOTED
 

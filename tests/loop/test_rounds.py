@@ -11,17 +11,14 @@ from annotate.models import Comparison, Completion, Judgment
 from training import services
 from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 
+from .conftest import judge_round
+
 
 def _run_round(project: Any, rule: str = "shorter") -> Round:
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, rule, annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project, rule)
         services.train_round(run.pk)
-    return Round.objects.get(pk=loop_round.pk)
+    return Round.objects.get(pk=run.round_id)
 
 
 def test_it_runs_a_round_and_promotes_the_new_version(loop_project: Any) -> None:

@@ -17,7 +17,7 @@ from training import services
 from training.models import Round
 from training.services.splits import ensure_splits
 
-from .conftest import make_loop_project
+from .conftest import judge_round, make_loop_project
 
 
 def _project_with(n: int) -> Project:
@@ -99,12 +99,8 @@ def test_it_keeps_one_train_prompt(db: Any) -> None:
 
 def _run_round(project: Project) -> Round:
     with services.in_process():
-        loop_round = services.start_round(project)
-        services.generate_round(loop_round.pk)
-        services.simulate_annotators(
-            project, "shorter", annotators=1, noise=0.0, round_number=loop_round.number
-        )
-        run = services.begin_training(Round.objects.get(pk=loop_round.pk))
+        run = judge_round(project)
+        loop_round = run.round
         services.train_round(run.pk)
     return Round.objects.get(pk=loop_round.pk)
 
