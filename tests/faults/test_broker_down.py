@@ -25,7 +25,7 @@ from rest_framework.authtoken.models import Token
 from annotate.models import Membership
 from tests.factories import UserFactory
 from tests.loop.conftest import make_loop_project
-from tests.loop.test_worker import _database_url
+from tests.processes import database_url
 from training import services
 from training.models import Round, TrainingRun
 
@@ -71,7 +71,7 @@ def test_judging_goes_on_without_the_broker_and_training_is_sent_once_it_is_back
         user = UserFactory(username=f"judge{i}")
         Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
         tokens.append(Token.objects.create(user=user).key)
-    env = {"DATABASE_URL": _database_url(), "CELERY_BROKER_URL": private_redis.url}
+    env = {"DATABASE_URL": database_url(), "CELERY_BROKER_URL": private_redis.url}
     _, port = start_web(processes, env)
 
     private_redis.stop()

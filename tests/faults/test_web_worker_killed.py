@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 from annotate.datasets.imports import import_records
 from annotate.models import Comparison, Membership, Project
 from tests.factories import ProjectFactory, UserFactory
-from tests.loop.test_worker import _database_url
+from tests.processes import database_url
 
 from .conftest import Process
 from .integrity import assert_integrity
@@ -53,7 +53,7 @@ def test_judging_survives_a_web_worker_killed_mid_request(
     processes: Callable[..., Process], settings: Any
 ) -> None:
     project, tokens = team_project(PAIRS, ANNOTATORS)
-    server, port = start_web(processes, {"DATABASE_URL": _database_url()})
+    server, port = start_web(processes, {"DATABASE_URL": database_url()})
     team = Team(port, tokens, project.pk, seconds=150)
     killed = []
     for share in (4, 2):

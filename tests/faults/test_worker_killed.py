@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from annotate.models import Comparison, Completion, Project
 from tests.loop.conftest import make_loop_project
-from tests.loop.test_worker import _database_url
+from tests.processes import database_url
 from training import services
 from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 
@@ -44,7 +44,7 @@ def project(transactional_db: Any, tiny_model_dir: Path) -> Iterator[Project]:
 
 
 def _start(processes: Callable[..., Process], hold: tuple[str, Path] | None = None) -> Process:
-    return processes(worker_args(hold), {"DATABASE_URL": _database_url()})
+    return processes(worker_args(hold), {"DATABASE_URL": database_url()})
 
 
 def _in(**delta: float) -> datetime:

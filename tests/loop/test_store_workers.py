@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,13 @@ from typing import Any
 import pytest
 
 from annotate.models import Comparison, Project
+from tests.processes import database_url, free_port
 from training import services
 from training.core.store import MANIFEST
 from training.models import ModelVersion, Round
 
 from .conftest import make_loop_project
-from .test_worker import ROOT, _database_url
+from .test_worker import ROOT
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -47,7 +47,7 @@ class Machine:
             env={
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": "annotate.settings",
-                "DATABASE_URL": _database_url(),
+                "DATABASE_URL": database_url(),
                 "PREFLOOP_VAR_DIR": str(var_dir),
                 "PREFLOOP_MODEL_STORE": str(store),
             },
@@ -106,12 +106,6 @@ def _wait(
     pytest.fail(f"timed out waiting for {what}\n{logs}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ask(port: int, model: str, var_dir: Path) -> dict[str, Any]:
     """One answer from the server, with the key it generated into its var directory."""
     key = (var_dir / "serve_api_key").read_text().strip()
@@ -162,7 +156,7 @@ def test_a_version_trained_on_one_machine_is_generated_from_and_served_by_anothe
     assert "Task training.tasks.generate_round[" not in trainer.output()
 
     # And serves it, from its own var directory.
-    port = _free_port()
+    port = free_port()
     machines["server"] = server = Machine(
         "server", generator.var_dir, store, ["manage.py", "serve_model", "--port", str(port)]
     )

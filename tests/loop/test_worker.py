@@ -19,23 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from annotate.models import Comparison, Judgment, Project
+from tests.processes import database_url
 from training import services
 from training.models import ModelVersion, ProjectLoop, Round, TrainingRun
 
 from .conftest import make_loop_project
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class Worker:
@@ -51,7 +43,7 @@ class Worker:
              "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
             cwd=ROOT,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "annotate.settings",
-                 "DATABASE_URL": _database_url()},
+                 "DATABASE_URL": database_url()},
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
