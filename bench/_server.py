@@ -25,15 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VIOLATIONS = ("over_overlap", "twice", "count_mismatch", "missing", "dangling")
 
 
-def database_env(
-    db: str, var_dir: Path, *, pg_database: str = "prefloop_bench", redis: str | None = None
+def server_env(
+    var_dir: Path, database_url: str | None = None, *, redis: str | None = None
 ) -> dict[str, str]:
-    """The environment of a server on a fresh database under ``var_dir``.
-
-    ``db``: "sqlite" (the embedded defaults: SQLite file and file-system broker under
-    ``var_dir``) or "postgres" (``pg_database`` on 127.0.0.1 is dropped and created again).
-    ``redis``: a Redis URL for the broker, the results and the cache (PostgreSQL runs only).
-    """
+    """The environment of a server with production settings (``DEBUG`` off) on an existing
+    database: ``database_url``, or the embedded defaults (SQLite file and file-system broker
+    under ``var_dir``) when None. ``redis``: a Redis URL for the broker, results and cache."""
     env = {
         **os.environ,
         "PREFLOOP_VAR_DIR": str(var_dir),
@@ -47,17 +44,40 @@ def database_env(
     ):
         env.pop(name, None)
     env["DEBUG"] = "0"
-    if db == "postgres":
-        psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {pg_database}"], check=True)
-        subprocess.run([*psql, f"CREATE DATABASE {pg_database}"], check=True)
-        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{pg_database}"
-        if redis:
-            env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = redis
-            env["PREFLOOP_CACHE_URL"] = redis
-    elif db != "sqlite":
-        raise ValueError(f"unknown database {db!r}")
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if redis:
+        env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = redis
+        env["PREFLOOP_CACHE_URL"] = redis
     return env
+
+
+def pg_url(name: str) -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def psql(sql: str, database: str = "postgres") -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql], check=True
+    )
+
+
+def database_env(
+    db: str, var_dir: Path, *, pg_database: str = "prefloop_bench", redis: str | None = None
+) -> dict[str, str]:
+    """The environment of a server on a fresh database under ``var_dir``.
+
+    ``db``: "sqlite" (the embedded defaults: SQLite file and file-system broker under
+    ``var_dir``) or "postgres" (``pg_database`` on 127.0.0.1 is dropped and created again).
+    ``redis``: a Redis URL for the broker, the results and the cache (PostgreSQL runs only).
+    """
+    if db == "sqlite":
+        return server_env(var_dir)
+    if db != "postgres":
+        raise ValueError(f"unknown database {db!r}")
+    psql(f"DROP DATABASE IF EXISTS {pg_database}")
+    psql(f"CREATE DATABASE {pg_database}")
+    return server_env(var_dir, pg_url(pg_database), redis=redis)
 
 
 def migrate(env: dict[str, str]) -> None:

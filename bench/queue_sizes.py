@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench._server import free_port, gunicorn
+from bench._server import free_port, gunicorn, pg_url, psql, server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS_PER_PROMPT = 4
@@ -137,28 +136,6 @@ _NO_PAUSE = (
 )
 
 
-def _psql(sql: str, database: str = "postgres") -> None:
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql], check=True
-    )
-
-
-def _pg_url(name: str) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
-def _env(var_dir: Path, database_url: str | None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PREFLOOP_VAR_DIR": str(var_dir),
-        "DJANGO_SETTINGS_MODULE": "annotate.settings",
-    }
-    env.pop("DATABASE_URL", None)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    return env
-
-
 def _manage(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -178,10 +155,10 @@ def fixture(n: int, db: str, store: Path) -> dict:
     url = None
     if db == "postgres":
         name = f"prefloop_queue_sweep_{n}"
-        _psql(f"DROP DATABASE IF EXISTS {name}")
-        _psql(f"CREATE DATABASE {name}")
-        url = _pg_url(name)
-    env = _env(home, url)
+        psql(f"DROP DATABASE IF EXISTS {name}")
+        psql(f"CREATE DATABASE {name}")
+        url = pg_url(name)
+    env = server_env(home, url)
     started = time.monotonic()
     _manage(env, "migrate", "-v0")
     out = _manage(env, "shell", "-c", _BUILD.format(n=n, per_prompt=PAIRS_PER_PROMPT))
@@ -200,15 +177,15 @@ def working_copy(n: int, db: str, store: Path) -> tuple[dict[str, str], dict]:
     url = None
     if db == "postgres":
         name = f"prefloop_queue_sweep_run_{n}"
-        _psql(f"DROP DATABASE IF EXISTS {name}")
-        _psql(f"CREATE DATABASE {name} TEMPLATE prefloop_queue_sweep_{n}")
+        psql(f"DROP DATABASE IF EXISTS {name}")
+        psql(f"CREATE DATABASE {name} TEMPLATE prefloop_queue_sweep_{n}")
         # Fresh planner statistics, as autovacuum keeps them on a live database: without them
         # PostgreSQL guesses from a table's size before the bulk load.
-        _psql("ANALYZE", name)
-        url = _pg_url(name)
+        psql("ANALYZE", name)
+        url = pg_url(name)
     else:
         shutil.copy(store / f"{db}-{n}" / "prefloop.sqlite3", run_dir / "prefloop.sqlite3")
-    env = _env(run_dir, url)
+    env = server_env(run_dir, url)
     started = time.monotonic()
     _manage(env, "migrate", "-v0")
     # The client always answers "left", so the gold rule would pause it: 0 never pauses.
