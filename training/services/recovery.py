@@ -33,10 +33,6 @@ from .gate_rules import WAITING
 log = logging.getLogger(__name__)
 
 
-def _ago(name: str, default: int, now: datetime) -> datetime:
-    return now - timedelta(seconds=int(getattr(settings, name, default)))
-
-
 def _waits_for_people(loop_round: Round) -> bool:
     """An evaluating round whose human gate is open: it waits for judgments, not for a task."""
     version = ModelVersion.objects.filter(trained_in=loop_round).first()
@@ -70,16 +66,16 @@ def recover_stuck_rounds(now: datetime | None = None) -> int:
     stale period.
     """
     now = now or timezone.now()
+    round_stale = now - timedelta(seconds=settings.PREFLOOP_ROUND_STALE_SECONDS)
     before: dict[str, datetime] = {
-        Round.State.GENERATING: _ago("PREFLOOP_ROUND_STALE_SECONDS", 600, now),
-        Round.State.TRAINING: _ago("PREFLOOP_ROUND_STALE_SECONDS", 600, now),
-        Round.State.EVALUATING: _ago("PREFLOOP_TRAIN_STALE_SECONDS", 1800, now),
+        Round.State.GENERATING: round_stale,
+        Round.State.TRAINING: round_stale,
+        Round.State.EVALUATING: now - timedelta(seconds=settings.PREFLOOP_TRAIN_STALE_SECONDS),
     }
-    stuck = Round.objects.filter(
-        Q(state=Round.State.GENERATING, updated_at__lt=before[Round.State.GENERATING])
-        | Q(state=Round.State.TRAINING, updated_at__lt=before[Round.State.TRAINING])
-        | Q(state=Round.State.EVALUATING, updated_at__lt=before[Round.State.EVALUATING])
-    ).values_list("pk", flat=True)
+    stale = Q()
+    for state, limit in before.items():
+        stale |= Q(state=state, updated_at__lt=limit)
+    stuck = Round.objects.filter(stale).values_list("pk", flat=True)
     queued = 0
     for round_id in list(stuck):
         with transaction.atomic():
