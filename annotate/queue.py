@@ -31,7 +31,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import NotAllowed, NotFound
-from .models import Assignment, Comparison, Judgment, Membership, Project
+from .models import Assignment, Comparison, Judgment, Project
+from .prepared import Prepared
 from .selection import merge_key, queue_order, strategy_key
 
 # How many candidates one queue request looks at before giving up; each is
@@ -59,30 +60,59 @@ def _held_slots(now: datetime) -> Subquery:
     return Subquery(held)
 
 
-def _held_count(comparison: Comparison, now: datetime) -> int:
-    return (
-        Assignment.objects.filter(comparison=comparison)
-        .filter(
-            Q(status=Assignment.Status.DONE)
-            | Q(status=Assignment.Status.ACTIVE, lease_expires__gt=now)
+def _db_time(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _held_count(comparison_id: int, now: datetime) -> int:
+    """Judged plus live-leased assignments of one comparison."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
+            " AND (status = %s OR (status = %s AND lease_expires > %s))",
+            [comparison_id, Assignment.Status.DONE, Assignment.Status.ACTIVE, _db_time(now)],
         )
-        .count()
-    )
+        return int(cursor.fetchone()[0])
+
+
+def _load(assignment_id: int) -> Assignment:
+    return Assignment.objects.select_related(
+        "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
+    ).get(pk=assignment_id)
+
+
+def _state(project: Project, user_id: int, now: datetime) -> tuple[str | None, int | None, bool]:
+    """In one look-up: why the user is paused in the project (None when not), their live lease
+    there (the earliest, if any) and whether a hidden repeat of theirs waits."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT paused_reason FROM annotate_membership"
+            "   WHERE project_id = %s AND user_id = %s AND paused = %s),"
+            " (SELECT id FROM annotate_assignment"
+            "   WHERE annotator_id = %s AND project_id = %s AND status = %s AND lease_expires > %s"
+            "   ORDER BY leased_at LIMIT 1),"
+            " (SELECT 1 FROM annotate_comparison"
+            "   WHERE repeat_for_id = %s AND project_id = %s AND judgment_count = 0 LIMIT 1)",
+            [
+                project.pk,
+                user_id,
+                True,
+                user_id,
+                project.pk,
+                Assignment.Status.ACTIVE,
+                _db_time(now),
+                user_id,
+                project.pk,
+            ],
+        )
+        reason, lease, repeat = cursor.fetchone()
+    return reason, lease, repeat is not None
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
     """The user's live lease in this project, if they already hold one."""
-    now = timezone.now()
-    return (
-        Assignment.objects.select_related(
-            "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
-        )
-        .filter(
-            project=project, annotator=user, status=Assignment.Status.ACTIVE, lease_expires__gt=now
-        )
-        .order_by("leased_at")
-        .first()
-    )
+    _reason, lease, _repeat = _state(project, user.pk, timezone.now())
+    return None if lease is None else _load(lease)
 
 
 def next_assignment(
@@ -105,19 +135,29 @@ def next_assignment(
         NotAllowed: the user is paused in this project (``annotate.quality.gold``); the
             message says why.
     """
-    paused = Membership.objects.filter(project=project, user=user, paused=True)
-    reason = paused.values_list("paused_reason", flat=True).first()
+    lease = next_lease(project, user, round_number=round_number)
+    return None if lease is None else _load(lease)
+
+
+def next_lease(project: Project, user: Any, *, round_number: int | None = None) -> int | None:
+    """As :func:`next_assignment`, returning the lease's id (the API reads what it shows in one
+    look-up of its own, ``annotate.tasks_view``)."""
+    reason, existing, repeats_waiting = _state(project, user.pk, timezone.now())
     if reason is not None:
         raise NotAllowed(f"You are paused in this project: {reason} Ask a lead to resume you.")
-    existing = current_assignment(project, user)
-    if existing is not None and round_number in (None, existing.comparison.round):
+    if existing is not None and (
+        round_number is None
+        or Assignment.objects.filter(pk=existing, comparison__round=round_number).exists()
+    ):
         return existing
     skip_locked = connection.features.has_select_for_update_skip_locked
     for attempt in range(_LOCK_RETRIES):
         with transaction.atomic():
-            assignment, contended = _try_lease(project, user, skip_locked, round_number)
-        if assignment is not None or not contended:
-            return assignment
+            lease, contended = _try_lease(
+                project, user.pk, skip_locked, round_number, repeats_waiting
+            )
+        if lease is not None or not contended:
+            return lease
         # Every open pair was being leased by someone else this instant: those
         # transactions last milliseconds, so look again rather than wrongly
         # answer "nothing left".
@@ -126,11 +166,16 @@ def next_assignment(
 
 
 def _candidates(
-    project: Project, pairs: QuerySet[Comparison], now: datetime, round_number: int | None
+    project: Project,
+    user_id: int | None,
+    now: datetime,
+    round_number: int | None,
+    among: list[int] | None = None,
 ) -> list[int]:
-    """Ids of ``pairs`` still open with a free slot, in the order the queue offers them: the
-    newest round first, then the project's pair selection strategy (``annotate.selection``),
-    then the most judgments, then the random key.
+    """Ids of the open pairs with a free slot that ``user_id`` has not judged or skipped (any
+    user's, when None), in the order the queue offers them: the newest round first, then the
+    project's pair selection strategy (``annotate.selection``), then the most judgments, then
+    the random key. ``among``: only these pairs (the ones a user skipped once).
 
     One index range per judgment count below the overlap, each walked in the queue's order up
     to ``_CANDIDATES_PER_REQUEST`` rows (see the module's docstring); their heads merged. Gold
@@ -141,24 +186,62 @@ def _candidates(
     """
     heads: list[tuple[Any, ...]] = []
     for judged in range(project.overlap):
-        heads.extend(_queue_range(project, pairs, now, round_number, judged))
+        if among is None and user_id is not None:
+            prepared = _RANGES[(project.pair_selection, round_number is not None)]
+            heads.extend(
+                prepared.run(
+                    project=project.pk,
+                    user=user_id,
+                    judged=judged,
+                    overlap=project.overlap,
+                    round=round_number or 0,
+                    now=now,
+                )
+            )
+        else:
+            heads.extend(
+                _queue_range(
+                    project.pair_selection,
+                    project.pk,
+                    project.overlap,
+                    judged,
+                    now,
+                    round_number,
+                    user_id,
+                    among,
+                )
+            )
     heads.sort(key=merge_key(project.pair_selection))
     return [row[-1] for row in heads[:_CANDIDATES_PER_REQUEST]]
 
 
 def _queue_range(
-    project: Project,
-    pairs: QuerySet[Comparison],
+    strategy: str,
+    project: int,
+    overlap: int,
+    judged: int,
     now: datetime,
     round_number: int | None,
-    judged: int,
+    user: int | None = None,
+    among: list[int] | None = None,
 ) -> QuerySet[Comparison, tuple[Any, ...]]:
-    """The head of the open ``pairs`` with ``judged`` judgments, in the queue's order: rows of
-    (round, strategy key, judgment count, random key, id), read off the strategy's index."""
-    key = strategy_key(project.pair_selection)
+    """The head of the project's open pairs with ``judged`` judgments, in the queue's order:
+    rows of (round, strategy key, judgment count, random key, id), read off the strategy's
+    index. ``user``: only pairs they have not judged or skipped; ``among``: only these."""
+    key = strategy_key(strategy)
+    pairs = Comparison.objects.all()
+    if user is not None:
+        # Checked per pair on the (comparison, annotator) unique index, so that no look-up
+        # reads the user's whole history.
+        seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator_id=user).filter(
+            Q(status__in=_CLOSED) | Q(skips__gt=0)
+        )
+        pairs = pairs.filter(~Exists(seen))
+    if among is not None:
+        pairs = pairs.filter(pk__in=among)
     pairs = (
         pairs.alias(held=Coalesce(_held_slots(now), Value(0)))
-        .filter(project=project, repeat_for=None, judgment_count=judged, held__lt=project.overlap)
+        .filter(project_id=project, repeat_for=None, judgment_count=judged, held__lt=overlap)
         .exclude(kind=Comparison.Kind.REPEAT)
         .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
         .annotate(queue_key=Value(0) if key is None else key)
@@ -167,66 +250,96 @@ def _queue_range(
         pairs = pairs.filter(round=round_number)
     # "repeat_for" (null throughout) leads the order so that PostgreSQL, which does not take
     # IS NULL for an equality, still sees the index's order.
-    return pairs.order_by("repeat_for", *queue_order(project.pair_selection)).values_list(
+    return pairs.order_by("repeat_for", *queue_order(strategy)).values_list(
         "round", "queue_key", "judgment_count", "random_key", "pk"
     )[:_CANDIDATES_PER_REQUEST]
 
 
+def _prepared_range(strategy: str, by_round: bool) -> Prepared:
+    def build(
+        project: int, user: int, judged: int, overlap: int, now: datetime, round: int = 0
+    ) -> QuerySet[Comparison, tuple[Any, ...]]:
+        return _queue_range(
+            strategy, project, overlap, judged, now, round if by_round else None, user
+        )
+
+    ints = ["project", "user", "judged", "overlap"] + (["round"] if by_round else [])
+    return Prepared(build, ints=ints, times=["now"])
+
+
+# One compiled range query per strategy, with and without a round filter.
+_RANGES = {
+    (strategy, by_round): _prepared_range(strategy, by_round)
+    for strategy in Project.PairSelection.values
+    for by_round in (False, True)
+}
+
+
+def _unseen(user_id: int) -> QuerySet[Comparison]:
+    """The comparisons the user has not judged or skipped."""
+    seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator_id=user_id).filter(
+        Q(status__in=_CLOSED) | Q(skips__gt=0)
+    )
+    return Comparison.objects.filter(~Exists(seen))
+
+
 def _try_lease(
-    project: Project, user: Any, skip_locked: bool, round_number: int | None = None
-) -> tuple[Assignment | None, bool]:
-    """One pass over the open pairs; returns (lease, whether any pair was locked).
+    project: Project,
+    user_id: int,
+    skip_locked: bool,
+    round_number: int | None = None,
+    repeats_waiting: bool = True,
+) -> tuple[int | None, bool]:
+    """One pass over the open pairs; returns (lease id, whether any pair was locked).
 
     Pairs the user has not been shown, or whose lease ran out unused, come first; the
     pairs they skipped once only when none of those is left. With probability
     ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
     work is left for them (gold never replaces a round's pairs when one round is asked for).
     A hidden repeat of theirs that is due comes before all of these (not when a round is asked
-    for: repeats belong to no round).
+    for: repeats belong to no round); ``repeats_waiting`` False says that none waits.
     """
     now = timezone.now()
-    # Checked per pair on the (comparison, annotator) unique index, so that no look-up reads
-    # the user's whole history.
-    seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=user).filter(
-        Q(status__in=_CLOSED) | Q(skips__gt=0)
-    )
-    unseen = Comparison.objects.filter(~Exists(seen))
-    if round_number is None:
-        repeat = _due_repeat(project, user, unseen)
+    if round_number is None and repeats_waiting:
+        repeat = _due_repeat(project, user_id, _unseen(user_id))
         if repeat is not None:
-            return _lease(project, repeat, user, now), False
-    regular = _candidates(project, unseen, now, round_number)
+            return _lease(project, repeat, user_id, now), False
+    regular = _candidates(project, user_id, now, round_number)
     if regular and round_number is None and random.random() < project.gold_rate:
-        gold = _gold_candidate(project, unseen)
+        gold = _gold_candidate(project, _unseen(user_id))
         if gold is not None:
-            return _lease(project, gold, user, now), False
+            return _lease(project, gold, user_id, now), False
     comparison, contended = _lock_first(project, regular, now, skip_locked)
     if comparison is None and not contended:
-        skipped_once = Assignment.objects.filter(
-            annotator=user, project=project, skips__gt=0, skips__lt=Assignment.MAX_SKIPS
-        ).exclude(status=Assignment.Status.DONE)
-        returning = Comparison.objects.filter(
-            pk__in=list(skipped_once.values_list("comparison_id", flat=True))
+        skipped_once = list(
+            Assignment.objects.filter(
+                annotator_id=user_id,
+                project=project,
+                skips__gt=0,
+                skips__lt=Assignment.MAX_SKIPS,
+            )
+            .exclude(status=Assignment.Status.DONE)
+            .values_list("comparison_id", flat=True)
         )
-        comparison, contended = _lock_first(
-            project, _candidates(project, returning, now, round_number), now, skip_locked
-        )
+        if skipped_once:
+            returning = _candidates(project, None, now, round_number, among=skipped_once)
+            comparison, contended = _lock_first(project, returning, now, skip_locked)
     if comparison is None:
         return None, contended
-    return _lease(project, comparison, user, now), False
+    return _lease(project, comparison, user_id, now), False
 
 
-def _due_repeat(project: Project, user: Any, unseen: QuerySet[Comparison]) -> Comparison | None:
-    """The user's earliest hidden repeat that is due and not yet judged or skipped, if any
-    (``annotate.quality.repeats``).
+def _due_repeat(project: Project, user_id: int, unseen: QuerySet[Comparison]) -> int | None:
+    """The id of the user's earliest hidden repeat that is due and not yet judged or skipped,
+    if any (``annotate.quality.repeats``).
 
     ``unseen``: the comparisons the user has not judged or skipped. One look-up on the
     ``pending_repeats`` index; the user's judgments are counted only when a repeat waits. A
     repeat whose original judgment was undone waits until the original is judged again.
     """
-    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator=user)
+    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator_id=user_id)
     pending = (
-        unseen.filter(repeat_for=user, project=project, judgment_count=0)
+        unseen.filter(repeat_for_id=user_id, project=project, judgment_count=0)
         .filter(Exists(judged))
         .order_by("repeat_due", "pk")
         .values_list("pk", "repeat_due")
@@ -235,13 +348,14 @@ def _due_repeat(project: Project, user: Any, unseen: QuerySet[Comparison]) -> Co
     if pending is None:
         return None
     pk, due = pending
-    if due and Judgment.objects.filter(project=project, annotator=user).count() < due:
+    if due and Judgment.objects.filter(project=project, annotator_id=user_id).count() < due:
         return None
-    return Comparison.objects.filter(pk=pk).first()
+    return int(pk)
 
 
-def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Comparison | None:
-    """A gold pair of the project that the user has not been shown (or not judged yet).
+def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> int | None:
+    """The id of a gold pair of the project that the user has not been shown (or not judged
+    yet).
 
     Gold is served to every annotator whatever its judgment count, so no slot is counted and
     no row lock is needed: one assignment per user and pair is a database constraint. The
@@ -251,55 +365,66 @@ def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> Compariso
         unseen.filter(project=project, kind=Comparison.Kind.GOLD)
         .exclude(gold_choice="")
         .order_by("?")
+        .values_list("pk", flat=True)
         .first()
     )
 
 
 def _lock_first(
     project: Project, candidate_ids: list[int], now: datetime, skip_locked: bool
-) -> tuple[Comparison | None, bool]:
-    """The first candidate with a free slot, row-locked; and whether any was locked by others."""
+) -> tuple[int | None, bool]:
+    """The first candidate with a free slot, row-locked; and whether any was locked by others.
+
+    Without row locks (SQLite) the transaction holds the database's write lock from its start,
+    so the candidates' free slots, counted in the same transaction, cannot have changed.
+    """
+    if not skip_locked:
+        return (candidate_ids[0] if candidate_ids else None), False
     contended = False
     for pk in candidate_ids:
-        rows = Comparison.objects.filter(pk=pk)
-        if skip_locked:
+        with connection.cursor() as cursor:
             # Never wait on a lock: waiting while holding one can deadlock.
-            rows = rows.select_for_update(skip_locked=True)
-        comparison = rows.first()
-        if comparison is None:
+            cursor.execute(
+                "SELECT id FROM annotate_comparison WHERE id = %s FOR UPDATE SKIP LOCKED", [pk]
+            )
+            locked = cursor.fetchone()
+        if locked is None:
             contended = True
             continue
         # Count again under the row lock: the first count may predate a lease
         # that another transaction committed since.
-        if _held_count(comparison, now) >= project.overlap:
+        if _held_count(pk, now) >= project.overlap:
             continue
-        return comparison, contended
+        return pk, contended
     return None, contended
 
 
-def _lease(project: Project, comparison: Comparison, user: Any, now: datetime) -> Assignment:
-    expires = now + project.lease_duration
-    assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
-    if assignment is None:
-        assignment = Assignment.objects.create(
-            comparison=comparison,
-            annotator=user,
-            project=project,
-            left_is_a=random.random() < 0.5,
-            leased_at=now,
-            lease_expires=expires,
+def _lease(project: Project, comparison_id: int, user_id: int, now: datetime) -> int:
+    """Lease the pair to the user; returns the assignment's id.
+
+    A new assignment draws the side A is shown on. An earlier lease of this user's that expired
+    unused, or a pair they skipped once that comes back, is renewed and keeps the order they
+    were shown, so a position is never re-drawn.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO annotate_assignment"
+            " (comparison_id, annotator_id, project_id, left_is_a, status, leased_at,"
+            " lease_expires, skips) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)"
+            " ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET status = excluded.status,"
+            " leased_at = excluded.leased_at, lease_expires = excluded.lease_expires"
+            " RETURNING id",
+            [
+                comparison_id,
+                user_id,
+                project.pk,
+                random.random() < 0.5,
+                Assignment.Status.ACTIVE,
+                _db_time(now),
+                _db_time(now + project.lease_duration),
+            ],
         )
-    else:
-        # An earlier lease of this user's expired unused, or a pair they skipped once
-        # comes back: renew it and keep the order they were shown, so a position is
-        # never re-drawn.
-        assignment.status = Assignment.Status.ACTIVE
-        assignment.leased_at = now
-        assignment.lease_expires = expires
-        assignment.save(update_fields=["status", "leased_at", "lease_expires"])
-    return Assignment.objects.select_related(
-        "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
-    ).get(pk=assignment.pk)
+        return int(cursor.fetchone()[0])
 
 
 @transaction.atomic
