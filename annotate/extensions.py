@@ -16,7 +16,10 @@ Signals:
     judgment_recorded: sent by :func:`annotate.services.submit_judgment` once for each new
     judgment (never for an idempotent replay), inside the transaction that wrote it; receivers
     that start work should do so on ``transaction.on_commit``. Keyword arguments:
-    ``judgment`` (the new :class:`~annotate.models.Judgment`). ``sender`` is the Judgment class.
+    ``judgment`` (the new :class:`~annotate.models.Judgment`; its ``comparison`` carries the
+    pair's id, project, prompt, round, kind, gold answer and judgment count including this one,
+    and its ``project`` the project's overlap, gold and repeat settings, each read without a
+    further query). ``sender`` is the Judgment class.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 # Placeholder values: numbers and a time that no query uses as a constant, so that each compiled
 # parameter can be told apart from the query's own constants. The numbers are positive and
@@ -81,7 +82,7 @@ class Prepared:
             if name is None:
                 params.append(constant)
             elif name in self.times:
-                params.append(connection.ops.adapt_datetimefield_value(values[name]))
+                params.append(to_db_time(values[name]))
             else:
                 params.append(values[name])
         return sql, params
@@ -91,3 +92,16 @@ class Prepared:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
+
+
+def to_db_time(value: datetime) -> Any:
+    """A datetime as a plain cursor's parameter on this database."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def from_db_time(value: Any) -> datetime:
+    """A datetime column read by a plain cursor: aware on PostgreSQL, naive UTC or text on
+    SQLite."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)

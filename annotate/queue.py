@@ -31,8 +31,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import NotAllowed, NotFound
-from .models import Assignment, Comparison, Judgment, Project
-from .prepared import Prepared
+from .models import Assignment, Comparison, Judgment, Project, Prompt
+from .prepared import Prepared, from_db_time, to_db_time
 from .selection import merge_key, queue_order, strategy_key
 
 # How many candidates one queue request looks at before giving up; each is
@@ -42,6 +42,7 @@ _LOCK_RETRIES = 50
 # Assignments whose pair the queue does not offer again: judged, or just skipped (a pair
 # skipped once comes back after the rest of the queue, see ``_try_lease``).
 _CLOSED = (Assignment.Status.DONE, Assignment.Status.SKIPPED)
+_MESSAGES = Prompt._meta.get_field("messages")
 
 
 def _held_slots(now: datetime) -> Subquery:
@@ -60,17 +61,13 @@ def _held_slots(now: datetime) -> Subquery:
     return Subquery(held)
 
 
-def _db_time(value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def _held_count(comparison_id: int, now: datetime) -> int:
     """Judged plus live-leased assignments of one comparison."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
             " AND (status = %s OR (status = %s AND lease_expires > %s))",
-            [comparison_id, Assignment.Status.DONE, Assignment.Status.ACTIVE, _db_time(now)],
+            [comparison_id, Assignment.Status.DONE, Assignment.Status.ACTIVE, to_db_time(now)],
         )
         return int(cursor.fetchone()[0])
 
@@ -81,9 +78,39 @@ def _load(assignment_id: int) -> Assignment:
     ).get(pk=assignment_id)
 
 
+def shown_task(assignment_id: int) -> dict[str, Any]:
+    """What the API shows of a lease, read in one look-up: the pair, its prompt's messages,
+    the completions in the order the annotator sees them (text and whether the model finished)
+    and when the lease runs out."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.comparison_id, a.left_is_a, a.lease_expires, p.messages,"
+            " ca.text, ca.finished, cb.text, cb.finished"
+            " FROM annotate_assignment a"
+            " JOIN annotate_comparison c ON c.id = a.comparison_id"
+            " JOIN annotate_prompt p ON p.id = c.prompt_id"
+            " JOIN annotate_completion ca ON ca.id = c.completion_a_id"
+            " JOIN annotate_completion cb ON cb.id = c.completion_b_id"
+            " WHERE a.id = %s",
+            [assignment_id],
+        )
+        comparison, left_is_a, expires, messages, a_text, a_done, b_text, b_done = cursor.fetchone()
+    a = {"text": a_text, "finished": None if a_done is None else bool(a_done)}
+    b = {"text": b_text, "finished": None if b_done is None else bool(b_done)}
+    left, right = (a, b) if left_is_a else (b, a)
+    return {
+        "comparison": comparison,
+        "messages": _MESSAGES.from_db_value(messages, None, connection),
+        "left": left,
+        "right": right,
+        "lease_expires": from_db_time(expires),
+    }
+
+
 def _state(project: Project, user_id: int, now: datetime) -> tuple[str | None, int | None, bool]:
     """In one look-up: why the user is paused in the project (None when not), their live lease
-    there (the earliest, if any) and whether a hidden repeat of theirs waits."""
+    there (the earliest, if any) and whether a hidden repeat of theirs may be due (one waits
+    whose due count of judgments the user has reached; ``_due_repeat`` has the last word)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT paused_reason FROM annotate_membership"
@@ -91,8 +118,8 @@ def _state(project: Project, user_id: int, now: datetime) -> tuple[str | None, i
             " (SELECT id FROM annotate_assignment"
             "   WHERE annotator_id = %s AND project_id = %s AND status = %s AND lease_expires > %s"
             "   ORDER BY leased_at LIMIT 1),"
-            " (SELECT 1 FROM annotate_comparison"
-            "   WHERE repeat_for_id = %s AND project_id = %s AND judgment_count = 0 LIMIT 1)",
+            " (SELECT MIN(COALESCE(repeat_due, 0)) FROM annotate_comparison"
+            "   WHERE repeat_for_id = %s AND project_id = %s AND judgment_count = 0)",
             [
                 project.pk,
                 user_id,
@@ -100,13 +127,17 @@ def _state(project: Project, user_id: int, now: datetime) -> tuple[str | None, i
                 user_id,
                 project.pk,
                 Assignment.Status.ACTIVE,
-                _db_time(now),
+                to_db_time(now),
                 user_id,
                 project.pk,
             ],
         )
-        reason, lease, repeat = cursor.fetchone()
-    return reason, lease, repeat is not None
+        reason, lease, first_due = cursor.fetchone()
+    if first_due is None:
+        return reason, lease, False
+    # The user's judgments are counted only while a repeat of theirs waits.
+    judged = Judgment.objects.filter(project=project, annotator_id=user_id).count()
+    return reason, lease, judged >= first_due
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
@@ -420,8 +451,8 @@ def _lease(project: Project, comparison_id: int, user_id: int, now: datetime) ->
                 project.pk,
                 random.random() < 0.5,
                 Assignment.Status.ACTIVE,
-                _db_time(now),
-                _db_time(now + project.lease_duration),
+                to_db_time(now),
+                to_db_time(now + project.lease_duration),
             ],
         )
         return int(cursor.fetchone()[0])

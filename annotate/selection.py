@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, OrderBy
 from django.db.models.functions import Abs
 
@@ -105,25 +106,23 @@ def refresh_prompts(prompt_ids: Iterable[int]) -> None:
     """
     for prompt_id in set(prompt_ids):
         choices: dict[int, list[str]] = defaultdict(list)
-        rows = (
-            Judgment.objects.filter(comparison__prompt_id=prompt_id)
-            .exclude(comparison__kind=Comparison.Kind.REPEAT)
-            .values_list("comparison_id", "choice")
-        )
-        for comparison_id, choice in rows:
-            choices[comparison_id].append(choice)
-        score, judged = prompt_figures(choices)
-        Comparison.objects.filter(prompt_id=prompt_id).update(
-            prompt_disagreement=score, prompt_judged_pairs=judged
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT j.comparison_id, j.choice FROM annotate_judgment j"
+                " JOIN annotate_comparison c ON c.id = j.comparison_id"
+                " WHERE c.prompt_id = %s AND c.kind <> %s",
+                [prompt_id, Comparison.Kind.REPEAT],
+            )
+            for comparison_id, choice in cursor.fetchall():
+                choices[comparison_id].append(choice)
+            score, judged = prompt_figures(choices)
+            cursor.execute(
+                "UPDATE annotate_comparison SET prompt_disagreement = %s, prompt_judged_pairs = %s"
+                " WHERE prompt_id = %s",
+                [score, judged, prompt_id],
+            )
 
 
 def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
     """``judgment_recorded`` receiver: refresh the figures of the judged pair's prompt."""
-    prompt_id = (
-        Comparison.objects.filter(pk=judgment.comparison_id)
-        .values_list("prompt_id", flat=True)
-        .first()
-    )
-    if prompt_id is not None:
-        refresh_prompts([prompt_id])
+    refresh_prompts([judgment.comparison.prompt_id])

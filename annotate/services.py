@@ -14,7 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 from django.utils import timezone
@@ -22,9 +22,12 @@ from django.utils import timezone
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
+from .prepared import from_db_time
 from .queue import current_assignment as current_assignment
 from .queue import next_assignment as next_assignment
+from .queue import next_lease as next_lease
 from .queue import release_expired_leases as release_expired_leases
+from .queue import shown_task as shown_task
 from .queue import skip as skip
 from .selection import refresh_prompts
 
@@ -47,13 +50,23 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
     revealed to people outside it.
     """
     try:
-        project = Project.objects.get(pk=int(project_id))
-    except (Project.DoesNotExist, ValueError, TypeError):
+        pk = int(project_id)
+    except (ValueError, TypeError):
         raise NotFound("No such project.") from None
-    role = project.role_of(user)
-    if role is None:
+    if not getattr(user, "is_authenticated", False) or not 0 < pk < 2**63:
         raise NotFound("No such project.")
-    if lead and role != Membership.Role.LEAD:
+    # The project and the user's role in one look-up.
+    found = list(
+        Project.objects.raw(
+            "SELECT p.*, m.role AS member_role FROM annotate_project p"
+            " JOIN annotate_membership m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
+            [pk, user.pk],
+        )
+    )
+    if not found:
+        raise NotFound("No such project.")
+    project = found[0]
+    if lead and project.member_role != Membership.Role.LEAD:
         raise NotAllowed("Only the project's leads can do this.")
     return project
 
@@ -165,7 +178,9 @@ def add_member(project: Project, username: str, role: str) -> Membership:
 __all__ = [
     "current_assignment",
     "next_assignment",
+    "next_lease",
     "release_expired_leases",
+    "shown_task",
     "skip",
 ]
 
@@ -235,45 +250,100 @@ def _replayed(replay: Judgment, data: JudgmentInput) -> Judgment:
     return replay
 
 
+# What a submit reads, in one look-up under the pair's row lock: the pair, the project's
+# settings the judgment is checked against, the user's role, their assignment and a judgment
+# already stored under the request's client_id. ``Model.from_db`` takes a subset of fields in
+# the model's order.
+def _in_model_order(model: Any, names: set[str]) -> tuple[str, ...]:
+    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in names)
+
+
+_PAIR_FIELDS = _in_model_order(
+    Comparison, {"id", "project_id", "prompt_id", "round", "kind", "gold_choice", "judgment_count"}
+)
+_PROJECT_FIELDS = _in_model_order(
+    Project,
+    {
+        "id",
+        "overlap",
+        "show_strength",
+        "rationale",
+        "gold_min_items",
+        "gold_min_accuracy",
+        "repeat_rate",
+    },
+)
+# Column names from the models above: nothing from a request is formatted into the text.
+_SUBMIT_SQL = (
+    "SELECT "  # noqa: S608
+    + ", ".join([*(f"c.{n}" for n in _PAIR_FIELDS), *(f"p.{n}" for n in _PROJECT_FIELDS)])
+    + ", (SELECT role FROM annotate_membership WHERE project_id = c.project_id AND user_id = %s),"
+    " a.status, a.lease_expires, a.left_is_a,"
+    " (SELECT id FROM annotate_judgment WHERE client_id = %s)"
+    " FROM annotate_comparison c JOIN annotate_project p ON p.id = c.project_id"
+    " LEFT JOIN annotate_assignment a ON a.comparison_id = c.id AND a.annotator_id = %s"
+    " WHERE c.id = %s"
+)
+
+
 def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
-    comparison = (
-        Comparison.objects.select_for_update()
-        .select_related("project")
-        .filter(pk=comparison_id)
-        .first()
-    )
-    if comparison is None or comparison.project.role_of(user) is None:
+    client_id = Judgment._meta.get_field("client_id").get_db_prep_value(data.client_id, connection)
+    sql = _SUBMIT_SQL
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF c"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user.pk, client_id, user.pk, comparison_id])
+        row = cursor.fetchone()
+    if row is None:
         raise NotFound("No such comparison.")
-    replay = Judgment.objects.filter(client_id=data.client_id).first()
-    if replay is not None:
-        if replay.annotator_id != user.pk or replay.comparison_id != comparison.pk:
+    n_pair, n_project = len(_PAIR_FIELDS), len(_PROJECT_FIELDS)
+    pair_values, project_values = row[:n_pair], row[n_pair : n_pair + n_project]
+    role, status, lease_expires, left_is_a, replay_id = row[n_pair + n_project :]
+    if role is None:
+        raise NotFound("No such comparison.")
+    if replay_id is not None:
+        replay = Judgment.objects.get(pk=replay_id)
+        if replay.annotator_id != user.pk or replay.comparison_id != comparison_id:
             raise Conflict("client_id was already used for another judgment.")
         return _replayed(replay, data), False
-    project = comparison.project
-    assignment = Assignment.objects.filter(comparison=comparison, annotator=user).first()
-    if assignment is None or assignment.status == Assignment.Status.SKIPPED:
+    if status is None or status == Assignment.Status.SKIPPED:
         raise NotAllowed("This pair is not leased to you: ask for the next pair first.")
-    if assignment.status == Assignment.Status.EXPIRED:
+    if status == Assignment.Status.EXPIRED:
         raise LeaseExpired("Your lease on this pair expired: ask for the next pair.")
-    if assignment.status == Assignment.Status.DONE:
+    if status == Assignment.Status.DONE:
         raise Conflict("You have already judged this pair.")
-    if assignment.lease_expires <= timezone.now():
+    now = timezone.now()
+    if from_db_time(lease_expires) <= now:
         raise LeaseExpired("Your lease on this pair expired: ask for the next pair.")
+    # The rest of the project's fields load if a receiver reads them.
+    project = Project.from_db(connection.alias, _PROJECT_FIELDS, project_values)
+    comparison = Comparison.from_db(connection.alias, _PAIR_FIELDS, pair_values)
     _validate_details(project, data)
-    judgment = Judgment.objects.create(
+    left_is_a = bool(left_is_a)
+    judgment = Judgment(
         comparison=comparison,
         annotator=user,
         project=project,
-        choice=_canonical_choice(data.choice, assignment.left_is_a),
+        choice=_canonical_choice(data.choice, left_is_a),
         strength=data.strength if data.choice in ("left", "right") else None,
         rationale=data.rationale.strip(),
-        left_is_a=assignment.left_is_a,
+        left_is_a=left_is_a,
         duration_ms=data.duration_ms,
         client_id=data.client_id,
     )
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status"])
-    Comparison.objects.filter(pk=comparison.pk).update(judgment_count=F("judgment_count") + 1)
+    judgment.save(force_insert=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE annotate_assignment SET status = %s WHERE comparison_id = %s"
+            " AND annotator_id = %s",
+            [Assignment.Status.DONE, comparison_id, user.pk],
+        )
+        cursor.execute(
+            "UPDATE annotate_comparison SET judgment_count = judgment_count + 1 WHERE id = %s",
+            [comparison_id],
+        )
+    # The row lock (or SQLite's write lock) held since the look-up makes this the stored count.
+    comparison.judgment_count += 1
     judgment_recorded.send(sender=Judgment, judgment=judgment)
     return judgment, True
 

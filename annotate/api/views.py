@@ -101,21 +101,13 @@ def project_comparisons(request: Request, project_id: int) -> Response:
 @api_view(["GET"])
 def next_task(request: Request, project_id: int) -> Response:
     project = services.get_project(request.user, project_id)
-    assignment = services.next_assignment(project, request.user)
-    if assignment is None:
+    lease = services.next_lease(project, request.user)
+    if lease is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
-    comparison = assignment.comparison
-    left, right = assignment.shown_completions()
-    data: dict[str, Any] = {
-        "comparison": comparison.pk,
-        "messages": comparison.prompt.messages,
-        "left": {"text": left.text, "finished": left.finished},
-        "right": {"text": right.text, "finished": right.finished},
-        "lease_expires": assignment.lease_expires,
-        "instructions": project.instructions,
-        "show_strength": project.show_strength,
-        "rationale": project.rationale,
-    }
+    data = services.shown_task(lease)
+    data["instructions"] = project.instructions
+    data["show_strength"] = project.show_strength
+    data["rationale"] = project.rationale
     return Response(TaskSerializer(data).data)
 
 

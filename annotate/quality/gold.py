@@ -135,12 +135,7 @@ def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
     """``judgment_recorded`` receiver: check the rule after a judgment on a gold pair."""
     if judgment.annotator_id is None:
         return
-    gold = (
-        Comparison.objects.filter(pk=judgment.comparison_id)
-        .values_list("gold_choice", flat=True)
-        .first()
-    )
-    if gold:
+    if judgment.comparison.gold_choice:
         apply_rule(judgment.project, judgment.annotator_id)
 
 

@@ -113,19 +113,13 @@ def count_judgment(round_id: int, counts: bool) -> bool:
 def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
     """After a new judgment commits, count it into its round and see whether the round's
     trigger fired."""
-    comparison_id = judgment.comparison_id
+    pair = judgment.comparison
+    round_number, project_id, judged = pair.round, pair.project_id, pair.judgment_count
+    if round_number is None:
+        return
+    overlap = judgment.project.overlap
 
     def check() -> None:
-        row = (
-            Comparison.objects.filter(pk=comparison_id)
-            .values_list("round", "project_id", "judgment_count", "project__overlap")
-            .first()
-        )
-        if row is None:
-            return
-        round_number, project_id, judged, overlap = row
-        if round_number is None:
-            return
         found = (
             Round.objects.filter(
                 project_id=project_id,
@@ -139,8 +133,7 @@ def on_judgment_recorded(sender: Any, judgment: Judgment, **kwargs: Any) -> None
             return
         round_id, state = found
         if state == Round.State.COLLECTING:
-            # Read after the commit: a later judgment of the same pair may be in the count
-            # already, which can only hold this one back (the beat catches it).
+            # ``judged`` is the pair's count with this judgment, read under the pair's lock.
             count_judgment(round_id, counts=judged <= overlap)
         else:
             check_human_gate(round_id)
