@@ -61,17 +61,6 @@ def _held_slots(now: datetime) -> Subquery:
     return Subquery(held)
 
 
-def _held_count(comparison_id: int, now: datetime) -> int:
-    """Judged plus live-leased assignments of one comparison."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
-            " AND (status = %s OR (status = %s AND lease_expires > %s))",
-            [comparison_id, Assignment.Status.DONE, Assignment.Status.ACTIVE, to_db_time(now)],
-        )
-        return int(cursor.fetchone()[0])
-
-
 def _load(assignment_id: int) -> Assignment:
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
@@ -216,20 +205,27 @@ def _candidates(
     (`_try_lease`).
     """
     heads: list[tuple[Any, ...]] = []
-    for judged in range(project.overlap):
-        if among is None and user_id is not None:
-            prepared = _RANGES[(project.pair_selection, round_number is not None)]
-            heads.extend(
-                prepared.run(
-                    project=project.pk,
-                    user=user_id,
-                    judged=judged,
-                    overlap=project.overlap,
-                    round=round_number or 0,
-                    now=now,
-                )
+    if among is None and user_id is not None:
+        # Every range in one statement: the compiled range query once per judgment count.
+        prepared = _RANGES[(project.pair_selection, round_number is not None)]
+        parts, params = [], []
+        for judged in range(project.overlap):
+            sql, values = prepared.sql_with_params(
+                project=project.pk,
+                user=user_id,
+                judged=judged,
+                overlap=project.overlap,
+                round=round_number or 0,
+                now=now,
             )
-        else:
+            # compiled by the ORM; the request's values are parameters
+            parts.append(f"SELECT * FROM ({sql}) AS range_{judged}")  # noqa: S608
+            params.extend(values)
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            heads.extend(cursor.fetchall())
+    else:
+        for judged in range(project.overlap):
             heads.extend(
                 _queue_range(
                     project.pair_selection,
@@ -340,8 +336,8 @@ def _try_lease(
         gold = _gold_candidate(project, _unseen(user_id))
         if gold is not None:
             return _lease(project, gold, user_id, now), False
-    comparison, contended = _lock_first(project, regular, now, skip_locked)
-    if comparison is None and not contended:
+    lease, contended = _lease_first(project, regular, user_id, now, skip_locked)
+    if lease is None and not contended:
         skipped_once = list(
             Assignment.objects.filter(
                 annotator_id=user_id,
@@ -354,10 +350,8 @@ def _try_lease(
         )
         if skipped_once:
             returning = _candidates(project, None, now, round_number, among=skipped_once)
-            comparison, contended = _lock_first(project, returning, now, skip_locked)
-    if comparison is None:
-        return None, contended
-    return _lease(project, comparison, user_id, now), False
+            lease, contended = _lease_first(project, returning, user_id, now, skip_locked)
+    return lease, (lease is None and contended)
 
 
 def _due_repeat(project: Project, user_id: int, unseen: QuerySet[Comparison]) -> int | None:
@@ -401,37 +395,44 @@ def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> int | Non
     )
 
 
-def _lock_first(
-    project: Project, candidate_ids: list[int], now: datetime, skip_locked: bool
+def _lease_first(
+    project: Project, candidate_ids: list[int], user_id: int, now: datetime, skip_locked: bool
 ) -> tuple[int | None, bool]:
-    """The first candidate with a free slot, row-locked; and whether any was locked by others.
+    """Lease the first candidate that still has a free slot; returns the lease's id and whether
+    any candidate was locked by others.
 
     Without row locks (SQLite) the transaction holds the database's write lock from its start,
-    so the candidates' free slots, counted in the same transaction, cannot have changed.
+    so the first candidate's free slot, counted in the same transaction, is still free.
     """
-    if not skip_locked:
-        return (candidate_ids[0] if candidate_ids else None), False
     contended = False
     for pk in candidate_ids:
-        with connection.cursor() as cursor:
-            # Never wait on a lock: waiting while holding one can deadlock.
-            cursor.execute(
-                "SELECT id FROM annotate_comparison WHERE id = %s FOR UPDATE SKIP LOCKED", [pk]
-            )
-            locked = cursor.fetchone()
-        if locked is None:
-            contended = True
-            continue
-        # Count again under the row lock: the first count may predate a lease
-        # that another transaction committed since.
-        if _held_count(pk, now) >= project.overlap:
-            continue
-        return pk, contended
+        if skip_locked:
+            with connection.cursor() as cursor:
+                # Never wait on a lock: waiting while holding one can deadlock.
+                cursor.execute(
+                    "SELECT id FROM annotate_comparison WHERE id = %s FOR UPDATE SKIP LOCKED", [pk]
+                )
+                locked = cursor.fetchone()
+            if locked is None:
+                contended = True
+                continue
+        # The slots are counted again under the row lock: the first count may predate a
+        # lease that another transaction committed since.
+        lease = _lease(project, pk, user_id, now, slots=project.overlap)
+        if lease is not None:
+            return lease, contended
     return None, contended
 
 
-def _lease(project: Project, comparison_id: int, user_id: int, now: datetime) -> int:
-    """Lease the pair to the user; returns the assignment's id.
+# A lease of a pair whose slots are not counted (gold, hidden repeats).
+_UNCOUNTED = 2**31 - 1
+
+
+def _lease(
+    project: Project, comparison_id: int, user_id: int, now: datetime, slots: int = _UNCOUNTED
+) -> int | None:
+    """Lease the pair to the user while fewer than ``slots`` assignments hold it (judged or
+    leased live); returns the assignment's id, or None when the slots are taken.
 
     A new assignment draws the side A is shown on. An earlier lease of this user's that expired
     unused, or a pair they skipped once that comes back, is renewed and keeps the order they
@@ -441,7 +442,9 @@ def _lease(project: Project, comparison_id: int, user_id: int, now: datetime) ->
         cursor.execute(
             "INSERT INTO annotate_assignment"
             " (comparison_id, annotator_id, project_id, left_is_a, status, leased_at,"
-            " lease_expires, skips) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)"
+            " lease_expires, skips) SELECT %s, %s, %s, %s, %s, %s, %s, 0"
+            " WHERE (SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
+            "   AND (status = %s OR (status = %s AND lease_expires > %s))) < %s"
             " ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET status = excluded.status,"
             " leased_at = excluded.leased_at, lease_expires = excluded.lease_expires"
             " RETURNING id",
@@ -453,9 +456,15 @@ def _lease(project: Project, comparison_id: int, user_id: int, now: datetime) ->
                 Assignment.Status.ACTIVE,
                 to_db_time(now),
                 to_db_time(now + project.lease_duration),
+                comparison_id,
+                Assignment.Status.DONE,
+                Assignment.Status.ACTIVE,
+                to_db_time(now),
+                slots,
             ],
         )
-        return int(cursor.fetchone()[0])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 @transaction.atomic

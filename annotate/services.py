@@ -331,21 +331,50 @@ def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgmen
         duration_ms=data.duration_ms,
         client_id=data.client_id,
     )
-    judgment.save(force_insert=True)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE annotate_assignment SET status = %s WHERE comparison_id = %s"
-            " AND annotator_id = %s",
-            [Assignment.Status.DONE, comparison_id, user.pk],
-        )
-        cursor.execute(
-            "UPDATE annotate_comparison SET judgment_count = judgment_count + 1 WHERE id = %s",
-            [comparison_id],
-        )
+    _store(judgment, comparison_id, user.pk)
     # The row lock (or SQLite's write lock) held since the look-up makes this the stored count.
     comparison.judgment_count += 1
     judgment_recorded.send(sender=Judgment, judgment=judgment)
     return judgment, True
+
+
+_JUDGMENT_FIELDS = [f for f in Judgment._meta.concrete_fields if not f.primary_key]
+_INSERT_JUDGMENT = (
+    "INSERT INTO annotate_judgment ("  # noqa: S608 (column names from the model)
+    + ", ".join(connection.ops.quote_name(f.column) for f in _JUDGMENT_FIELDS)
+    + ") VALUES ("
+    + ", ".join(["%s"] * len(_JUDGMENT_FIELDS))
+    + ") RETURNING id"
+)
+_CLOSE_LEASE = (
+    "UPDATE annotate_assignment SET status = %s WHERE comparison_id = %s AND annotator_id = %s"
+)
+_COUNT_JUDGMENT = "UPDATE annotate_comparison SET judgment_count = judgment_count + 1 WHERE id = %s"
+
+
+def _store(judgment: Judgment, comparison_id: int, user_id: int) -> None:
+    """Insert the judgment, mark the user's lease done and count the judgment on its pair: one
+    statement on PostgreSQL, three on SQLite (which has no writing WITH clauses)."""
+    values = [
+        f.get_db_prep_save(f.pre_save(judgment, add=True), connection) for f in _JUDGMENT_FIELDS
+    ]
+    close = [Assignment.Status.DONE, comparison_id, user_id]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH j AS ({_INSERT_JUDGMENT}), a AS ({_CLOSE_LEASE}),"  # noqa: S608
+                f" c AS ({_COUNT_JUDGMENT}) SELECT id FROM j",
+                [*values, *close, comparison_id],
+            )
+            pk = cursor.fetchone()[0]
+        else:
+            cursor.execute(_INSERT_JUDGMENT, values)
+            pk = cursor.fetchone()[0]
+            cursor.execute(_CLOSE_LEASE, close)
+            cursor.execute(_COUNT_JUDGMENT, [comparison_id])
+    judgment.pk = pk
+    judgment._state.adding = False
+    judgment._state.db = connection.alias
 
 
 def _validate_details(project: Project, data: JudgmentInput) -> None:
