@@ -399,7 +399,7 @@ def _lease_first(
     project: Project, candidate_ids: list[int], user_id: int, now: datetime, skip_locked: bool
 ) -> tuple[int | None, bool]:
     """Lease the first candidate that still has a free slot; returns the lease's id and whether
-    any candidate was locked by others.
+    any candidate was locked or filled by others meanwhile.
 
     Without row locks (SQLite) the transaction holds the database's write lock from its start,
     so the first candidate's free slot, counted in the same transaction, is still free.
@@ -421,6 +421,9 @@ def _lease_first(
         lease = _lease(project, pk, user_id, now, slots=project.overlap)
         if lease is not None:
             return lease, contended
+        # Others leased its last slot since the candidates were read: the queue moved, which
+        # is not "nothing left".
+        contended = True
     return None, contended
 
 

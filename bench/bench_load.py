@@ -394,7 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pairs in each cell's project (default: sized from --duration and --expect-rate)",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
-    parser.add_argument("--workers", type=int, default=3)
+    # the Procfile's server
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--pg-database", default="prefloop_bench_load")
     parser.add_argument(

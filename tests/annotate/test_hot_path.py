@@ -1,0 +1,157 @@
+"""The annotation loop's two requests cost a fixed, small number of statements, whatever the
+project's size, and the queries compiled once give the rows the ORM gives."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotate import queue
+from annotate.models import Comparison, Judgment, Project
+from annotate.prepared import Prepared
+from tests.factories import ComparisonFactory
+
+
+def _token_client(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    # transaction control is not a statement of the loop's own
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].split()[0].upper() not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")
+    ]
+
+
+def _one_judgment(client: APIClient, project: Project) -> tuple[list[str], list[str]]:
+    with CaptureQueriesContext(connection) as next_queries:
+        task = client.get(f"/api/projects/{project.pk}/next/")
+    assert task.status_code == 200, task.content
+    body = {"choice": "left", "client_id": str(uuid.uuid4())}
+    with CaptureQueriesContext(connection) as submit_queries:
+        r = client.post(
+            f"/api/comparisons/{task.json()['comparison']}/judgments/", body, format="json"
+        )
+    assert r.status_code == 201, r.content
+    return _statements(next_queries), _statements(submit_queries)
+
+
+@pytest.mark.parametrize("pairs", [3, 300])
+def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
+    team: Any, pairs: int
+) -> None:
+    project = team.project
+    (pair,) = team.pairs(1)
+    same = {"prompt": pair.prompt, "completion_a": pair.completion_a}
+    Comparison.objects.bulk_create(
+        Comparison(project=project, completion_b=pair.completion_b, **same) for _ in range(pairs)
+    )
+    client = _token_client(team.alice)
+    _one_judgment(client, project)  # the first request of a process compiles the queue's query
+
+    next_statements, submit_statements = _one_judgment(client, project)
+
+    # next: the token, the project with the role, the user's state, the candidates, the lease,
+    # what the task shows (a row lock per candidate on PostgreSQL)
+    assert len(next_statements) <= 7, next_statements
+    # submit: the token, the pair with everything checked, the judgment with its lease and
+    # count (three statements on SQLite), the prompt's selection figures (two)
+    assert len(submit_statements) <= 7, submit_statements
+    assert Judgment.objects.filter(annotator=team.alice).count() == 2
+
+
+def test_a_wrong_or_inactive_token_is_a_401(team: Any) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert client.get("/api/projects/").status_code == 401
+    client = _token_client(team.alice)
+    team.alice.is_active = False
+    team.alice.save()
+    r = client.get("/api/projects/")
+    assert r.status_code == 401
+    assert "inactive" in r.json()["detail"]
+
+
+def test_the_token_user_is_the_whole_user(team: Any) -> None:
+    client = _token_client(team.alice)
+    r = client.get(f"/api/projects/{team.project.pk}/")
+    assert r.status_code == 200
+    assert r.json()["role"] == "annotator"
+
+
+def test_a_prepared_query_gives_the_rows_of_its_queryset(team: Any) -> None:
+    project = team.project
+    for i in range(5):
+        ComparisonFactory(project=project, round=i % 2 or None)
+    Comparison.objects.filter(pk=Comparison.objects.order_by("pk").first().pk).update(
+        judgment_count=1
+    )
+    now = timezone.now()
+    for by_round in (False, True):
+        for judged in (0, 1):
+            expected = list(
+                queue._queue_range(
+                    "random",
+                    project.pk,
+                    project.overlap,
+                    judged,
+                    now,
+                    1 if by_round else None,
+                    team.alice.pk,
+                )
+            )
+            rows = queue._RANGES[("random", by_round)].run(
+                project=project.pk,
+                user=team.alice.pk,
+                judged=judged,
+                overlap=project.overlap,
+                round=1,
+                now=now,
+            )
+            assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+
+
+@pytest.mark.django_db
+def test_a_placeholder_that_does_not_reach_the_sql_is_refused() -> None:
+    # an argument the queryset ignores would silently bind nothing
+    prepared = Prepared(
+        lambda project, unused: Project.objects.filter(pk=project), ints=["project", "unused"]
+    )
+    with pytest.raises(ValueError, match="unused"):
+        prepared.compile()
+
+
+def test_a_queue_that_moved_under_a_request_is_looked_at_again(team: Any, monkeypatch: Any) -> None:
+    """The candidates are read before their slots are leased; when others took every one of them
+    in between, the request looks again instead of answering that nothing is left."""
+    project = team.project
+    team.pairs(2)
+    real_lease, real_candidates = queue._lease, queue._candidates
+    passes: list[list[int]] = []
+
+    def candidates(*args: Any, **kwargs: Any) -> list[int]:
+        passes.append(real_candidates(*args, **kwargs))
+        return passes[-1]
+
+    def lease(project: Project, comparison_id: int, user_id: int, now: Any, **kwargs: Any) -> Any:
+        if len(passes) == 1:
+            # in the first pass, someone else fills each candidate's last slot just before
+            return None
+        return real_lease(project, comparison_id, user_id, now, **kwargs)
+
+    monkeypatch.setattr(queue, "_candidates", candidates)
+    monkeypatch.setattr(queue, "_lease", lease)
+    assignment = queue.next_assignment(project, team.alice)
+    assert assignment is not None
+    assert len(passes) == 2 and len(passes[0]) == 2
