@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
@@ -89,7 +89,7 @@ def shown_task(assignment_id: int) -> dict[str, Any]:
     left, right = (a, b) if left_is_a else (b, a)
     return {
         "comparison": comparison,
-        "messages": _MESSAGES.from_db_value(messages, None, connection),
+        "messages": _MESSAGES.from_db_value(messages, cast(Any, None), connection),
         "left": left,
         "right": right,
         "lease_expires": from_db_time(expires),

@@ -66,7 +66,7 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
     if not found:
         raise NotFound("No such project.")
     project = found[0]
-    if lead and project.member_role != Membership.Role.LEAD:
+    if lead and getattr(project, "member_role", None) != Membership.Role.LEAD:
         raise NotAllowed("Only the project's leads can do this.")
     return project
 
@@ -341,7 +341,7 @@ def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgmen
 _JUDGMENT_FIELDS = [f for f in Judgment._meta.concrete_fields if not f.primary_key]
 _INSERT_JUDGMENT = (
     "INSERT INTO annotate_judgment ("  # noqa: S608 (column names from the model)
-    + ", ".join(connection.ops.quote_name(f.column) for f in _JUDGMENT_FIELDS)
+    + ", ".join(connection.ops.quote_name(f.attname) for f in _JUDGMENT_FIELDS)
     + ") VALUES ("
     + ", ".join(["%s"] * len(_JUDGMENT_FIELDS))
     + ") RETURNING id"
@@ -355,10 +355,10 @@ _COUNT_JUDGMENT = "UPDATE annotate_comparison SET judgment_count = judgment_coun
 def _store(judgment: Judgment, comparison_id: int, user_id: int) -> None:
     """Insert the judgment, mark the user's lease done and count the judgment on its pair: one
     statement on PostgreSQL, three on SQLite (which has no writing WITH clauses)."""
-    values = [
+    values: list[Any] = [
         f.get_db_prep_save(f.pre_save(judgment, add=True), connection) for f in _JUDGMENT_FIELDS
     ]
-    close = [Assignment.Status.DONE, comparison_id, user_id]
+    close: list[Any] = [Assignment.Status.DONE, comparison_id, user_id]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
