@@ -1,8 +1,9 @@
 """The annotation queue: which pair an annotator gets next, and the leases that reserve it.
 
-Row locks keep the queue correct under concurrency: on PostgreSQL the candidate comparison is
-locked with SKIP LOCKED, on SQLite every write transaction is IMMEDIATE (see settings), which
-serialises writers.
+Row locks keep the queue correct under concurrency: on PostgreSQL the candidates are read
+row-locked with SKIP LOCKED (concurrent requests pass over each other's rows), and the lease's
+insert counts the pair's slots again under that lock; on SQLite every write transaction is
+IMMEDIATE (see settings), which serialises writers.
 
 Its cost does not grow with the project. The open pairs are read off the ``queue_*`` indexes of
 ``Comparison`` (one per pair selection strategy), which start with (project, repeat_for,
@@ -15,6 +16,11 @@ that wait for other annotators, pairs whose free slots are leased right now, and
 an answer below the overlap: their number follows the annotator's own work, the team's size and
 the gold set, not the project's size.
 
+Its cost per request is a handful of statements (a round trip to the database server costs more
+than most of these statements take to run): the member's queue state in one look-up (with the
+project, from the API), every range in one statement compiled once (``annotate.prepared``),
+and the lease in one insert that checks the free slot itself.
+
 Public names are re-exported by ``annotate.services``.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -96,42 +103,59 @@ def shown_task(assignment_id: int) -> dict[str, Any]:
     }
 
 
-def _state(project: Project, user_id: int, now: datetime) -> tuple[str | None, int | None, bool]:
-    """In one look-up: why the user is paused in the project (None when not), their live lease
-    there (the earliest, if any) and whether a hidden repeat of theirs may be due (one waits
-    whose due count of judgments the user has reached; ``_due_repeat`` has the last word)."""
+@dataclass(frozen=True)
+class QueueState:
+    """What the queue reads about a member before leasing: why they are paused (None when they
+    are not), their live lease in the project (the earliest, if any) and the smallest due
+    count of judgments of their hidden repeats still waiting (None when none waits)."""
+
+    paused_reason: str | None
+    live_lease: int | None
+    first_repeat_due: int | None
+
+
+# The queue state's lease and repeat columns, for a query where ``m`` is the membership: its
+# parameters are the active status and the time now.
+STATE_COLUMNS = (
+    " (SELECT a.id FROM annotate_assignment a WHERE a.annotator_id = m.user_id"
+    "   AND a.project_id = m.project_id AND a.status = %s AND a.lease_expires > %s"
+    "   ORDER BY a.leased_at LIMIT 1) AS live_lease,"
+    " (SELECT MIN(COALESCE(c.repeat_due, 0)) FROM annotate_comparison c"
+    "   WHERE c.repeat_for_id = m.user_id AND c.project_id = m.project_id"
+    "   AND c.judgment_count = 0) AS first_repeat_due"
+)
+
+
+def state_params(now: datetime) -> list[Any]:
+    return [Assignment.Status.ACTIVE, to_db_time(now)]
+
+
+def _state(project: Project, user_id: int, now: datetime) -> QueueState:
+    """The user's queue state in the project, in one look-up (not a member: not paused, nothing
+    leased, nothing waiting)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT paused_reason FROM annotate_membership"
-            "   WHERE project_id = %s AND user_id = %s AND paused = %s),"
-            " (SELECT id FROM annotate_assignment"
-            "   WHERE annotator_id = %s AND project_id = %s AND status = %s AND lease_expires > %s"
-            "   ORDER BY leased_at LIMIT 1),"
-            " (SELECT MIN(COALESCE(repeat_due, 0)) FROM annotate_comparison"
-            "   WHERE repeat_for_id = %s AND project_id = %s AND judgment_count = 0)",
-            [
-                project.pk,
-                user_id,
-                True,
-                user_id,
-                project.pk,
-                Assignment.Status.ACTIVE,
-                to_db_time(now),
-                user_id,
-                project.pk,
-            ],
+            "SELECT CASE WHEN m.paused THEN m.paused_reason END, "  # noqa: S608
+            + STATE_COLUMNS
+            + " FROM annotate_membership m WHERE m.project_id = %s AND m.user_id = %s",
+            [*state_params(now), project.pk, user_id],
         )
-        reason, lease, first_due = cursor.fetchone()
-    if first_due is None:
-        return reason, lease, False
+        row = cursor.fetchone()
+    return QueueState(*row) if row else QueueState(None, None, None)
+
+
+def _repeats_waiting(project: Project, user_id: int, state: QueueState) -> bool:
+    """Whether a hidden repeat of the user's may be due (``_due_repeat`` has the last word)."""
+    if state.first_repeat_due is None:
+        return False
     # The user's judgments are counted only while a repeat of theirs waits.
     judged = Judgment.objects.filter(project=project, annotator_id=user_id).count()
-    return reason, lease, judged >= first_due
+    return judged >= state.first_repeat_due
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
     """The user's live lease in this project, if they already hold one."""
-    _reason, lease, _repeat = _state(project, user.pk, timezone.now())
+    lease = _state(project, user.pk, timezone.now()).live_lease
     return None if lease is None else _load(lease)
 
 
@@ -159,17 +183,29 @@ def next_assignment(
     return None if lease is None else _load(lease)
 
 
-def next_lease(project: Project, user: Any, *, round_number: int | None = None) -> int | None:
-    """As :func:`next_assignment`, returning the lease's id (the API reads what it shows in one
-    look-up of its own, ``annotate.tasks_view``)."""
-    reason, existing, repeats_waiting = _state(project, user.pk, timezone.now())
-    if reason is not None:
-        raise NotAllowed(f"You are paused in this project: {reason} Ask a lead to resume you.")
+def next_lease(
+    project: Project,
+    user: Any,
+    *,
+    round_number: int | None = None,
+    state: QueueState | None = None,
+) -> int | None:
+    """As :func:`next_assignment`, returning the lease's id (the API reads what it shows with
+    :func:`shown_task`). ``state``: the user's queue state, when the caller read it with the
+    project (``annotate.services.get_project``) moments ago."""
+    if state is None:
+        state = _state(project, user.pk, timezone.now())
+    if state.paused_reason is not None:
+        raise NotAllowed(
+            f"You are paused in this project: {state.paused_reason} Ask a lead to resume you."
+        )
+    existing = state.live_lease
     if existing is not None and (
         round_number is None
         or Assignment.objects.filter(pk=existing, comparison__round=round_number).exists()
     ):
         return existing
+    repeats_waiting = _repeats_waiting(project, user.pk, state)
     skip_locked = connection.features.has_select_for_update_skip_locked
     for attempt in range(_LOCK_RETRIES):
         with transaction.atomic():
@@ -191,11 +227,17 @@ def _candidates(
     now: datetime,
     round_number: int | None,
     among: list[int] | None = None,
+    lock: bool = True,
 ) -> list[int]:
     """Ids of the open pairs with a free slot that ``user_id`` has not judged or skipped (any
     user's, when None), in the order the queue offers them: the newest round first, then the
     project's pair selection strategy (``annotate.selection``), then the most judgments, then
     the random key. ``among``: only these pairs (the ones a user skipped once).
+
+    With ``lock``, a user and no ``among`` (the queue's everyday look-up), on a database with
+    row locks, the pairs come row-locked for the rest of the transaction, and pairs that
+    another request has locked at this instant are left out (SKIP LOCKED), so that concurrent
+    requests spread over the queue's head instead of queueing on one pair.
 
     One index range per judgment count below the overlap, each walked in the queue's order up
     to ``_CANDIDATES_PER_REQUEST`` rows (see the module's docstring); their heads merged. Gold
@@ -205,7 +247,7 @@ def _candidates(
     (`_try_lease`).
     """
     heads: list[tuple[Any, ...]] = []
-    if among is None and user_id is not None:
+    if lock and among is None and user_id is not None:
         # Every range in one statement: the compiled range query once per judgment count.
         prepared = _RANGES[(project.pair_selection, round_number is not None)]
         parts, params = [], []
@@ -251,10 +293,12 @@ def _queue_range(
     round_number: int | None,
     user: int | None = None,
     among: list[int] | None = None,
+    lock: bool = False,
 ) -> QuerySet[Comparison, tuple[Any, ...]]:
     """The head of the project's open pairs with ``judged`` judgments, in the queue's order:
     rows of (round, strategy key, judgment count, random key, id), read off the strategy's
-    index. ``user``: only pairs they have not judged or skipped; ``among``: only these."""
+    index. ``user``: only pairs they have not judged or skipped; ``among``: only these;
+    ``lock``: row-locked, passing over rows that others hold locked."""
     key = strategy_key(strategy)
     pairs = Comparison.objects.all()
     if user is not None:
@@ -275,6 +319,8 @@ def _queue_range(
     )
     if round_number is not None:
         pairs = pairs.filter(round=round_number)
+    if lock:
+        pairs = pairs.select_for_update(skip_locked=True, of=("self",))
     # "repeat_for" (null throughout) leads the order so that PostgreSQL, which does not take
     # IS NULL for an equality, still sees the index's order.
     return pairs.order_by("repeat_for", *queue_order(strategy)).values_list(
@@ -286,8 +332,9 @@ def _prepared_range(strategy: str, by_round: bool) -> Prepared:
     def build(
         project: int, user: int, judged: int, overlap: int, now: datetime, round: int = 0
     ) -> QuerySet[Comparison, tuple[Any, ...]]:
+        lock = connection.features.has_select_for_update_skip_locked
         return _queue_range(
-            strategy, project, overlap, judged, now, round if by_round else None, user
+            strategy, project, overlap, judged, now, round if by_round else None, user, lock=lock
         )
 
     ints = ["project", "user", "judged", "overlap"] + (["round"] if by_round else [])
@@ -336,7 +383,11 @@ def _try_lease(
         gold = _gold_candidate(project, _unseen(user_id))
         if gold is not None:
             return _lease(project, gold, user_id, now), False
-    lease, contended = _lease_first(project, regular, user_id, now, skip_locked)
+    lease, contended = _lease_first(project, regular, user_id, now, lock_each=False)
+    if lease is None and not regular and skip_locked:
+        # The look-up passed over pairs that other requests held locked this instant: nothing
+        # is left only when no open pair is there at all.
+        contended = bool(_candidates(project, user_id, now, round_number, lock=False))
     if lease is None and not contended:
         skipped_once = list(
             Assignment.objects.filter(
@@ -396,17 +447,18 @@ def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> int | Non
 
 
 def _lease_first(
-    project: Project, candidate_ids: list[int], user_id: int, now: datetime, skip_locked: bool
+    project: Project, candidate_ids: list[int], user_id: int, now: datetime, lock_each: bool
 ) -> tuple[int | None, bool]:
     """Lease the first candidate that still has a free slot; returns the lease's id and whether
-    any candidate was locked or filled by others meanwhile.
+    any candidate was locked or filled by others meanwhile. ``lock_each``: lock each candidate's
+    row first (the candidates were read without locks).
 
     Without row locks (SQLite) the transaction holds the database's write lock from its start,
     so the first candidate's free slot, counted in the same transaction, is still free.
     """
     contended = False
     for pk in candidate_ids:
-        if skip_locked:
+        if lock_each:
             with connection.cursor() as cursor:
                 # Never wait on a lock: waiting while holding one can deadlock.
                 cursor.execute(

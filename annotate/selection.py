@@ -19,7 +19,6 @@ judgments is recorded or undone, so that each order is read off an index (``queu
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,49 +77,31 @@ def merge_key(strategy: str) -> Any:
     return key
 
 
-def disagreement(choices: Iterable[str]) -> float | None:
-    """One pair's disagreement: the share of its judgments that differ from its most common
-    choice (A, B, tie and both-bad are categories); None below two judgments."""
-    counts = Counter(choices)
-    n = sum(counts.values())
-    if n < 2:
-        return None
-    return 1.0 - max(counts.values()) / n
-
-
-def prompt_figures(choices_by_pair: dict[int, list[str]]) -> tuple[float, int]:
-    """(disagreement, judged pairs) of one prompt from the choices on each of its pairs.
-
-    The prompt's disagreement is the mean disagreement of its pairs with two or more
-    judgments, 0 when it has none; its judged pairs are those with at least one judgment.
-    """
-    judged = sum(1 for choices in choices_by_pair.values() if choices)
-    values = [d for d in map(disagreement, choices_by_pair.values()) if d is not None]
-    return (sum(values) / len(values) if values else 0.0), judged
+# A prompt's figures, computed by the database in the statement that writes them onto its
+# pairs. A pair's disagreement is the share of its judgments that differ from its most common
+# choice (A, B, tie and both-bad are categories), defined from two judgments on; the prompt's
+# disagreement is the mean over its pairs that have one, 0 when none has; its judged pairs are
+# those with at least one judgment. Hidden repeats are left out: they are not pairs of their own.
+_REFRESH_PROMPT = (
+    "WITH by_choice AS ("
+    "  SELECT j.comparison_id, COUNT(*) AS n FROM annotate_judgment j"
+    "  JOIN annotate_comparison c ON c.id = j.comparison_id"
+    "  WHERE c.prompt_id = %s AND c.kind <> %s GROUP BY j.comparison_id, j.choice),"
+    " by_pair AS (SELECT SUM(n) AS total, MAX(n) AS top FROM by_choice GROUP BY comparison_id)"
+    " UPDATE annotate_comparison SET"
+    " prompt_disagreement = COALESCE((SELECT AVG(1.0 - CAST(top AS DOUBLE PRECISION) / total)"
+    "   FROM by_pair WHERE total >= 2), 0.0),"
+    " prompt_judged_pairs = (SELECT COUNT(*) FROM by_pair)"
+    " WHERE prompt_id = %s"
+)
 
 
 def refresh_prompts(prompt_ids: Iterable[int]) -> None:
-    """Recompute the selection figures of these prompts and copy them onto their pairs.
-
-    Hidden repeats are left out of the figures: they are not pairs of their own.
-    """
-    for prompt_id in set(prompt_ids):
-        choices: dict[int, list[str]] = defaultdict(list)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT j.comparison_id, j.choice FROM annotate_judgment j"
-                " JOIN annotate_comparison c ON c.id = j.comparison_id"
-                " WHERE c.prompt_id = %s AND c.kind <> %s",
-                [prompt_id, Comparison.Kind.REPEAT],
-            )
-            for comparison_id, choice in cursor.fetchall():
-                choices[comparison_id].append(choice)
-            score, judged = prompt_figures(choices)
-            cursor.execute(
-                "UPDATE annotate_comparison SET prompt_disagreement = %s, prompt_judged_pairs = %s"
-                " WHERE prompt_id = %s",
-                [score, judged, prompt_id],
-            )
+    """Recompute the selection figures of these prompts and copy them onto their pairs: one
+    statement per prompt."""
+    with connection.cursor() as cursor:
+        for prompt_id in set(prompt_ids):
+            cursor.execute(_REFRESH_PROMPT, [prompt_id, Comparison.Kind.REPEAT, prompt_id])
 
 
 def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
+from . import queue
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
@@ -49,26 +50,50 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
     Outsiders get NotFound, not NotAllowed: a project's existence is not
     revealed to people outside it.
     """
+    project = _member_project(user, project_id, queue_state=False)
+    if lead and getattr(project, "member_role", None) != Membership.Role.LEAD:
+        raise NotAllowed("Only the project's leads can do this.")
+    return project
+
+
+def get_project_for_queue(user: Any, project_id: int | str) -> tuple[Project, queue.QueueState]:
+    """As :func:`get_project`, with the user's queue state read in the same look-up (for
+    ``next_lease``)."""
+    project = _member_project(user, project_id, queue_state=True)
+    state = queue.QueueState(
+        getattr(project, "queue_paused_reason", None),
+        getattr(project, "live_lease", None),
+        getattr(project, "first_repeat_due", None),
+    )
+    return project, state
+
+
+def _member_project(user: Any, project_id: int | str, *, queue_state: bool) -> Project:
+    """The project with the user's role as ``member_role`` (and their queue state's columns), in
+    one look-up; NotFound unless they are a member."""
     try:
         pk = int(project_id)
     except (ValueError, TypeError):
         raise NotFound("No such project.") from None
     if not getattr(user, "is_authenticated", False) or not 0 < pk < 2**63:
         raise NotFound("No such project.")
-    # The project and the user's role in one look-up.
+    columns, params = "", []
+    if queue_state:
+        columns = (
+            ", CASE WHEN m.paused THEN m.paused_reason END AS queue_paused_reason,"
+            + queue.STATE_COLUMNS
+        )
+        params = queue.state_params(timezone.now())
     found = list(
         Project.objects.raw(
-            "SELECT p.*, m.role AS member_role FROM annotate_project p"
+            f"SELECT p.*, m.role AS member_role{columns} FROM annotate_project p"  # noqa: S608
             " JOIN annotate_membership m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
-            [pk, user.pk],
+            [*params, pk, user.pk],
         )
     )
     if not found:
         raise NotFound("No such project.")
-    project = found[0]
-    if lead and getattr(project, "member_role", None) != Membership.Role.LEAD:
-        raise NotAllowed("Only the project's leads can do this.")
-    return project
+    return found[0]
 
 
 def can_create_projects(user: Any) -> bool:

@@ -100,8 +100,8 @@ def project_comparisons(request: Request, project_id: int) -> Response:
 )
 @api_view(["GET"])
 def next_task(request: Request, project_id: int) -> Response:
-    project = services.get_project(request.user, project_id)
-    lease = services.next_lease(project, request.user)
+    project, state = services.get_project_for_queue(request.user, project_id)
+    lease = services.next_lease(project, request.user, state=state)
     if lease is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     data = services.shown_task(lease)

@@ -9,7 +9,7 @@ from django.db import migrations, models
 def fill_existing(apps, schema_editor):
     """Existing pairs get a random key each (AddField gives them all one value) and their
     prompts' disagreement and judged-pair figures (annotate.selection)."""
-    from annotate.selection import prompt_figures
+    from annotate.selection import refresh_prompts
 
     Comparison = apps.get_model("annotate", "Comparison")
     Judgment = apps.get_model("annotate", "Judgment")
@@ -20,19 +20,8 @@ def fill_existing(apps, schema_editor):
             Comparison.objects.bulk_update(batch, ["random_key"])
             batch = []
     Comparison.objects.bulk_update(batch, ["random_key"])
-    by_prompt = {}
-    rows = (
-        Judgment.objects.exclude(comparison__kind="repeat")
-        .values_list("comparison__prompt_id", "comparison_id", "choice")
-        .iterator()
-    )
-    for prompt_id, comparison_id, choice in rows:
-        by_prompt.setdefault(prompt_id, {}).setdefault(comparison_id, []).append(choice)
-    for prompt_id, choices in by_prompt.items():
-        score, judged = prompt_figures(choices)
-        Comparison.objects.filter(prompt_id=prompt_id).update(
-            prompt_disagreement=score, prompt_judged_pairs=judged
-        )
+    judged = Judgment.objects.values_list("comparison__prompt_id", flat=True).distinct()
+    refresh_prompts(judged.iterator())
 
 
 class Migration(migrations.Migration):

@@ -8,8 +8,8 @@ import uuid
 from django.test import Client
 
 from annotate import services
-from annotate.models import Comparison, Project
-from annotate.selection import disagreement, prompt_figures
+from annotate.models import Comparison, Judgment, Project
+from annotate.selection import refresh_prompts
 from tests.conftest import api_for
 from tests.factories import ComparisonFactory, MembershipFactory, PromptFactory, UserFactory
 
@@ -120,11 +120,45 @@ def test_judgments_and_undo_keep_the_prompt_figures_on_every_pair_of_the_prompt(
         assert (row.prompt_disagreement, row.prompt_judged_pairs) == (0.0, 1)
 
 
-def test_the_figures_on_small_cases():
-    assert disagreement(["a"]) is None
-    assert disagreement(["a", "a", "b", "tie"]) == 0.5
-    assert prompt_figures({1: ["a", "b"], 2: ["a", "a", "a"], 3: []}) == (0.25, 2)
-    assert prompt_figures({}) == (0.0, 0)
+def _judged(prompt, *choices_per_pair, kind="train"):
+    """Pairs of ``prompt`` with these choices, each from its own user."""
+    pairs = []
+    for choices in choices_per_pair:
+        pair = ComparisonFactory(project=prompt.project, prompt=prompt, kind=kind)
+        for choice in choices:
+            Judgment.objects.create(
+                comparison=pair,
+                project=prompt.project,
+                annotator=UserFactory(),
+                choice=choice,
+                left_is_a=True,
+            )
+        pairs.append(pair)
+    return pairs
+
+
+def test_the_figures_on_small_cases(team):
+    figures = lambda pair: (pair.prompt_disagreement, pair.prompt_judged_pairs)  # noqa: E731
+    prompt = PromptFactory(project=team.project)
+    pairs = _judged(prompt, ["a", "b"], ["a", "a", "a"], [])
+    # a hidden repeat's judgments are not the prompt's
+    _judged(prompt, ["a", "b", "tie"], kind="repeat")
+    four = PromptFactory(project=team.project)
+    (four_pair,) = _judged(four, ["a", "a", "b", "tie"])
+    single = PromptFactory(project=team.project)
+    (single_pair,) = _judged(single, ["a"])
+    empty = PromptFactory(project=team.project)
+    (empty_pair,) = _judged(empty, [])
+
+    refresh_prompts([prompt.pk, four.pk, single.pk, empty.pk])
+
+    for pair in pairs:
+        pair.refresh_from_db()
+        # pair 1 disagrees by 1/2, pair 2 by 0, pair 3 has no judgment
+        assert figures(pair) == (0.25, 2)
+    for pair, expected in ((four_pair, (0.5, 1)), (single_pair, (0.0, 1)), (empty_pair, (0.0, 0))):
+        pair.refresh_from_db()
+        assert figures(pair) == expected
 
 
 def test_the_strategy_is_patched_and_a_bad_one_answers_400_naming_the_field(team):
