@@ -77,7 +77,8 @@ def test_a_judgment_far_from_the_trigger_reads_none_of_the_rounds_pairs(
     recounts = [
         q["sql"]
         for q in queries.captured_queries
-        if "annotate_comparison" in q["sql"] and ("SUM(" in q["sql"] or "COUNT(" in q["sql"])
+        if '"annotate_comparison"."round"' in q["sql"]
+        and ("SUM(" in q["sql"] or "COUNT(" in q["sql"])
     ]
     assert recounts == []
     assert started == []
