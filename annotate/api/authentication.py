@@ -18,9 +18,10 @@ from rest_framework.authtoken.models import Token
 
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        users = get_user_model().objects.raw(
-            "SELECT u.* FROM auth_user u JOIN authtoken_token t ON t.user_id = u.id"
-            " WHERE t.key = %s",
+        model = get_user_model()
+        users = model.objects.raw(
+            f"SELECT u.* FROM {model._meta.db_table} u"  # noqa: S608 (the user model's table)
+            " JOIN authtoken_token t ON t.user_id = u.id WHERE t.key = %s",
             [key],
         )
         user = next(iter(users), None)
