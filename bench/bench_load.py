@@ -305,6 +305,7 @@ def run_cell(
 HEADER = (
     f"{'db':<9}{'mode':<7}{'N':>4}{'pairs':>7}{'judg/s':>8}{'pairs/s':>8}"
     f"{'next p50/p95/p99 ms':>22}{'submit p50/p95/p99 ms':>24}{'err':>5}{'viol':>5}{'load':>6}"
+    f"{'cores':>6}{'CPU ms/judgment web/db/client':>31}"
 )
 
 
