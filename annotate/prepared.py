@@ -25,7 +25,8 @@ _TIME = datetime(1901, 2, 3, 4, 5, 6, 789_012, tzinfo=UTC)
 
 
 class Prepared:
-    """``build(**placeholders)`` returns a queryset; ``run(**values)`` its rows.
+    """``build(**placeholders)`` returns a queryset; ``sql_with_params(**values)`` its SQL with
+    these values in the placeholders' places.
 
     ``ints`` and ``times`` name the integer and datetime arguments of ``build``. Each
     placeholder must reach the SQL as a parameter of its own (a filter on a column, not part of
@@ -86,12 +87,6 @@ class Prepared:
             else:
                 params.append(values[name])
         return sql, params
-
-    def run(self, **values: Any) -> list[tuple[Any, ...]]:
-        sql, params = self.sql_with_params(**values)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
 
 
 def to_db_time(value: datetime) -> Any:

@@ -144,13 +144,14 @@ def _state(project: Project, user_id: int, now: datetime) -> QueueState:
     return QueueState(*row) if row else QueueState(None, None, None)
 
 
-def _repeats_waiting(project: Project, user_id: int, state: QueueState) -> bool:
-    """Whether a hidden repeat of the user's may be due (``_due_repeat`` has the last word)."""
+def _judged_if_repeat_may_be_due(project: Project, user_id: int, state: QueueState) -> int | None:
+    """The user's judgments in the project when a hidden repeat of theirs may be due (one waits
+    whose due count they have reached; ``_due_repeat`` has the last word), else None. They are
+    counted only while a repeat of theirs waits."""
     if state.first_repeat_due is None:
-        return False
-    # The user's judgments are counted only while a repeat of theirs waits.
+        return None
     judged = Judgment.objects.filter(project=project, annotator_id=user_id).count()
-    return judged >= state.first_repeat_due
+    return judged if judged >= state.first_repeat_due else None
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
@@ -205,13 +206,11 @@ def next_lease(
         or Assignment.objects.filter(pk=existing, comparison__round=round_number).exists()
     ):
         return existing
-    repeats_waiting = _repeats_waiting(project, user.pk, state)
+    judged = _judged_if_repeat_may_be_due(project, user.pk, state)
     skip_locked = connection.features.has_select_for_update_skip_locked
     for attempt in range(_LOCK_RETRIES):
         with transaction.atomic():
-            lease, contended = _try_lease(
-                project, user.pk, skip_locked, round_number, repeats_waiting
-            )
+            lease, contended = _try_lease(project, user.pk, skip_locked, round_number, judged)
         if lease is not None or not contended:
             return lease
         # Every open pair was being leased by someone else this instant: those
@@ -362,7 +361,7 @@ def _try_lease(
     user_id: int,
     skip_locked: bool,
     round_number: int | None = None,
-    repeats_waiting: bool = True,
+    judged: int | None = None,
 ) -> tuple[int | None, bool]:
     """One pass over the open pairs; returns (lease id, whether any pair was locked).
 
@@ -371,11 +370,12 @@ def _try_lease(
     ``project.gold_rate`` a gold pair the user has not judged comes instead, while other
     work is left for them (gold never replaces a round's pairs when one round is asked for).
     A hidden repeat of theirs that is due comes before all of these (not when a round is asked
-    for: repeats belong to no round); ``repeats_waiting`` False says that none waits.
+    for: repeats belong to no round); ``judged``: the user's judgment count when a repeat may be
+    due (:func:`_judged_if_repeat_may_be_due`), None when none can be.
     """
     now = timezone.now()
-    if round_number is None and repeats_waiting:
-        repeat = _due_repeat(project, user_id, _unseen(user_id))
+    if round_number is None and judged is not None:
+        repeat = _due_repeat(project, user_id, _unseen(user_id), judged)
         if repeat is not None:
             return _lease(project, repeat, user_id, now), False
     regular = _candidates(project, user_id, now, round_number)
@@ -405,18 +405,22 @@ def _try_lease(
     return lease, (lease is None and contended)
 
 
-def _due_repeat(project: Project, user_id: int, unseen: QuerySet[Comparison]) -> int | None:
+def _due_repeat(
+    project: Project, user_id: int, unseen: QuerySet[Comparison], judged: int
+) -> int | None:
     """The id of the user's earliest hidden repeat that is due and not yet judged or skipped,
     if any (``annotate.quality.repeats``).
 
-    ``unseen``: the comparisons the user has not judged or skipped. One look-up on the
-    ``pending_repeats`` index; the user's judgments are counted only when a repeat waits. A
-    repeat whose original judgment was undone waits until the original is judged again.
+    ``unseen``: the comparisons the user has not judged or skipped; ``judged``: their judgments
+    in the project. One look-up on the ``pending_repeats`` index. A repeat whose original
+    judgment was undone waits until the original is judged again.
     """
-    judged = Judgment.objects.filter(comparison_id=OuterRef("repeat_of_id"), annotator_id=user_id)
+    original_judged = Judgment.objects.filter(
+        comparison_id=OuterRef("repeat_of_id"), annotator_id=user_id
+    )
     pending = (
         unseen.filter(repeat_for_id=user_id, project=project, judgment_count=0)
-        .filter(Exists(judged))
+        .filter(Exists(original_judged))
         .order_by("repeat_due", "pk")
         .values_list("pk", "repeat_due")
         .first()
@@ -424,7 +428,7 @@ def _due_repeat(project: Project, user_id: int, unseen: QuerySet[Comparison]) ->
     if pending is None:
         return None
     pk, due = pending
-    if due and Judgment.objects.filter(project=project, annotator_id=user_id).count() < due:
+    if due and judged < due:
         return None
     return int(pk)
 

@@ -116,7 +116,7 @@ def test_a_prepared_query_gives_the_rows_of_its_queryset(team: Any) -> None:
                     team.alice.pk,
                 )
             )
-            rows = queue._RANGES[("random", by_round)].run(
+            sql, params = queue._RANGES[("random", by_round)].sql_with_params(
                 project=project.pk,
                 user=team.alice.pk,
                 judged=judged,
@@ -124,6 +124,9 @@ def test_a_prepared_query_gives_the_rows_of_its_queryset(team: Any) -> None:
                 round=1,
                 now=now,
             )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
             assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
 
 
