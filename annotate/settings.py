@@ -87,6 +87,17 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Parameters bound by the server let a connection prepare the statements it runs again and
+    # again (the annotation queue's, the token look-up), so PostgreSQL plans them once per
+    # connection rather than on every request. 0 turns this off, for a pooler in transaction
+    # mode that cannot carry prepared statements.
+    _PREPARE_AFTER = env_int("DB_PREPARE_THRESHOLD", 2, minimum=0)
+    if _PREPARE_AFTER:
+        DATABASES["default"]["OPTIONS"] = {
+            "server_side_binding": True,
+            "prepare_threshold": _PREPARE_AFTER,
+        }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write
     # lock when a transaction starts, so two writers queue on the busy timeout
