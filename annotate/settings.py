@@ -88,6 +88,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with the health check skipped for a connection that answered a
+    # request less than PREFLOOP_DB_CHECK_DELAY seconds ago (annotate.pgbackend).
+    DATABASES["default"]["ENGINE"] = "annotate.pgbackend"
     # Parameters bound by the server let a connection prepare the statements it runs again and
     # again (the annotation queue's, the token look-up), so PostgreSQL plans them once per
     # connection rather than on every request. 0 turns this off, for a pooler in transaction
@@ -114,6 +117,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": env_str("PREFLOOP_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))
     }
+
+# Seconds after a request during which its PostgreSQL connection is reused without a health
+# check (annotate.pgbackend); 0 checks before every request.
+PREFLOOP_DB_CHECK_DELAY = env_int("PREFLOOP_DB_CHECK_DELAY", 2, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
