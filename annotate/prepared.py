@@ -100,3 +100,45 @@ def from_db_time(value: Any) -> datetime:
     if not isinstance(value, datetime):
         value = datetime.fromisoformat(value)
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
+
+
+class Columns:
+    """A model's concrete fields as columns of a hand-written SELECT, and model instances
+    built from the rows it returns.
+
+    What ``Model.objects.raw()`` does for each query (map the cursor's columns to fields, look
+    up the database's converters) is done once per database here; the instance is built as
+    the ORM builds one it loaded.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.fields = list(model._meta.concrete_fields)
+        self.names = tuple(f.attname for f in self.fields)
+        self._converters: dict[str, list[tuple[int, list[Any], Any]]] = {}
+
+    def select(self, table_alias: str) -> str:
+        """The columns, in the model's order, for a SELECT list where the model's table is
+        ``table_alias``."""
+        quote = connection.ops.quote_name
+        return ", ".join(f"{table_alias}.{quote(f.column)}" for f in self.fields)
+
+    def _converters_here(self) -> list[tuple[int, list[Any], Any]]:
+        vendor = connection.vendor
+        if vendor not in self._converters:
+            found = []
+            for i, f in enumerate(self.fields):
+                col = f.get_col(self.model._meta.db_table)
+                converters = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
+                if converters:
+                    found.append((i, converters, col))
+            self._converters[vendor] = found
+        return self._converters[vendor]
+
+    def load(self, values: Sequence[Any]) -> Any:
+        """The instance from the row's first ``len(self.names)`` values."""
+        values = list(values[: len(self.names)])
+        for i, converters, col in self._converters_here():
+            for convert in converters:
+                values[i] = convert(values[i], col, connection)
+        return self.model.from_db(connection.alias, self.names, values)

@@ -74,23 +74,43 @@ def _load(assignment_id: int) -> Assignment:
     ).get(pk=assignment_id)
 
 
-def shown_task(assignment_id: int) -> dict[str, Any]:
-    """What the API shows of a lease, read in one look-up: the pair, its prompt's messages,
-    the completions in the order the annotator sees them (text and whether the model finished)
-    and when the lease runs out."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT a.comparison_id, a.left_is_a, a.lease_expires, p.messages,"
-            " ca.text, ca.finished, cb.text, cb.finished"
-            " FROM annotate_assignment a"
-            " JOIN annotate_comparison c ON c.id = a.comparison_id"
-            " JOIN annotate_prompt p ON p.id = c.prompt_id"
-            " JOIN annotate_completion ca ON ca.id = c.completion_a_id"
-            " JOIN annotate_completion cb ON cb.id = c.completion_b_id"
-            " WHERE a.id = %s",
-            [assignment_id],
-        )
-        comparison, left_is_a, expires, messages, a_text, a_done, b_text, b_done = cursor.fetchone()
+# What a task shows, read with the lease ``a``: the pair, its prompt's messages, both
+# completions (text and whether the model finished), the side A is shown on, the lease's end.
+_SHOWN_COLUMNS = (
+    "a.comparison_id, a.left_is_a, a.lease_expires, p.messages,"
+    " ca.text, ca.finished, cb.text, cb.finished"
+)
+_SHOWN_JOINS = (
+    " JOIN annotate_comparison c ON c.id = a.comparison_id"
+    " JOIN annotate_prompt p ON p.id = c.prompt_id"
+    " JOIN annotate_completion ca ON ca.id = c.completion_a_id"
+    " JOIN annotate_completion cb ON cb.id = c.completion_b_id"
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An assignment the queue handed out: its id and, when the statement that made it read
+    them too (a new lease on PostgreSQL), the columns of what its task shows."""
+
+    id: int
+    shown: tuple[Any, ...] | None = None
+
+
+def shown_task(lease: Lease) -> dict[str, Any]:
+    """What the API shows of a lease: the pair, its prompt's messages, the completions in the
+    order the annotator sees them (text and whether the model finished) and when the lease runs
+    out. Read in one look-up, unless the lease's statement read it already."""
+    row = lease.shown
+    if row is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_SHOWN_COLUMNS} FROM annotate_assignment a{_SHOWN_JOINS}"  # noqa: S608
+                " WHERE a.id = %s",
+                [lease.id],
+            )
+            row = cursor.fetchone()
+    comparison, left_is_a, expires, messages, a_text, a_done, b_text, b_done = row
     a = {"text": a_text, "finished": None if a_done is None else bool(a_done)}
     b = {"text": b_text, "finished": None if b_done is None else bool(b_done)}
     left, right = (a, b) if left_is_a else (b, a)
@@ -106,23 +126,39 @@ def shown_task(assignment_id: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class QueueState:
     """What the queue reads about a member before leasing: why they are paused (None when they
-    are not), their live lease in the project (the earliest, if any) and the smallest due
-    count of judgments of their hidden repeats still waiting (None when none waits)."""
+    are not), their live lease in the project (the earliest, if any), the smallest due count
+    of judgments of their hidden repeats still waiting (None when none waits) and, only while
+    one waits, how many judgments they have made in the project."""
 
     paused_reason: str | None
     live_lease: int | None
     first_repeat_due: int | None
+    judged: int | None = None
+
+    def judged_if_repeat_may_be_due(self) -> int | None:
+        """The member's judgments in the project when a hidden repeat of theirs may be due (one
+        waits whose due count they have reached; ``_due_repeat`` has the last word), else
+        None."""
+        if self.first_repeat_due is None or self.judged is None:
+            return None
+        return self.judged if self.judged >= self.first_repeat_due else None
 
 
 # The queue state's lease and repeat columns, for a query where ``m`` is the membership: its
-# parameters are the active status and the time now.
+# parameters are the active status and the time now. The member's judgments are counted only
+# while a hidden repeat of theirs waits, the one case the queue needs them.
+_WAITING_REPEATS = (
+    " FROM annotate_comparison c WHERE c.repeat_for_id = m.user_id"
+    " AND c.project_id = m.project_id AND c.judgment_count = 0"
+)
 STATE_COLUMNS = (
-    " (SELECT a.id FROM annotate_assignment a WHERE a.annotator_id = m.user_id"
+    " (SELECT a.id FROM annotate_assignment a WHERE a.annotator_id = m.user_id"  # noqa: S608
     "   AND a.project_id = m.project_id AND a.status = %s AND a.lease_expires > %s"
     "   ORDER BY a.leased_at LIMIT 1) AS live_lease,"
-    " (SELECT MIN(COALESCE(c.repeat_due, 0)) FROM annotate_comparison c"
-    "   WHERE c.repeat_for_id = m.user_id AND c.project_id = m.project_id"
-    "   AND c.judgment_count = 0) AS first_repeat_due"
+    f" (SELECT MIN(COALESCE(c.repeat_due, 0)){_WAITING_REPEATS}) AS first_repeat_due,"
+    f" CASE WHEN EXISTS (SELECT 1{_WAITING_REPEATS}) THEN (SELECT COUNT(*)"
+    "   FROM annotate_judgment j WHERE j.project_id = m.project_id"
+    "   AND j.annotator_id = m.user_id) END AS member_judged"
 )
 
 
@@ -142,16 +178,6 @@ def _state(project: Project, user_id: int, now: datetime) -> QueueState:
         )
         row = cursor.fetchone()
     return QueueState(*row) if row else QueueState(None, None, None)
-
-
-def _judged_if_repeat_may_be_due(project: Project, user_id: int, state: QueueState) -> int | None:
-    """The user's judgments in the project when a hidden repeat of theirs may be due (one waits
-    whose due count they have reached; ``_due_repeat`` has the last word), else None. They are
-    counted only while a repeat of theirs waits."""
-    if state.first_repeat_due is None:
-        return None
-    judged = Judgment.objects.filter(project=project, annotator_id=user_id).count()
-    return judged if judged >= state.first_repeat_due else None
 
 
 def current_assignment(project: Project, user: Any) -> Assignment | None:
@@ -181,7 +207,7 @@ def next_assignment(
             message says why.
     """
     lease = next_lease(project, user, round_number=round_number)
-    return None if lease is None else _load(lease)
+    return None if lease is None else _load(lease.id)
 
 
 def next_lease(
@@ -190,8 +216,8 @@ def next_lease(
     *,
     round_number: int | None = None,
     state: QueueState | None = None,
-) -> int | None:
-    """As :func:`next_assignment`, returning the lease's id (the API reads what it shows with
+) -> Lease | None:
+    """As :func:`next_assignment`, returning the lease (the API reads what it shows with
     :func:`shown_task`). ``state``: the user's queue state, when the caller read it with the
     project (``annotate.services.get_project``) moments ago."""
     if state is None:
@@ -205,8 +231,8 @@ def next_lease(
         round_number is None
         or Assignment.objects.filter(pk=existing, comparison__round=round_number).exists()
     ):
-        return existing
-    judged = _judged_if_repeat_may_be_due(project, user.pk, state)
+        return Lease(existing)
+    judged = state.judged_if_repeat_may_be_due()
     skip_locked = connection.features.has_select_for_update_skip_locked
     for attempt in range(_LOCK_RETRIES):
         with transaction.atomic():
@@ -362,8 +388,8 @@ def _try_lease(
     skip_locked: bool,
     round_number: int | None = None,
     judged: int | None = None,
-) -> tuple[int | None, bool]:
-    """One pass over the open pairs; returns (lease id, whether any pair was locked).
+) -> tuple[Lease | None, bool]:
+    """One pass over the open pairs; returns (the lease, whether any pair was locked).
 
     Pairs the user has not been shown, or whose lease ran out unused, come first; the
     pairs they skipped once only when none of those is left. With probability
@@ -371,7 +397,7 @@ def _try_lease(
     work is left for them (gold never replaces a round's pairs when one round is asked for).
     A hidden repeat of theirs that is due comes before all of these (not when a round is asked
     for: repeats belong to no round); ``judged``: the user's judgment count when a repeat may be
-    due (:func:`_judged_if_repeat_may_be_due`), None when none can be.
+    due (:meth:`QueueState.judged_if_repeat_may_be_due`), None when none can be.
     """
     now = timezone.now()
     if round_number is None and judged is not None:
@@ -452,8 +478,8 @@ def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> int | Non
 
 def _lease_first(
     project: Project, candidate_ids: list[int], user_id: int, now: datetime, lock_each: bool
-) -> tuple[int | None, bool]:
-    """Lease the first candidate that still has a free slot; returns the lease's id and whether
+) -> tuple[Lease | None, bool]:
+    """Lease the first candidate that still has a free slot; returns the lease and whether
     any candidate was locked or filled by others meanwhile. ``lock_each``: lock each candidate's
     row first (the candidates were read without locks).
 
@@ -487,26 +513,36 @@ def _lease_first(
 _UNCOUNTED = 2**31 - 1
 
 
+_LEASE = (
+    "INSERT INTO annotate_assignment"
+    " (comparison_id, annotator_id, project_id, left_is_a, status, leased_at,"
+    " lease_expires, skips) SELECT %s, %s, %s, %s, %s, %s, %s, 0"
+    " WHERE (SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
+    "   AND (status = %s OR (status = %s AND lease_expires > %s))) < %s"
+    " ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET status = excluded.status,"
+    " leased_at = excluded.leased_at, lease_expires = excluded.lease_expires"
+)
+# On PostgreSQL the lease's statement reads what its task shows as well.
+_LEASE_AND_SHOW = (
+    f"WITH a AS ({_LEASE} RETURNING id, comparison_id, left_is_a, lease_expires)"  # noqa: S608
+    f" SELECT a.id, {_SHOWN_COLUMNS} FROM a{_SHOWN_JOINS}"
+)
+
+
 def _lease(
     project: Project, comparison_id: int, user_id: int, now: datetime, slots: int = _UNCOUNTED
-) -> int | None:
+) -> Lease | None:
     """Lease the pair to the user while fewer than ``slots`` assignments hold it (judged or
-    leased live); returns the assignment's id, or None when the slots are taken.
+    leased live); returns the lease, or None when the slots are taken.
 
     A new assignment draws the side A is shown on. An earlier lease of this user's that expired
     unused, or a pair they skipped once that comes back, is renewed and keeps the order they
     were shown, so a position is never re-drawn.
     """
+    show = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO annotate_assignment"
-            " (comparison_id, annotator_id, project_id, left_is_a, status, leased_at,"
-            " lease_expires, skips) SELECT %s, %s, %s, %s, %s, %s, %s, 0"
-            " WHERE (SELECT COUNT(*) FROM annotate_assignment WHERE comparison_id = %s"
-            "   AND (status = %s OR (status = %s AND lease_expires > %s))) < %s"
-            " ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET status = excluded.status,"
-            " leased_at = excluded.leased_at, lease_expires = excluded.lease_expires"
-            " RETURNING id",
+            _LEASE_AND_SHOW if show else _LEASE + " RETURNING id",
             [
                 comparison_id,
                 user_id,
@@ -523,7 +559,9 @@ def _lease(
             ],
         )
         row = cursor.fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    return Lease(int(row[0]), tuple(row[1:]) if show else None)
 
 
 @transaction.atomic

@@ -23,14 +23,14 @@ from . import queue
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
-from .prepared import from_db_time
+from .prepared import Columns, from_db_time
 from .queue import current_assignment as current_assignment
 from .queue import next_assignment as next_assignment
 from .queue import next_lease as next_lease
 from .queue import release_expired_leases as release_expired_leases
 from .queue import shown_task as shown_task
 from .queue import skip as skip
-from .selection import refresh_prompts
+from .selection import READS_FIGURES, refresh_prompts
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -50,8 +50,8 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
     Outsiders get NotFound, not NotAllowed: a project's existence is not
     revealed to people outside it.
     """
-    project = _member_project(user, project_id, queue_state=False)
-    if lead and getattr(project, "member_role", None) != Membership.Role.LEAD:
+    project, role, _ = _member_project(user, project_id, queue_state=False)
+    if lead and role != Membership.Role.LEAD:
         raise NotAllowed("Only the project's leads can do this.")
     return project
 
@@ -59,18 +59,18 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
 def get_project_for_queue(user: Any, project_id: int | str) -> tuple[Project, queue.QueueState]:
     """As :func:`get_project`, with the user's queue state read in the same look-up (for
     ``next_lease``)."""
-    project = _member_project(user, project_id, queue_state=True)
-    state = queue.QueueState(
-        getattr(project, "queue_paused_reason", None),
-        getattr(project, "live_lease", None),
-        getattr(project, "first_repeat_due", None),
-    )
-    return project, state
+    project, _role, state = _member_project(user, project_id, queue_state=True)
+    return project, queue.QueueState(*state)
 
 
-def _member_project(user: Any, project_id: int | str, *, queue_state: bool) -> Project:
-    """The project with the user's role as ``member_role`` (and their queue state's columns), in
-    one look-up; NotFound unless they are a member."""
+_PROJECT = Columns(Project)
+
+
+def _member_project(
+    user: Any, project_id: int | str, *, queue_state: bool
+) -> tuple[Project, str, list[Any]]:
+    """(the project, the user's role in it, with ``queue_state`` the columns of their queue
+    state), in one look-up; NotFound unless they are a member."""
     try:
         pk = int(project_id)
     except (ValueError, TypeError):
@@ -84,16 +84,17 @@ def _member_project(user: Any, project_id: int | str, *, queue_state: bool) -> P
             + queue.STATE_COLUMNS
         )
         params = queue.state_params(timezone.now())
-    found = list(
-        Project.objects.raw(
-            f"SELECT p.*, m.role AS member_role{columns} FROM annotate_project p"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_PROJECT.select('p')}, m.role{columns} FROM annotate_project p"  # noqa: S608
             " JOIN annotate_membership m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
             [*params, pk, user.pk],
         )
-    )
-    if not found:
+        row = cursor.fetchone()
+    if row is None:
         raise NotFound("No such project.")
-    return found[0]
+    role, *state = row[len(_PROJECT.names) :]
+    return _PROJECT.load(row), role, state
 
 
 def can_create_projects(user: Any) -> bool:
@@ -296,6 +297,7 @@ _PROJECT_FIELDS = _in_model_order(
         "gold_min_items",
         "gold_min_accuracy",
         "repeat_rate",
+        "pair_selection",
     },
 )
 # Column names from the models above: nothing from a request is formatted into the text.
@@ -467,7 +469,8 @@ def undo_judgment(
             project=project, annotator=user, status=Assignment.Status.ACTIVE
         ).exclude(comparison_id=last.comparison_id).update(status=Assignment.Status.EXPIRED)
         last.delete()
-        refresh_prompts([last.comparison.prompt_id])
+        if project.pair_selection in READS_FIGURES:
+            refresh_prompts([last.comparison.prompt_id])
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
     ).get(comparison_id=last.comparison_id, annotator=user)

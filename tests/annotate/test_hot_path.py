@@ -16,7 +16,10 @@ from rest_framework.test import APIClient
 from annotate import queue
 from annotate.models import Comparison, Judgment, Project
 from annotate.prepared import Prepared
+from annotate.quality import repeats
 from tests.factories import ComparisonFactory
+
+NEXT_STATEMENTS = 4 if connection.vendor == "postgresql" else 5
 
 
 def _token_client(user: Any) -> APIClient:
@@ -47,33 +50,84 @@ def _one_judgment(client: APIClient, project: Project) -> tuple[list[str], list[
     return _statements(next_queries), _statements(submit_queries)
 
 
-@pytest.mark.parametrize("pairs", [3, 300])
-def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
-    team: Any, pairs: int
-) -> None:
+def _project_of(team: Any, pairs: int, strategy: str = "random") -> Project:
     project = team.project
     # no gold or hidden repeat drawn at random: each adds its own look-ups
     project.gold_rate = project.repeat_rate = 0.0
+    project.pair_selection = strategy
     project.save()
     (pair,) = team.pairs(1)
     same = {"prompt": pair.prompt, "completion_a": pair.completion_a}
     Comparison.objects.bulk_create(
         Comparison(project=project, completion_b=pair.completion_b, **same) for _ in range(pairs)
     )
+    return project
+
+
+@pytest.mark.parametrize("pairs", [3, 300])
+def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
+    team: Any, pairs: int
+) -> None:
+    project = _project_of(team, pairs)
     client = _token_client(team.alice)
     _one_judgment(client, project)  # the first request of a process compiles the queue's query
 
     next_statements, submit_statements = _one_judgment(client, project)
 
     # next: the token, the project with the role and the user's queue state, the candidates
-    # (row-locked on PostgreSQL), the lease, what the task shows
-    assert len(next_statements) == 5, next_statements
+    # (row-locked on PostgreSQL), the lease, what the task shows (read by the lease's own
+    # statement on PostgreSQL)
+    assert len(next_statements) == NEXT_STATEMENTS, next_statements
     # submit: the token, the pair with everything checked, the judgment with its lease and
-    # count (three statements on SQLite), the prompt's selection figures
-    assert len(submit_statements) == (4 if connection.vendor == "postgresql" else 6), (
+    # count (three statements on SQLite); the random strategy reads no prompt figures
+    assert len(submit_statements) == (3 if connection.vendor == "postgresql" else 5), (
         submit_statements
     )
     assert Judgment.objects.filter(annotator=team.alice).count() == 2
+
+
+def test_a_strategy_that_reads_prompt_figures_refreshes_them_in_one_more_statement(
+    team: Any,
+) -> None:
+    project = _project_of(team, 3, strategy="coverage")
+    client = _token_client(team.alice)
+    _one_judgment(client, project)
+    next_statements, submit_statements = _one_judgment(client, project)
+    assert len(next_statements) == NEXT_STATEMENTS, next_statements
+    assert len(submit_statements) == (4 if connection.vendor == "postgresql" else 6)
+    assert "prompt_judged_pairs" in submit_statements[-1]
+
+
+def test_a_waiting_hidden_repeat_costs_next_no_statement_until_it_is_due(team: Any) -> None:
+    project = _project_of(team, 30)
+    client = _token_client(team.alice)
+    _one_judgment(client, project)
+    original = Judgment.objects.get(annotator=team.alice).comparison
+    repeats.schedule(Judgment.objects.get(annotator=team.alice))
+    # the member's judgments are counted in the look-up that reads their queue state
+    next_statements, _ = _one_judgment(client, project)
+    assert len(next_statements) == NEXT_STATEMENTS, next_statements
+    repeat = Comparison.objects.get(repeat_of=original)
+    Comparison.objects.filter(pk=repeat.pk).update(repeat_due=2)
+    with CaptureQueriesContext(connection):
+        task = client.get(f"/api/projects/{project.pk}/next/")
+    assert task.json()["comparison"] == repeat.pk
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared statements")
+def test_the_loop_statements_are_prepared_once_per_connection(team: Any) -> None:
+    if not connection.settings_dict["OPTIONS"].get("prepare_threshold"):
+        pytest.skip("DB_PREPARE_THRESHOLD=0 turns prepared statements off")
+    project = _project_of(team, 30)
+    client = _token_client(team.alice)
+    for _ in range(3):
+        _one_judgment(client, project)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    # the token, the queue's candidates, the lease
+    for marker in ("authtoken_token", '"queue_key"', "INSERT INTO annotate_assignment"):
+        assert any(marker in sql for sql in prepared), (marker, prepared)
 
 
 def test_a_wrong_or_inactive_token_is_a_401(team: Any) -> None:
