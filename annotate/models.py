@@ -409,8 +409,8 @@ class Comparison(models.Model):
             queue_index("queue_open_coverage", Negated(F("prompt_judged_pairs")).desc()),
             # A round's progress and trigger (training.services.triggers).
             models.Index(fields=["project", "round", "kind", "judgment_count"], name="round_pairs"),
-            # The gold pairs the queue serves beyond the overlap.
-            models.Index(fields=["project", "kind"], name="pairs_by_kind"),
+            # The gold pairs the queue serves beyond the overlap, in their random order.
+            models.Index(fields=["project", "kind", "random_key"], name="pairs_by_kind_key"),
             # The queue's look-up of a user's repeats still to judge; judged ones leave it.
             models.Index(
                 fields=["repeat_for", "project", "repeat_due"],

@@ -19,7 +19,8 @@ the gold set, not the project's size.
 Its cost per request is a handful of statements (a round trip to the database server costs more
 than most of these statements take to run): the member's queue state in one look-up (with the
 project, from the API), every range in one statement compiled once (``annotate.prepared``),
-and the lease in one insert that checks the free slot itself.
+and the lease in one insert that checks the free slot itself (on PostgreSQL the same statement
+reads what the task shows).
 
 Public names are re-exported by ``annotate.services``.
 """
@@ -461,19 +462,21 @@ def _due_repeat(
 
 def _gold_candidate(project: Project, unseen: QuerySet[Comparison]) -> int | None:
     """The id of a gold pair of the project that the user has not been shown (or not judged
-    yet).
+    yet), drawn at random.
 
     Gold is served to every annotator whatever its judgment count, so no slot is counted and
-    no row lock is needed: one assignment per user and pair is a database constraint. The
-    project's gold pairs are read off the ``pairs_by_kind`` index.
+    no row lock is needed: one assignment per user and pair is a database constraint. The draw
+    is the first such pair at or after a random point of the pairs' random keys (wrapping round
+    to the start), read off the ``pairs_by_kind_key`` index: its cost follows the user's own
+    gold history, not the size of the project's gold set.
     """
-    return (
-        unseen.filter(project=project, kind=Comparison.Kind.GOLD)
-        .exclude(gold_choice="")
-        .order_by("?")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    gold = unseen.filter(project=project, kind=Comparison.Kind.GOLD).exclude(gold_choice="")
+    start = random.random()
+    for part in (gold.filter(random_key__gte=start), gold.filter(random_key__lt=start)):
+        pk = part.order_by("random_key").values_list("pk", flat=True).first()
+        if pk is not None:
+            return int(pk)
+    return None
 
 
 def _lease_first(

@@ -92,6 +92,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="sweep: next+submit per size")
     parser.add_argument("--warmup", type=int, default=20, help="sweep: untimed steps first")
     parser.add_argument(
+        "--strategy",
+        default="random",
+        choices=["random", "uncertainty", "disagreement", "coverage"],
+        help="sweep: the projects' pair selection strategy",
+    )
+    parser.add_argument(
         "--fixtures", default="/tmp/prefloop-queue-sweep", help="sweep: where fixtures are kept"
     )
     args = parser.parse_args()

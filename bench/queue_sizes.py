@@ -130,9 +130,13 @@ print(json.dumps({{"project": project.pk, "token": token, "comparisons": made}})
 """
 
 
-_NO_PAUSE = (
+# The client always answers "left", so the gold rule would pause it: 0 never pauses. The
+# project's pair selection strategy is set by a save, as a lead's change is (a strategy that
+# reads the prompt figures has them computed for the whole project then).
+_SETUP = (
     "from annotate.models import Project; "
-    "Project.objects.filter(name='sweep').update(gold_min_accuracy=0.0)"
+    "p = Project.objects.get(name='sweep'); "
+    "p.gold_min_accuracy = 0.0; p.pair_selection = {strategy!r}; p.save()"
 )
 
 
@@ -168,8 +172,11 @@ def fixture(n: int, db: str, store: Path) -> dict:
     return data
 
 
-def working_copy(n: int, db: str, store: Path) -> tuple[dict[str, str], dict]:
-    """A fresh, migrated copy of the fixture; returns its environment and ids."""
+def working_copy(
+    n: int, db: str, store: Path, strategy: str = "random"
+) -> tuple[dict[str, str], dict]:
+    """A fresh, migrated copy of the fixture, its project set to the pair selection
+    ``strategy``; returns its environment and ids."""
     data = fixture(n, db, store)
     run_dir = store / f"run-{db}-{n}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -188,9 +195,8 @@ def working_copy(n: int, db: str, store: Path) -> tuple[dict[str, str], dict]:
     env = server_env(run_dir, url)
     started = time.monotonic()
     _manage(env, "migrate", "-v0")
-    # The client always answers "left", so the gold rule would pause it: 0 never pauses.
-    _manage(env, "shell", "-c", _NO_PAUSE)
-    print(f"{db} {n}: copy migrated in {time.monotonic() - started:.0f} s")
+    _manage(env, "shell", "-c", _SETUP.format(strategy=strategy))
+    print(f"{db} {n}: copy migrated and set to {strategy} in {time.monotonic() - started:.0f} s")
     return env, data
 
 
@@ -249,7 +255,7 @@ def sweep(args: argparse.Namespace) -> None:
     store.mkdir(parents=True, exist_ok=True)
     clients = {}
     with contextlib.ExitStack() as servers:
-        copies = [working_copy(n, args.db, store) for n in sizes]
+        copies = [working_copy(n, args.db, store, args.strategy) for n in sizes]
         for i, (n, (env, data)) in enumerate(zip(sizes, copies, strict=True)):
             port = args.port + i if args.port else free_port()
             servers.enter_context(gunicorn(env, port, args.workers, args.threads))
@@ -259,7 +265,8 @@ def sweep(args: argparse.Namespace) -> None:
                 clients[n].step(record=i >= args.warmup)
     print(
         f"\nOne annotator, next -> submit x {args.requests} (after {args.warmup} warm-up), "
-        f"database: {args.db}, gunicorn {args.workers}x{args.threads}, sizes taking turns"
+        f"database: {args.db}, pair selection: {args.strategy}, "
+        f"gunicorn {args.workers}x{args.threads}, sizes taking turns"
     )
     print(f"{'comparisons':>12}{'next p50':>10}{'p95':>8}{'submit p50':>12}{'p95':>8}  (ms)")
     base = None

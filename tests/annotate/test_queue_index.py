@@ -116,3 +116,30 @@ def test_postgresql_builds_the_queue_indexes_with_nulls_last() -> None:
     assert sorted(definitions) == sorted(f"queue_open_{s}" for s in STRATEGIES)
     for definition in definitions.values():
         assert "round DESC NULLS LAST" in definition
+
+
+def test_a_gold_pair_is_drawn_off_its_index_without_sorting_the_gold_set(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = team.project
+    golds = [ComparisonFactory(project=project, kind="gold", gold_choice="a") for _ in range(5)]
+    keys = sorted(g.random_key for g in golds)
+    statements: list[tuple[str, list[Any]]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, list(params)))
+        return execute(sql, params, many, context)
+
+    # a draw just past the second key gives the pair with the third key
+    monkeypatch.setattr(queue.random, "random", lambda: (keys[1] + keys[2]) / 2)
+    with connection.execute_wrapper(capture):
+        drawn = queue._gold_candidate(project, queue._unseen(team.alice.pk))
+    assert Comparison.objects.get(pk=drawn).random_key == keys[2]
+    plan = _plan(*statements[0])
+    assert "pairs_by_kind_key" in plan
+    assert "TEMP B-TREE" not in plan.upper()
+    assert "Sort" not in plan
+    # past the last key it wraps round to the first
+    monkeypatch.setattr(queue.random, "random", lambda: keys[-1] + 1e-9)
+    drawn = queue._gold_candidate(project, queue._unseen(team.alice.pk))
+    assert Comparison.objects.get(pk=drawn).random_key == keys[0]
