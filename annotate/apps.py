@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_save, pre_save
 
 
 class AnnotateConfig(AppConfig):
@@ -9,14 +8,10 @@ class AnnotateConfig(AppConfig):
 
     def ready(self) -> None:
         from .extensions import judgment_recorded
-        from .models import Project
         from .quality import repeats
         from .quality.gold import on_judgment
-        from .selection import after_project_save, before_project_save
         from .selection import on_judgment as refresh_selection
 
         judgment_recorded.connect(on_judgment, dispatch_uid="annotate.quality.gold")
         judgment_recorded.connect(repeats.on_judgment, dispatch_uid="annotate.quality.repeats")
         judgment_recorded.connect(refresh_selection, dispatch_uid="annotate.selection")
-        pre_save.connect(before_project_save, sender=Project, dispatch_uid="annotate.selection")
-        post_save.connect(after_project_save, sender=Project, dispatch_uid="annotate.selection")

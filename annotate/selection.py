@@ -14,9 +14,7 @@ Every strategy keeps the newest round first; within a strategy's key, pairs clos
 completion come first, then the random key. The per-prompt figures are copied onto each
 comparison of the prompt (``prompt_disagreement``, ``prompt_judged_pairs``) whenever one of its
 judgments is recorded or undone, so that each order is read off an index (``queue_*`` on
-``Comparison``; ``annotate.queue`` walks them). Only the disagreement and coverage strategies
-read them, so a judgment refreshes them only in a project that uses one of those; a project
-that switches to one gets all its prompts' figures computed in the same save.
+``Comparison``; ``annotate.queue`` walks them).
 """
 
 from __future__ import annotations
@@ -98,39 +96,6 @@ _REFRESH_PROMPT = (
 )
 
 
-# The strategies that order by the prompt figures.
-READS_FIGURES = frozenset({Strategy.DISAGREEMENT, Strategy.COVERAGE})
-
-# Every prompt's figures in a project, from the same definitions as ``_REFRESH_PROMPT``, written
-# only onto the pairs whose figures change.
-_REFRESH_PROJECT = (
-    "WITH by_choice AS ("
-    "  SELECT c.prompt_id, j.comparison_id, COUNT(*) AS n FROM annotate_judgment j"
-    "  JOIN annotate_comparison c ON c.id = j.comparison_id"
-    "  WHERE c.project_id = %s AND c.kind <> %s GROUP BY c.prompt_id, j.comparison_id, j.choice),"
-    " by_pair AS (SELECT prompt_id, SUM(n) AS total, MAX(n) AS top FROM by_choice"
-    "  GROUP BY prompt_id, comparison_id),"
-    " by_prompt AS (SELECT prompt_id,"
-    "  COALESCE(AVG(CASE WHEN total >= 2 THEN 1.0 - CAST(top AS DOUBLE PRECISION) / total END),"
-    "  0.0) AS disagreement, COUNT(*) AS judged FROM by_pair GROUP BY prompt_id),"
-    " figures AS (SELECT c.id, COALESCE(b.disagreement, 0.0) AS disagreement,"
-    "  COALESCE(b.judged, 0) AS judged FROM annotate_comparison c"
-    "  LEFT JOIN by_prompt b ON b.prompt_id = c.prompt_id WHERE c.project_id = %s)"
-    " UPDATE annotate_comparison SET"
-    " prompt_disagreement ="
-    "  (SELECT disagreement FROM figures f WHERE f.id = annotate_comparison.id),"
-    " prompt_judged_pairs = (SELECT judged FROM figures f WHERE f.id = annotate_comparison.id)"
-    " WHERE id IN (SELECT f.id FROM figures f JOIN annotate_comparison c ON c.id = f.id"
-    "  WHERE c.prompt_disagreement <> f.disagreement OR c.prompt_judged_pairs <> f.judged)"
-)
-
-
-def refresh_project(project_id: int) -> None:
-    """Recompute the selection figures of every prompt of the project, in one statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(_REFRESH_PROJECT, [project_id, Comparison.Kind.REPEAT, project_id])
-
-
 def refresh_prompts(prompt_ids: Iterable[int]) -> None:
     """Recompute the selection figures of these prompts and copy them onto their pairs: one
     statement per prompt."""
@@ -140,26 +105,5 @@ def refresh_prompts(prompt_ids: Iterable[int]) -> None:
 
 
 def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
-    """``judgment_recorded`` receiver: refresh the figures of the judged pair's prompt, in a
-    project whose strategy reads them."""
-    if judgment.project.pair_selection in READS_FIGURES:
-        refresh_prompts([judgment.comparison.prompt_id])
-
-
-def before_project_save(sender: Any, instance: Project, **kwargs: Any) -> None:
-    """``pre_save`` receiver of ``Project``: note a switch to a strategy that reads the
-    figures, which were not kept while the project used another."""
-    instance._figures_stale = (  # type: ignore[attr-defined]
-        instance.pk is not None
-        and instance.pair_selection in READS_FIGURES
-        and Project.objects.filter(pk=instance.pk)
-        .exclude(pair_selection__in=READS_FIGURES)
-        .exists()
-    )
-
-
-def after_project_save(sender: Any, instance: Project, **kwargs: Any) -> None:
-    """``post_save`` receiver of ``Project``: compute the figures a switch needs."""
-    if getattr(instance, "_figures_stale", False):
-        refresh_project(instance.pk)
-        instance._figures_stale = False  # type: ignore[attr-defined]
+    """``judgment_recorded`` receiver: refresh the figures of the judged pair's prompt."""
+    refresh_prompts([judgment.comparison.prompt_id])

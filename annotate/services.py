@@ -30,7 +30,7 @@ from .queue import next_lease as next_lease
 from .queue import release_expired_leases as release_expired_leases
 from .queue import shown_task as shown_task
 from .queue import skip as skip
-from .selection import READS_FIGURES, refresh_prompts
+from .selection import refresh_prompts
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -297,7 +297,6 @@ _PROJECT_FIELDS = _in_model_order(
         "gold_min_items",
         "gold_min_accuracy",
         "repeat_rate",
-        "pair_selection",
     },
 )
 # Column names from the models above: nothing from a request is formatted into the text.
@@ -469,8 +468,7 @@ def undo_judgment(
             project=project, annotator=user, status=Assignment.Status.ACTIVE
         ).exclude(comparison_id=last.comparison_id).update(status=Assignment.Status.EXPIRED)
         last.delete()
-        if project.pair_selection in READS_FIGURES:
-            refresh_prompts([last.comparison.prompt_id])
+        refresh_prompts([last.comparison.prompt_id])
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
     ).get(comparison_id=last.comparison_id, annotator=user)

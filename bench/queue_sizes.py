@@ -131,8 +131,7 @@ print(json.dumps({{"project": project.pk, "token": token, "comparisons": made}})
 
 
 # The client always answers "left", so the gold rule would pause it: 0 never pauses. The
-# project's pair selection strategy is set by a save, as a lead's change is (a strategy that
-# reads the prompt figures has them computed for the whole project then).
+# project's pair selection strategy is set by a save, as a lead's change is.
 _SETUP = (
     "from annotate.models import Project; "
     "p = Project.objects.get(name='sweep'); "

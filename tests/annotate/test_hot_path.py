@@ -50,11 +50,10 @@ def _one_judgment(client: APIClient, project: Project) -> tuple[list[str], list[
     return _statements(next_queries), _statements(submit_queries)
 
 
-def _project_of(team: Any, pairs: int, strategy: str = "random") -> Project:
+def _project_of(team: Any, pairs: int) -> Project:
     project = team.project
     # no gold or hidden repeat drawn at random: each adds its own look-ups
     project.gold_rate = project.repeat_rate = 0.0
-    project.pair_selection = strategy
     project.save()
     (pair,) = team.pairs(1)
     same = {"prompt": pair.prompt, "completion_a": pair.completion_a}
@@ -79,23 +78,11 @@ def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
     # statement on PostgreSQL)
     assert len(next_statements) == NEXT_STATEMENTS, next_statements
     # submit: the token, the pair with everything checked, the judgment with its lease and
-    # count (three statements on SQLite); the random strategy reads no prompt figures
-    assert len(submit_statements) == (3 if connection.vendor == "postgresql" else 5), (
+    # count (three statements on SQLite), the prompt's selection figures
+    assert len(submit_statements) == (4 if connection.vendor == "postgresql" else 6), (
         submit_statements
     )
     assert Judgment.objects.filter(annotator=team.alice).count() == 2
-
-
-def test_a_strategy_that_reads_prompt_figures_refreshes_them_in_one_more_statement(
-    team: Any,
-) -> None:
-    project = _project_of(team, 3, strategy="coverage")
-    client = _token_client(team.alice)
-    _one_judgment(client, project)
-    next_statements, submit_statements = _one_judgment(client, project)
-    assert len(next_statements) == NEXT_STATEMENTS, next_statements
-    assert len(submit_statements) == (4 if connection.vendor == "postgresql" else 6)
-    assert "prompt_judged_pairs" in submit_statements[-1]
 
 
 def test_a_waiting_hidden_repeat_costs_next_no_statement_until_it_is_due(team: Any) -> None:

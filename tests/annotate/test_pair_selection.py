@@ -98,7 +98,6 @@ def test_the_newest_round_still_comes_first_under_every_strategy(team):
 
 def test_judgments_and_undo_keep_the_prompt_figures_on_every_pair_of_the_prompt(team):
     team.project.overlap = 2
-    team.project.pair_selection = "disagreement"
     team.project.save()
     prompt = PromptFactory(project=team.project)
     first = ComparisonFactory(project=team.project, prompt=prompt)
@@ -193,61 +192,3 @@ def test_the_settings_form_saves_the_strategy_and_keeps_it_when_left_out(team):
     assert r.status_code == 200 and "pair_selection" in r.content.decode()
     team.project.refresh_from_db()
     assert team.project.pair_selection == "disagreement"
-
-
-def _judge_first_pair_apart(team, first):
-    """Alice and Bob judge ``first`` (overlap 2) with opposite choices."""
-    for user, side in ((team.alice, "a"), (team.bob, "b")):
-        lease = services.next_assignment(team.project, user)
-        assert lease.comparison_id == first.pk
-        shown = "left" if (side == "a") == lease.left_is_a else "right"
-        services.submit_judgment(
-            user, first.pk, services.JudgmentInput(choice=shown, client_id=uuid.uuid4())
-        )
-
-
-def test_a_project_whose_strategy_reads_no_figures_does_not_keep_them(team):
-    team.project.overlap = 2
-    team.project.save()
-    prompt = PromptFactory(project=team.project)
-    first = ComparisonFactory(project=team.project, prompt=prompt)
-    _judge_first_pair_apart(team, first)
-    first.refresh_from_db()
-    assert (first.prompt_disagreement, first.prompt_judged_pairs) == (0.0, 0)
-
-
-def test_switching_to_a_strategy_that_reads_figures_computes_every_prompts_figures(team):
-    team.project.overlap = 2
-    team.project.save()
-    prompt, other, quiet = (PromptFactory(project=team.project) for _ in range(3))
-    first = ComparisonFactory(project=team.project, prompt=prompt)
-    sibling = ComparisonFactory(project=team.project, prompt=prompt)
-    _judge_first_pair_apart(team, first)
-    agreed = ComparisonFactory(project=team.project, prompt=other, judgment_count=2)
-    for user in (UserFactory(username="carol"), UserFactory(username="dave")):
-        Judgment.objects.create(
-            comparison=agreed, annotator=user, project=team.project, choice="a", left_is_a=True
-        )
-    untouched = ComparisonFactory(project=team.project, prompt=quiet)
-    # a stale figure on an unjudged prompt is put right as well
-    Comparison.objects.filter(pk=untouched.pk).update(prompt_judged_pairs=7)
-
-    r = api_for(team.lead).patch(
-        f"/api/projects/{team.project.pk}/", {"pair_selection": "coverage"}, format="json"
-    )
-    assert r.status_code == 200, r.content
-    figures = {
-        c.pk: (c.prompt_disagreement, c.prompt_judged_pairs)
-        for c in Comparison.objects.filter(project=team.project)
-    }
-    assert figures == {
-        first.pk: (0.5, 1),
-        sibling.pk: (0.5, 1),
-        agreed.pk: (0.0, 1),
-        untouched.pk: (0.0, 0),
-    }
-    # from then on each judgment keeps them
-    team.project.refresh_from_db()
-    services.undo_judgment(team.bob, project=team.project)
-    first.refresh_from_db()
-    assert (first.prompt_disagreement, first.prompt_judged_pairs) == (0.0, 1)
