@@ -170,3 +170,67 @@ def test_it_names_a_version_that_does_not_exist(project: Project, tmp_path: Path
 def test_it_names_an_unknown_judge(project: Project, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="unknown rule"):
         _evaluate(project, tmp_path, "--judge", "politest")
+
+
+SEEN: list[list[dict[str, Any]]] = []
+
+
+def record_prompt(messages: list[dict[str, Any]], a: str, b: str) -> str:
+    """A judge that notes the chat each pair answered."""
+    SEEN.append(messages)
+    return "tie"
+
+
+def test_every_version_writes_after_the_projects_system_prompt(
+    project: Project, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from training.core import generation
+
+    loop = project.loop
+    loop.settings = {**loop.settings, "system_prompt": "Answer in one word."}
+    loop.save(update_fields=["settings"])
+    sampled: list[list[dict[str, Any]]] = []
+    real = generation.generate
+
+    def spy(model: Any, prompts: list[Any], **kw: Any) -> Any:
+        sampled.extend(prompts)
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(generation, "generate", spy)
+    SEEN.clear()
+    _evaluate(project, tmp_path, "--judge", f"{__name__}.record_prompt", "--versions", "v1")
+    system = {"role": "system", "content": "Answer in one word."}
+    assert sampled and all(messages[0] == system for messages in sampled)
+    assert SEEN and all(messages[0] == system for messages in SEEN)
+    # the samples of another system prompt are not read back from the cache
+    loop.settings = {**loop.settings, "system_prompt": ""}
+    loop.save(update_fields=["settings"])
+    sampled.clear()
+    _evaluate(project, tmp_path, "--judge", "shorter", "--versions", "v1")
+    assert sampled and all(messages[0]["role"] == "user" for messages in sampled)
+
+
+def test_the_gate_samples_after_the_projects_system_prompt(
+    project: Project, monkeypatch: Any
+) -> None:
+    from training.core import generation
+    from training.loop_settings import loop_settings
+    from training.services.gate_rules import dev_samples
+
+    loop = project.loop
+    loop.settings = {**loop.settings, "system_prompt": "Answer in one word."}
+    loop.save(update_fields=["settings"])
+    sampled: list[list[dict[str, Any]]] = []
+    real = generation.generate
+
+    def spy(model: Any, prompts: list[Any], **kw: Any) -> Any:
+        sampled.extend(prompts)
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(generation, "generate", spy)
+    prompts = list(Prompt.objects.filter(project=project, split="eval"))
+    rows = dev_samples(services.base_version(project), prompts, 2, loop_settings(project))
+    assert len(rows) == len(prompts) and all(len(row) == 2 for row in rows)
+    assert sampled and all(
+        m[0] == {"role": "system", "content": "Answer in one word."} for m in sampled
+    )

@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from annotate.errors import InvalidInput
 from annotate.models import Project, Prompt, messages_hash
 
+from ..core.data import with_system_prompt
 from ..core.loading import load_model
 from ..core.stats import (
     WinRate,
@@ -43,20 +44,20 @@ class SampleCache:
 
     def __init__(self, samples_per_prompt: int = SAMPLES_PER_PROMPT) -> None:
         self.samples_per_prompt = samples_per_prompt
-        self._texts: dict[tuple[str, tuple[int, ...]], list[list[str]]] = {}
+        self._texts: dict[tuple[str, tuple[int, ...], str], list[list[str]]] = {}
 
     def texts(
         self, version: ModelVersion, prompts: list[Prompt], ls: LoopSettings
     ) -> list[list[str]]:
         """``samples_per_prompt`` texts per prompt, in prompt order."""
-        key = (version.spec, tuple(p.pk for p in prompts))
+        key = (version.spec, tuple(p.pk for p in prompts), ls.system_prompt)
         if key not in self._texts:
             # imported here to keep torch (loaded by the generation module) out of the web process
             from ..core.generation import generate
 
             samples = generate(
                 version.spec,
-                [p.messages for p in prompts],
+                [with_system_prompt(p.messages, ls.system_prompt) for p in prompts],
                 k=self.samples_per_prompt,
                 temperature=ls.temperature,
                 top_p=ls.top_p,
@@ -479,6 +480,8 @@ def evaluate_versions(
         raise InvalidInput("The project has no eval prompts: import prompts, or name a file.")
     say = log or (lambda line: None)
     ls = loop_settings(project)
+    # every version writes in the context the project samples in: its system prompt first
+    prompts = [with_system_prompt(messages, ls.system_prompt) for messages in prompts]
     base = chosen[0]
     by_pk = {v.pk: v for v in chosen}
     needed = dict(by_pk)

@@ -13,6 +13,7 @@ from django.db import transaction
 from annotate.errors import InvalidInput
 from annotate.models import Project, Prompt
 
+from ..core.data import with_system_prompt
 from ..core.loading import load_model
 from ..core.stats import WinRate, paired_win_rate
 from ..loop_settings import LoopSettings
@@ -144,6 +145,7 @@ def dev_samples(
             "temperature": ls.temperature,
             "top_p": ls.top_p,
             "max_new_tokens": ls.max_new_tokens,
+            "system_prompt": ls.system_prompt,
         }
         row = cache.get(key)
         if row is None:
@@ -154,7 +156,7 @@ def dev_samples(
                 loaded = load_model(version.spec)
             drawn = generate(
                 loaded,
-                [prompt.messages],
+                [with_system_prompt(prompt.messages, ls.system_prompt)],
                 k=samples,
                 temperature=ls.temperature,
                 top_p=ls.top_p,
