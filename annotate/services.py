@@ -15,8 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q, QuerySet, Sum, Value
-from django.db.models.functions import Least
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import queue
@@ -24,6 +23,8 @@ from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
 from .prepared import Columns, from_db_time
+from .progress import Progress as Progress
+from .progress import progress as progress
 from .queue import current_assignment as current_assignment
 from .queue import next_assignment as next_assignment
 from .queue import next_lease as next_lease
@@ -472,53 +473,3 @@ def undo_judgment(
     return Assignment.objects.select_related(
         "comparison__prompt", "comparison__completion_a", "comparison__completion_b"
     ).get(comparison_id=last.comparison_id, annotator=user)
-
-
-# --- Progress -----------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    mine_done: int
-    mine_remaining: int
-    project_done: int
-    project_total: int
-
-    @property
-    def mine_percent(self) -> int:
-        total = self.mine_done + self.mine_remaining
-        return round(100 * self.mine_done / total) if total else 100
-
-    @property
-    def project_percent(self) -> int:
-        return round(100 * self.project_done / self.project_total) if self.project_total else 100
-
-
-def progress(project: Project, user: Any) -> Progress:
-    """Judgments done and still possible, for this annotator and for the project."""
-    mine_done = Judgment.objects.filter(project=project, annotator=user).count()
-    # Pairs skipped once still count as remaining: they come back after the rest.
-    closed = Assignment.objects.filter(annotator=user, project=project).filter(
-        Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS)
-    )
-    # Gold pairs with an answer and hidden repeats are checks, not work toward the overlap.
-    work = (
-        Comparison.objects.filter(project=project)
-        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
-        .exclude(kind=Comparison.Kind.REPEAT)
-    )
-    open_for_me = (
-        work.filter(judgment_count__lt=project.overlap)
-        .exclude(pk__in=closed.values("comparison_id"))
-        .count()
-    )
-    totals = work.aggregate(
-        n=Count("pk"), done=Sum(Least("judgment_count", Value(project.overlap)))
-    )
-    n_comparisons, project_done = totals["n"], totals["done"] or 0
-    return Progress(
-        mine_done=mine_done,
-        mine_remaining=open_for_me,
-        project_done=project_done,
-        project_total=n_comparisons * project.overlap,
-    )

@@ -317,6 +317,9 @@ PREFLOOP_JUDGE_MODULES = [
 # Quality figures: above this many judgments a view after a change shows the latest figures and
 # a worker refreshes them, instead of recomputing in the web process.
 PREFLOOP_QUALITY_INLINE_JUDGMENTS = env_int("PREFLOOP_QUALITY_INLINE_JUDGMENTS", 20_000, minimum=0)
+# Progress: from this many pairs on, a project's totals on the annotate page come from the cache,
+# counted again at most every 2-60 s (see annotate.progress), not on every view.
+PREFLOOP_PROGRESS_EXACT_PAIRS = env_int("PREFLOOP_PROGRESS_EXACT_PAIRS", 20_000, minimum=0)
 # Failed logins allowed per username, and per client address, in each window.
 PREFLOOP_LOGIN_FAILURES_PER_USER = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 10, minimum=1)
 PREFLOOP_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLOOP_LOGIN_FAILURES_PER_ADDRESS", 200, minimum=1)
