@@ -173,6 +173,7 @@ def test_it_names_an_unknown_judge(project: Project, tmp_path: Path) -> None:
 
 
 SEEN: list[list[dict[str, Any]]] = []
+SYSTEM = {"role": "system", "content": "Answer in one word."}
 
 
 def record_prompt(messages: list[dict[str, Any]], a: str, b: str) -> str:
@@ -181,28 +182,34 @@ def record_prompt(messages: list[dict[str, Any]], a: str, b: str) -> str:
     return "tie"
 
 
-def test_every_version_writes_after_the_projects_system_prompt(
-    project: Project, tmp_path: Path, monkeypatch: Any
-) -> None:
+@pytest.fixture
+def sampled(project: Project, monkeypatch: Any) -> list[list[dict[str, Any]]]:
+    """The chats the models sample after, with the project's system prompt set."""
     from training.core import generation
 
     loop = project.loop
-    loop.settings = {**loop.settings, "system_prompt": "Answer in one word."}
+    loop.settings = {**loop.settings, "system_prompt": SYSTEM["content"]}
     loop.save(update_fields=["settings"])
-    sampled: list[list[dict[str, Any]]] = []
+    chats: list[list[dict[str, Any]]] = []
     real = generation.generate
 
     def spy(model: Any, prompts: list[Any], **kw: Any) -> Any:
-        sampled.extend(prompts)
+        chats.extend(prompts)
         return real(model, prompts, **kw)
 
     monkeypatch.setattr(generation, "generate", spy)
+    return chats
+
+
+def test_every_version_writes_after_the_projects_system_prompt(
+    project: Project, tmp_path: Path, sampled: list[list[dict[str, Any]]]
+) -> None:
     SEEN.clear()
     _evaluate(project, tmp_path, "--judge", f"{__name__}.record_prompt", "--versions", "v1")
-    system = {"role": "system", "content": "Answer in one word."}
-    assert sampled and all(messages[0] == system for messages in sampled)
-    assert SEEN and all(messages[0] == system for messages in SEEN)
+    assert sampled and all(messages[0] == SYSTEM for messages in sampled)
+    assert SEEN and all(messages[0] == SYSTEM for messages in SEEN)
     # the samples of another system prompt are not read back from the cache
+    loop = project.loop
     loop.settings = {**loop.settings, "system_prompt": ""}
     loop.save(update_fields=["settings"])
     sampled.clear()
@@ -211,26 +218,12 @@ def test_every_version_writes_after_the_projects_system_prompt(
 
 
 def test_the_gate_samples_after_the_projects_system_prompt(
-    project: Project, monkeypatch: Any
+    project: Project, sampled: list[list[dict[str, Any]]]
 ) -> None:
-    from training.core import generation
     from training.loop_settings import loop_settings
     from training.services.gate_rules import dev_samples
 
-    loop = project.loop
-    loop.settings = {**loop.settings, "system_prompt": "Answer in one word."}
-    loop.save(update_fields=["settings"])
-    sampled: list[list[dict[str, Any]]] = []
-    real = generation.generate
-
-    def spy(model: Any, prompts: list[Any], **kw: Any) -> Any:
-        sampled.extend(prompts)
-        return real(model, prompts, **kw)
-
-    monkeypatch.setattr(generation, "generate", spy)
     prompts = list(Prompt.objects.filter(project=project, split="eval"))
     rows = dev_samples(services.base_version(project), prompts, 2, loop_settings(project))
     assert len(rows) == len(prompts) and all(len(row) == 2 for row in rows)
-    assert sampled and all(
-        m[0] == {"role": "system", "content": "Answer in one word."} for m in sampled
-    )
+    assert sampled and all(messages[0] == SYSTEM for messages in sampled)
