@@ -191,13 +191,13 @@ def sampled(project: Project, monkeypatch: Any) -> list[list[dict[str, Any]]]:
     loop.settings = {**loop.settings, "system_prompt": SYSTEM["content"]}
     loop.save(update_fields=["settings"])
     chats: list[list[dict[str, Any]]] = []
-    real = generation.generate
+    real = generation.generate_seeded
 
-    def spy(model: Any, prompts: list[Any], **kw: Any) -> Any:
+    def spy(model: Any, prompts: list[Any], *args: Any, **kw: Any) -> Any:
         chats.extend(prompts)
-        return real(model, prompts, **kw)
+        return real(model, prompts, *args, **kw)
 
-    monkeypatch.setattr(generation, "generate", spy)
+    monkeypatch.setattr(generation, "generate_seeded", spy)
     return chats
 
 

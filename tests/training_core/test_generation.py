@@ -1,7 +1,7 @@
 import torch
 
 from training.core import Sample, generate, load_model, make_pairs
-from training.core.generation import _filter_top_p
+from training.core.generation import _filter_top_p, generate_seeded
 
 PROMPTS = [
     [{"role": "user", "content": "What is two plus two?"}],
@@ -49,6 +49,35 @@ def test_same_seed_same_samples(tiny_model_dir):
     a = generate(loaded, PROMPTS, k=2, max_new_tokens=6, seed=7)
     b = generate(loaded, PROMPTS, k=2, max_new_tokens=6, seed=7)
     assert a == b
+
+
+def test_seeded_prompts_sample_as_they_would_alone(tiny_model_dir):
+    loaded = load_model(tiny_model_dir)
+    seeds = [11, 12, 13]
+    batched = generate_seeded(
+        loaded, PROMPTS, seeds, k=2, temperature=1.0, top_p=0.95, max_new_tokens=8, batch_size=6
+    )
+    alone = [
+        generate(
+            loaded, [p], k=2, temperature=1.0, top_p=0.95, max_new_tokens=8, seed=s, batch_size=2
+        )[0]
+        for p, s in zip(PROMPTS, seeds, strict=True)
+    ]
+    for mine, theirs in zip(batched, alone, strict=True):
+        assert [s.token_ids for s in mine] == [s.token_ids for s in theirs]
+        assert [s.finished for s in mine] == [s.finished for s in theirs]
+    # a prompt's samples follow its own seed, not its neighbours'
+    swapped = generate_seeded(
+        loaded, PROMPTS[::-1], seeds[::-1], k=2, temperature=1.0, top_p=0.95, max_new_tokens=8
+    )
+    assert [[s.token_ids for s in row] for row in swapped[::-1]] == [
+        [s.token_ids for s in row] for row in batched
+    ]
+    other = generate_seeded(
+        loaded, PROMPTS, [21, 12, 13], k=2, temperature=1.0, top_p=0.95, max_new_tokens=8
+    )
+    assert [s.token_ids for s in other[0]] != [s.token_ids for s in batched[0]]
+    assert [s.token_ids for s in other[1]] == [s.token_ids for s in batched[1]]
 
 
 def test_it_stops_at_eos(tiny_model_dir):

@@ -81,6 +81,16 @@ def _filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _draw(
+    probs: torch.Tensor, generator: torch.Generator | Sequence[tuple[torch.Generator, slice]]
+) -> torch.Tensor:
+    """One token per row of ``probs`` (N, V) -> (N,)."""
+    if isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    parts = [torch.multinomial(probs[rows], 1, generator=g) for g, rows in generator]
+    return torch.cat(parts).squeeze(1)
+
+
 @torch.inference_mode()
 def sample_batch(
     model: Any,
@@ -90,9 +100,13 @@ def sample_batch(
     temperature: float,
     top_p: float,
     max_new_tokens: int,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[tuple[torch.Generator, slice]],
 ) -> list[Sample]:
     """Sample one completion per prompt: left-padded batch, KV cache, stop at EOS.
+
+    ``generator`` draws every row's tokens, or is a list of (generator, rows): each generator
+    draws the tokens of its slice of rows, exactly as it would in a batch of those rows alone
+    (up to float rounding of the batched forward pass).
 
     The log-probability of each sampled token is read from the untempered distribution before
     temperature and top-p are applied, so it is the policy's own probability of the text.
@@ -134,7 +148,7 @@ def sample_batch(
         else:
             filtered = _filter_top_p(logits / temperature, top_p)
             probs = torch.softmax(filtered, dim=-1)
-            token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
+            token = _draw(probs.cpu(), generator).to(device)
         token = torch.where(done, torch.full_like(token, pad), token)
         tokens[:, t] = token
         step = torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
@@ -286,6 +300,49 @@ def generate_batches(
                 new_tokens=new_tokens,
                 seconds=time.perf_counter() - started,
             )
+
+
+def generate_seeded(
+    model: tuple[Any, Any],
+    prompts: Sequence[list[Message] | str],
+    seeds: Sequence[int],
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int = 8,
+) -> list[list[Sample]]:
+    """``k`` completions for each prompt, each prompt drawn with a generator of its own seed.
+
+    A prompt's samples are those of ``generate(model, [prompt], k=k, seed=seed,
+    batch_size=k)`` whatever other prompts share its forward batches (up to float rounding),
+    so a (model, prompt, seed) can be cached and compared across calls; prompts of similar
+    length are still sampled ``max(1, batch_size // k)`` at a time.
+    """
+    loaded, tokenizer = model
+    loaded.eval()
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
+    per_batch = max(1, batch_size // k)
+    out: list[list[Sample]] = [[] for _ in prompts]
+    for start in range(0, len(order), per_batch):
+        group = order[start : start + per_batch]
+        generators = [
+            (torch.Generator().manual_seed(_group_seed(seeds[i], 0)), slice(n * k, (n + 1) * k))
+            for n, i in enumerate(group)
+        ]
+        samples = sample_batch(
+            loaded,
+            tokenizer,
+            [ids[i] for i in group for _ in range(k)],
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            generator=generators,
+        )
+        for n, i in enumerate(group):
+            out[i] = samples[n * k : (n + 1) * k]
+    return out
 
 
 def generate(

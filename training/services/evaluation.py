@@ -253,28 +253,30 @@ def _samples(
     how: _Sampling,
     cache: EvalCache,
     models: _Models,
+    batch_size: int,
 ) -> list[list[EvalSample]]:
-    """``how.k`` samples per prompt, each prompt sampled on its own with its own seed, so a
-    (version, prompt, seed) gives the same samples whatever else is evaluated with it."""
-    out: list[list[EvalSample]] = []
-    for messages, seed in zip(prompts, seeds, strict=True):
-        key = how.key(version, messages, seed)
-        stored = cache.get(key)
-        if stored is None:
-            # imported here to keep torch (loaded by the generation module) out of the web process
-            from ..core.generation import generate
+    """``how.k`` samples per prompt, each prompt drawn with its own seed, so a (version,
+    prompt, seed) gives the same samples whatever else is evaluated with it; the prompts the
+    cache lacks are sampled ``batch_size`` sequences at a time."""
+    keys = [how.key(version, m, s) for m, s in zip(prompts, seeds, strict=True)]
+    found: list[Any] = [cache.get(key) for key in keys]
+    missing = [i for i, row in enumerate(found) if row is None]
+    if missing:
+        # imported here to keep torch (loaded by the generation module) out of the web process
+        from ..core.generation import generate_seeded
 
-            row = generate(
-                models.get(version),
-                [messages],
-                k=how.k,
-                temperature=how.temperature,
-                top_p=how.top_p,
-                max_new_tokens=how.max_new_tokens,
-                seed=seed + how.seed_offset,
-                batch_size=how.k,
-            )[0]
-            stored = [
+        drawn = generate_seeded(
+            models.get(version),
+            [prompts[i] for i in missing],
+            [seeds[i] + how.seed_offset for i in missing],
+            k=how.k,
+            temperature=how.temperature,
+            top_p=how.top_p,
+            max_new_tokens=how.max_new_tokens,
+            batch_size=batch_size,
+        )
+        for i, row in zip(missing, drawn, strict=True):
+            found[i] = [
                 {
                     "text": s.text,
                     "token_count": s.token_count,
@@ -283,9 +285,8 @@ def _samples(
                 }
                 for s in row
             ]
-            cache.put(key, stored)
-        out.append([EvalSample.from_dict(s) for s in stored])
-    return out
+            cache.put(keys[i], found[i])
+    return [[EvalSample.from_dict(s) for s in row] for row in found]
 
 
 def _logprobs(
@@ -501,9 +502,9 @@ def evaluate_versions(
     own_logps: dict[int, list[list[float]]] = {}
     for v in sorted(needed.values(), key=lambda v: (v.pk == base.pk, v.number)):
         say(f"{v.label}: sampling {len(prompts)} prompts x {samples}")
-        texts[v.pk] = _samples(v, prompts, seeds, judged, cache, models)
+        texts[v.pk] = _samples(v, prompts, seeds, judged, cache, models, batch)
         if v.pk in by_pk and v.pk != base.pk:
-            own_draws[v.pk] = _samples(v, prompts, seeds, drawn, cache, models)
+            own_draws[v.pk] = _samples(v, prompts, seeds, drawn, cache, models, batch)
             own_logps[v.pk] = _logprobs(
                 v, v, prompts, seeds, drawn, own_draws[v.pk], cache, models, batch
             )

@@ -132,11 +132,9 @@ def dev_samples(
     the previous round's candidate, and its samples are read back rather than drawn again.
     """
     cache = EvalCache(eval_cache_dir(version.project))
-    loaded: Any = None
-    out: list[list[dict[str, Any]]] = []
-    for prompt in prompts:
-        seed = prompt_seed(prompt.messages, ls.seed)
-        key = {
+    seeds = [prompt_seed(prompt.messages, ls.seed) for prompt in prompts]
+    keys = [
+        {
             "what": "gate-samples",
             "model": f"{version.pk}:{version.spec}:{version.created_at.isoformat()}",
             "prompt": prompt.pk,
@@ -147,28 +145,29 @@ def dev_samples(
             "max_new_tokens": ls.max_new_tokens,
             "system_prompt": ls.system_prompt,
         }
-        row = cache.get(key)
-        if row is None:
-            # imported here to keep torch (loaded by the generation module) out of the web process
-            from ..core.generation import generate
+        for prompt, seed in zip(prompts, seeds, strict=True)
+    ]
+    out: list[Any] = [cache.get(key) for key in keys]
+    missing = [i for i, row in enumerate(out) if row is None]
+    if missing:
+        # imported here to keep torch (loaded by the generation module) out of the web process
+        from ..core.generation import generate_seeded
 
-            if loaded is None:
-                loaded = load_model(version.spec)
-            drawn = generate(
-                loaded,
-                [with_system_prompt(prompt.messages, ls.system_prompt)],
-                k=samples,
-                temperature=ls.temperature,
-                top_p=ls.top_p,
-                max_new_tokens=ls.max_new_tokens,
-                seed=seed,
-                batch_size=samples,
-            )[0]
-            row = [
-                {"text": s.text, "token_count": s.token_count, "logprob": s.logprob} for s in drawn
+        drawn = generate_seeded(
+            load_model(version.spec),
+            [with_system_prompt(prompts[i].messages, ls.system_prompt) for i in missing],
+            [seeds[i] for i in missing],
+            k=samples,
+            temperature=ls.temperature,
+            top_p=ls.top_p,
+            max_new_tokens=ls.max_new_tokens,
+            batch_size=max(samples, ls.generation_batch_size),
+        )
+        for i, row in zip(missing, drawn, strict=True):
+            out[i] = [
+                {"text": s.text, "token_count": s.token_count, "logprob": s.logprob} for s in row
             ]
-            cache.put(key, row)
-        out.append(row)
+            cache.put(keys[i], out[i])
     return out
 
 
