@@ -227,3 +227,38 @@ def test_the_gate_samples_after_the_projects_system_prompt(
     rows = dev_samples(services.base_version(project), prompts, 2, loop_settings(project))
     assert len(rows) == len(prompts) and all(len(row) == 2 for row in rows)
     assert sampled and all(messages[0] == SYSTEM for messages in sampled)
+
+
+def test_a_stopped_evaluation_keeps_the_samples_it_drew(
+    project: Project, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from training.core import generation
+    from training.services.evaluation import eval_cache_dir
+
+    loop = project.loop
+    loop.settings = {**loop.settings, "generation_batch_size": 2}  # one prompt per batch
+    loop.save(update_fields=["settings"])
+    real = generation.sample_batch
+    calls: list[int] = []
+
+    def stops_at_the_third_batch(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stopped")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(generation, "sample_batch", stops_at_the_third_batch)
+    with pytest.raises(RuntimeError, match="stopped"):
+        _evaluate(project, tmp_path, "--judge", "shorter", "--versions", "v1")
+    kept = [p for p in eval_cache_dir(project).rglob("*") if p.is_file()]
+    assert len(kept) == 2
+    # run again, it samples only the rest: v1's two other prompts, its KL draws and the base
+    counted: list[int] = []
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        counted.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(generation, "sample_batch", counting)
+    _evaluate(project, tmp_path, "--judge", "shorter", "--versions", "v1")
+    assert len(counted) == 2 + 4 + 4

@@ -51,10 +51,19 @@ def test_same_seed_same_samples(tiny_model_dir):
     assert a == b
 
 
+def seeded(*args, **kw):
+    """generate_seeded's batches gathered into one list per prompt, in prompt order."""
+    rows = {}
+    for batch in generate_seeded(*args, **kw):
+        assert not rows.keys() & batch.keys()
+        rows.update(batch)
+    return [rows[i] for i in range(len(rows))]
+
+
 def test_seeded_prompts_sample_as_they_would_alone(tiny_model_dir):
     loaded = load_model(tiny_model_dir)
     seeds = [11, 12, 13]
-    batched = generate_seeded(
+    batched = seeded(
         loaded, PROMPTS, seeds, k=2, temperature=1.0, top_p=0.95, max_new_tokens=8, batch_size=6
     )
     alone = [
@@ -67,13 +76,13 @@ def test_seeded_prompts_sample_as_they_would_alone(tiny_model_dir):
         assert [s.token_ids for s in mine] == [s.token_ids for s in theirs]
         assert [s.finished for s in mine] == [s.finished for s in theirs]
     # a prompt's samples follow its own seed, not its neighbours'
-    swapped = generate_seeded(
+    swapped = seeded(
         loaded, PROMPTS[::-1], seeds[::-1], k=2, temperature=1.0, top_p=0.95, max_new_tokens=8
     )
     assert [[s.token_ids for s in row] for row in swapped[::-1]] == [
         [s.token_ids for s in row] for row in batched
     ]
-    other = generate_seeded(
+    other = seeded(
         loaded, PROMPTS, [21, 12, 13], k=2, temperature=1.0, top_p=0.95, max_new_tokens=8
     )
     assert [s.token_ids for s in other[0]] != [s.token_ids for s in batched[0]]

@@ -311,8 +311,9 @@ def generate_seeded(
     top_p: float,
     max_new_tokens: int,
     batch_size: int = 8,
-) -> list[list[Sample]]:
-    """``k`` completions for each prompt, each prompt drawn with a generator of its own seed.
+) -> Iterator[dict[int, list[Sample]]]:
+    """``k`` completions for each prompt, each prompt drawn with a generator of its own seed;
+    yields each forward batch's prompts (index -> samples) as soon as they are sampled.
 
     A prompt's samples are those of ``generate(model, [prompt], k=k, seed=seed,
     batch_size=k)`` whatever other prompts share its forward batches (up to float rounding),
@@ -324,7 +325,6 @@ def generate_seeded(
     ids = [_prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
     per_batch = max(1, batch_size // k)
-    out: list[list[Sample]] = [[] for _ in prompts]
     for start in range(0, len(order), per_batch):
         group = order[start : start + per_batch]
         generators = [
@@ -340,9 +340,7 @@ def generate_seeded(
             max_new_tokens=max_new_tokens,
             generator=generators,
         )
-        for n, i in enumerate(group):
-            out[i] = samples[n * k : (n + 1) * k]
-    return out
+        yield {i: samples[n * k : (n + 1) * k] for n, i in enumerate(group)}
 
 
 def generate(

@@ -265,7 +265,7 @@ def _samples(
         # imported here to keep torch (loaded by the generation module) out of the web process
         from ..core.generation import generate_seeded
 
-        drawn = generate_seeded(
+        batches = generate_seeded(
             models.get(version),
             [prompts[i] for i in missing],
             [seeds[i] + how.seed_offset for i in missing],
@@ -275,17 +275,20 @@ def _samples(
             max_new_tokens=how.max_new_tokens,
             batch_size=batch_size,
         )
-        for i, row in zip(missing, drawn, strict=True):
-            found[i] = [
-                {
-                    "text": s.text,
-                    "token_count": s.token_count,
-                    "finished": s.finished,
-                    "token_ids": s.token_ids,
-                }
-                for s in row
-            ]
-            cache.put(keys[i], found[i])
+        # each batch is kept as it comes: a stopped evaluation keeps what it sampled
+        for drawn in batches:
+            for at, row in drawn.items():
+                i = missing[at]
+                found[i] = [
+                    {
+                        "text": s.text,
+                        "token_count": s.token_count,
+                        "finished": s.finished,
+                        "token_ids": s.token_ids,
+                    }
+                    for s in row
+                ]
+                cache.put(keys[i], found[i])
     return [[EvalSample.from_dict(s) for s in row] for row in found]
 
 

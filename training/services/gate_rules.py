@@ -153,7 +153,7 @@ def dev_samples(
         # imported here to keep torch (loaded by the generation module) out of the web process
         from ..core.generation import generate_seeded
 
-        drawn = generate_seeded(
+        batches = generate_seeded(
             load_model(version.spec),
             [with_system_prompt(prompts[i].messages, ls.system_prompt) for i in missing],
             [seeds[i] for i in missing],
@@ -163,11 +163,14 @@ def dev_samples(
             max_new_tokens=ls.max_new_tokens,
             batch_size=max(samples, ls.generation_batch_size),
         )
-        for i, row in zip(missing, drawn, strict=True):
-            out[i] = [
-                {"text": s.text, "token_count": s.token_count, "logprob": s.logprob} for s in row
-            ]
-            cache.put(keys[i], out[i])
+        for drawn in batches:
+            for at, row in drawn.items():
+                i = missing[at]
+                out[i] = [
+                    {"text": s.text, "token_count": s.token_count, "logprob": s.logprob}
+                    for s in row
+                ]
+                cache.put(keys[i], out[i])
     return out
 
 
