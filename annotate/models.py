@@ -422,6 +422,14 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         return f"Comparison {self.pk} ({self.project})"
 
+    @classmethod
+    def work(cls, prefix: str = "") -> Q:
+        """Pairs that are work toward the overlap: not a gold pair with its answer, not a
+        hidden repeat (those are checks). ``prefix`` reaches them through a relation
+        (``"comparison__"``)."""
+        gold = Q(**{f"{prefix}kind": cls.Kind.GOLD, f"{prefix}gold_choice__gt": ""})
+        return ~gold & ~Q(**{f"{prefix}kind": cls.Kind.REPEAT})
+
 
 class Assignment(models.Model):
     """A comparison leased to one annotator, with the order it is shown in."""

@@ -64,18 +64,7 @@ class ProjectTotals:
 
 
 def _work(project: Project) -> QuerySet[Comparison]:
-    return (
-        Comparison.objects.filter(project=project)
-        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
-        .exclude(kind=Comparison.Kind.REPEAT)
-    )
-
-
-def _work_of(rows: QuerySet[Any]) -> QuerySet[Any]:
-    """Assignments or judgments on work pairs only."""
-    return rows.exclude(
-        comparison__kind=Comparison.Kind.GOLD, comparison__gold_choice__gt=""
-    ).exclude(comparison__kind=Comparison.Kind.REPEAT)
+    return Comparison.objects.filter(Comparison.work(), project=project)
 
 
 def _aware(seconds: float) -> datetime:
@@ -132,18 +121,20 @@ def progress(project: Project, user: Any) -> Progress:
     # Pairs skipped once still count as remaining: they come back after the rest. Open pairs
     # this annotator has closed (judged, or skipped for good) are not theirs to do.
     mine = Assignment.objects.filter(annotator=user, project=project)
-    closed_open = _work_of(
-        mine.filter(Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS))
-    ).filter(comparison__judgment_count__lt=project.overlap)
+    closed_open = mine.filter(
+        Q(status=Assignment.Status.DONE) | Q(skips__gte=Assignment.MAX_SKIPS),
+        Comparison.work("comparison__"),
+        comparison__judgment_count__lt=project.overlap,
+    )
     remaining = totals.open - closed_open.count()
     if totals.kept:
         # Kept totals counted a pair this annotator has filled since as open.
         filled = Judgment.objects.filter(
             project=project, annotator=user, created_at__gte=_aware(totals.counted_at)
         )
-        remaining -= (
-            _work_of(filled).filter(comparison__judgment_count__gte=project.overlap).count()
-        )
+        remaining -= filled.filter(
+            Comparison.work("comparison__"), comparison__judgment_count__gte=project.overlap
+        ).count()
     return Progress(
         mine_done=mine_done,
         mine_remaining=max(0, remaining),

@@ -339,8 +339,7 @@ def _queue_range(
     pairs = (
         pairs.alias(held=Coalesce(_held_slots(now), Value(0)))
         .filter(project_id=project, repeat_for=None, judgment_count=judged, held__lt=overlap)
-        .exclude(kind=Comparison.Kind.REPEAT)
-        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
+        .filter(Comparison.work())
         .annotate(queue_key=Value(0) if key is None else key)
     )
     if round_number is not None:

@@ -45,10 +45,8 @@ def queue_scoring(project: Project) -> None:
 
 def open_pairs(project: Project) -> Any:
     """The comparisons the queue may still hand out: not full, not answered gold, no repeat."""
-    return (
-        Comparison.objects.filter(project=project, judgment_count__lt=project.overlap)
-        .exclude(kind=Comparison.Kind.GOLD, gold_choice__gt="")
-        .exclude(kind=Comparison.Kind.REPEAT)
+    return Comparison.objects.filter(
+        Comparison.work(), project=project, judgment_count__lt=project.overlap
     )
 
 
