@@ -198,6 +198,48 @@ class EvalCache:
         tmp.write_text(json.dumps({"key": key, "value": value}))
         os.replace(tmp, path)
 
+    def samples(
+        self,
+        keys: list[dict[str, Any]],
+        load: Callable[[], Any],
+        prompts: list[list[dict[str, Any]]],
+        seeds: list[int],
+        keep: Callable[[Any], dict[str, Any]],
+        *,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> list[list[dict[str, Any]]]:
+        """The kept samples under ``keys``, one list of ``k`` per prompt; the prompts without
+        any are sampled ``batch_size`` sequences at a time, each with a generator of its own
+        seed (``load()`` gives the model, called only then), and each forward batch is kept
+        (as ``keep(sample)``) as it comes, so a stopped run keeps what it drew."""
+        found: list[Any] = [self.get(key) for key in keys]
+        missing = [i for i, row in enumerate(found) if row is None]
+        if missing:
+            # imported here to keep torch (loaded by the generation module) out of the web
+            # process
+            from ..core.generation import generate_seeded
+
+            batches = generate_seeded(
+                load(),
+                [prompts[i] for i in missing],
+                [seeds[i] for i in missing],
+                k=k,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+            )
+            for drawn in batches:
+                for at, row in drawn.items():
+                    i = missing[at]
+                    found[i] = [keep(sample) for sample in row]
+                    self.put(keys[i], found[i])
+        return found
+
 
 def eval_cache_dir(project: Project) -> Path:
     return Path(django_settings.VAR_DIR) / "eval-cache" / project.slug
@@ -258,38 +300,24 @@ def _samples(
     """``how.k`` samples per prompt, each prompt drawn with its own seed, so a (version,
     prompt, seed) gives the same samples whatever else is evaluated with it; the prompts the
     cache lacks are sampled ``batch_size`` sequences at a time."""
-    keys = [how.key(version, m, s) for m, s in zip(prompts, seeds, strict=True)]
-    found: list[Any] = [cache.get(key) for key in keys]
-    missing = [i for i, row in enumerate(found) if row is None]
-    if missing:
-        # imported here to keep torch (loaded by the generation module) out of the web process
-        from ..core.generation import generate_seeded
-
-        batches = generate_seeded(
-            models.get(version),
-            [prompts[i] for i in missing],
-            [seeds[i] + how.seed_offset for i in missing],
-            k=how.k,
-            temperature=how.temperature,
-            top_p=how.top_p,
-            max_new_tokens=how.max_new_tokens,
-            batch_size=batch_size,
-        )
-        # each batch is kept as it comes: a stopped evaluation keeps what it sampled
-        for drawn in batches:
-            for at, row in drawn.items():
-                i = missing[at]
-                found[i] = [
-                    {
-                        "text": s.text,
-                        "token_count": s.token_count,
-                        "finished": s.finished,
-                        "token_ids": s.token_ids,
-                    }
-                    for s in row
-                ]
-                cache.put(keys[i], found[i])
-    return [[EvalSample.from_dict(s) for s in row] for row in found]
+    rows = cache.samples(
+        [how.key(version, m, s) for m, s in zip(prompts, seeds, strict=True)],
+        lambda: models.get(version),
+        prompts,
+        [seed + how.seed_offset for seed in seeds],
+        lambda s: {
+            "text": s.text,
+            "token_count": s.token_count,
+            "finished": s.finished,
+            "token_ids": s.token_ids,
+        },
+        k=how.k,
+        temperature=how.temperature,
+        top_p=how.top_p,
+        max_new_tokens=how.max_new_tokens,
+        batch_size=batch_size,
+    )
+    return [[EvalSample.from_dict(s) for s in row] for row in rows]
 
 
 def _logprobs(

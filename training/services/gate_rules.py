@@ -147,31 +147,18 @@ def dev_samples(
         }
         for prompt, seed in zip(prompts, seeds, strict=True)
     ]
-    out: list[Any] = [cache.get(key) for key in keys]
-    missing = [i for i, row in enumerate(out) if row is None]
-    if missing:
-        # imported here to keep torch (loaded by the generation module) out of the web process
-        from ..core.generation import generate_seeded
-
-        batches = generate_seeded(
-            load_model(version.spec),
-            [with_system_prompt(prompts[i].messages, ls.system_prompt) for i in missing],
-            [seeds[i] for i in missing],
-            k=samples,
-            temperature=ls.temperature,
-            top_p=ls.top_p,
-            max_new_tokens=ls.max_new_tokens,
-            batch_size=max(samples, ls.generation_batch_size),
-        )
-        for drawn in batches:
-            for at, row in drawn.items():
-                i = missing[at]
-                out[i] = [
-                    {"text": s.text, "token_count": s.token_count, "logprob": s.logprob}
-                    for s in row
-                ]
-                cache.put(keys[i], out[i])
-    return out
+    return cache.samples(
+        keys,
+        lambda: load_model(version.spec),
+        [with_system_prompt(prompt.messages, ls.system_prompt) for prompt in prompts],
+        seeds,
+        lambda s: {"text": s.text, "token_count": s.token_count, "logprob": s.logprob},
+        k=samples,
+        temperature=ls.temperature,
+        top_p=ls.top_p,
+        max_new_tokens=ls.max_new_tokens,
+        batch_size=ls.generation_batch_size,
+    )
 
 
 # --- The simulated gate ----------------------------------------------------------------------
