@@ -56,7 +56,7 @@ def test_each_strategy_walks_its_index_in_the_queue_order_without_sorting(
 
 
 def test_it_serves_the_newest_round_first_then_the_pairs_closest_to_completion(
-    team: Any,
+    team: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = team.project
     project.overlap = 3
@@ -72,9 +72,7 @@ def test_it_serves_the_newest_round_first_then_the_pairs_closest_to_completion(
     finished = ComparisonFactory(project=project, round=2, random_key=0.0)
     Comparison.objects.filter(pk=finished.pk).update(judgment_count=3)
 
-    order = queue._candidates(project, team.alice.pk, timezone.now(), None)
-
-    assert order == [
+    expected = [
         new_done_once.pk,
         new_fresh.pk,
         old_done_twice.pk,
@@ -82,10 +80,16 @@ def test_it_serves_the_newest_round_first_then_the_pairs_closest_to_completion(
         imported_done_twice.pk,
         imported_fresh.pk,
     ]
+    # The queue's look-up reads the head of that order.
+    order = queue._candidates(project, team.alice.pk, timezone.now(), None)
+    assert order == expected[: queue._CANDIDATES_PER_REQUEST]
     assert queue._candidates(project, team.alice.pk, timezone.now(), 1) == [
         old_done_twice.pk,
         old_fresh.pk,
     ]
+    # Read further, the ranges merge in the same order.
+    monkeypatch.setattr(queue, "_CANDIDATES_PER_REQUEST", 10)
+    assert queue._candidates(project, team.alice.pk, timezone.now(), None, lock=False) == expected
 
 
 def test_the_strategy_key_comes_before_the_judgment_count(team: Any) -> None:
@@ -133,7 +137,7 @@ def test_a_gold_pair_is_drawn_off_its_index_without_sorting_the_gold_set(
     # a draw just past the second key gives the pair with the third key
     monkeypatch.setattr(queue.random, "random", lambda: (keys[1] + keys[2]) / 2)
     with connection.execute_wrapper(capture):
-        drawn = queue._gold_candidate(project, queue._unseen(team.alice.pk))
+        drawn = queue._gold_candidate(project, team.alice.pk)
     assert Comparison.objects.get(pk=drawn).random_key == keys[2]
     plan = _plan(*statements[0])
     assert "pairs_by_kind_key" in plan
@@ -141,5 +145,5 @@ def test_a_gold_pair_is_drawn_off_its_index_without_sorting_the_gold_set(
     assert "Sort" not in plan
     # past the last key it wraps round to the first
     monkeypatch.setattr(queue.random, "random", lambda: keys[-1] + 1e-9)
-    drawn = queue._gold_candidate(project, queue._unseen(team.alice.pk))
+    drawn = queue._gold_candidate(project, team.alice.pk)
     assert Comparison.objects.get(pk=drawn).random_key == keys[0]
