@@ -10,8 +10,6 @@ class AnnotateConfig(AppConfig):
         from .extensions import judgment_recorded
         from .quality import repeats
         from .quality.gold import on_judgment
-        from .selection import on_judgment as refresh_selection
 
         judgment_recorded.connect(on_judgment, dispatch_uid="annotate.quality.gold")
         judgment_recorded.connect(repeats.on_judgment, dispatch_uid="annotate.quality.repeats")
-        judgment_recorded.connect(refresh_selection, dispatch_uid="annotate.selection")

@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.models import F, OrderBy
 from django.db.models.functions import Abs
 
-from .models import Comparison, Judgment, Negated, Project
+from .models import Comparison, Negated, Project
 
 Strategy = Project.PairSelection
 
@@ -82,17 +82,23 @@ def merge_key(strategy: str) -> Any:
 # choice (A, B, tie and both-bad are categories), defined from two judgments on; the prompt's
 # disagreement is the mean over its pairs that have one, 0 when none has; its judged pairs are
 # those with at least one judgment. Hidden repeats are left out: they are not pairs of their own.
-_REFRESH_PROMPT = (
-    "WITH by_choice AS ("
-    "  SELECT j.comparison_id, COUNT(*) AS n FROM annotate_judgment j"
-    "  JOIN annotate_comparison c ON c.id = j.comparison_id"
-    "  WHERE c.prompt_id = %s AND c.kind <> %s GROUP BY j.comparison_id, j.choice),"
+# ``_VOTES`` (its parameters: the prompt and the repeat kind) is named ``votes`` in the WITH list.
+_VOTES = (
+    "SELECT j.comparison_id, j.choice FROM annotate_judgment j"
+    " JOIN annotate_comparison c ON c.id = j.comparison_id WHERE c.prompt_id = %s AND c.kind <> %s"
+)
+_BY_PAIR = (
+    " by_choice AS (SELECT comparison_id, COUNT(*) AS n FROM votes GROUP BY comparison_id, choice),"
     " by_pair AS (SELECT SUM(n) AS total, MAX(n) AS top FROM by_choice GROUP BY comparison_id)"
-    " UPDATE annotate_comparison SET"
+)
+_FIGURES = (
     " prompt_disagreement = COALESCE((SELECT AVG(1.0 - CAST(top AS DOUBLE PRECISION) / total)"
     "   FROM by_pair WHERE total >= 2), 0.0),"
     " prompt_judged_pairs = (SELECT COUNT(*) FROM by_pair)"
-    " WHERE prompt_id = %s"
+)
+_REFRESH_PROMPT = (
+    f"WITH votes AS ({_VOTES}),{_BY_PAIR}"  # noqa: S608 (no request text in it)
+    f" UPDATE annotate_comparison SET{_FIGURES} WHERE prompt_id = %s"
 )
 
 
@@ -104,6 +110,22 @@ def refresh_prompts(prompt_ids: Iterable[int]) -> None:
             cursor.execute(_REFRESH_PROMPT, [prompt_id, Comparison.Kind.REPEAT, prompt_id])
 
 
-def on_judgment(sender: Any, judgment: Judgment, **kwargs: Any) -> None:
-    """``judgment_recorded`` receiver: refresh the figures of the judged pair's prompt."""
-    refresh_prompts([judgment.comparison.prompt_id])
+def count_and_refresh(
+    comparison_id: int, prompt_id: int, choice: str, kind: str
+) -> tuple[str, list[Any]]:
+    """PostgreSQL's part of the statement that stores a judgment (``annotate.services``): WITH
+    clauses, ending in one named ``c``, that count the judgment on its pair and refresh the
+    figures of the pair's prompt; and their parameters.
+
+    The judgment's own row, inserted by the same statement, is not in the statement's snapshot,
+    so it joins the prompt's stored votes here as one more. Its pair's count goes up in the same
+    update as the figures, since a statement may write a row only once.
+    """
+    sql = (
+        f"votes AS ({_VOTES} UNION ALL SELECT CAST(%s AS bigint), CAST(%s AS text) WHERE %s),"  # noqa: S608
+        f"{_BY_PAIR}, c AS (UPDATE annotate_comparison SET"
+        f" judgment_count = judgment_count + CASE WHEN id = %s THEN 1 ELSE 0 END,{_FIGURES}"
+        " WHERE prompt_id = %s)"
+    )
+    repeat = Comparison.Kind.REPEAT
+    return sql, [prompt_id, repeat, comparison_id, choice, kind != repeat, comparison_id, prompt_id]

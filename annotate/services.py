@@ -31,7 +31,7 @@ from .queue import next_lease as next_lease
 from .queue import release_expired_leases as release_expired_leases
 from .queue import shown_task as shown_task
 from .queue import skip as skip
-from .selection import refresh_prompts
+from .selection import count_and_refresh, refresh_prompts
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -358,7 +358,7 @@ def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgmen
         duration_ms=data.duration_ms,
         client_id=data.client_id,
     )
-    _store(judgment, comparison_id, user.pk)
+    _store(judgment, comparison, user.pk)
     # The row lock (or SQLite's write lock) held since the look-up makes this the stored count.
     comparison.judgment_count += 1
     judgment_recorded.send(sender=Judgment, judgment=judgment)
@@ -379,26 +379,31 @@ _CLOSE_LEASE = (
 _COUNT_JUDGMENT = "UPDATE annotate_comparison SET judgment_count = judgment_count + 1 WHERE id = %s"
 
 
-def _store(judgment: Judgment, comparison_id: int, user_id: int) -> None:
-    """Insert the judgment, mark the user's lease done and count the judgment on its pair: one
-    statement on PostgreSQL, three on SQLite (which has no writing WITH clauses)."""
+def _store(judgment: Judgment, comparison: Comparison, user_id: int) -> None:
+    """Insert the judgment, mark the user's lease done, count the judgment on its pair and
+    refresh its prompt's selection figures (``annotate.selection``): one statement on
+    PostgreSQL, four on SQLite (which has no writing WITH clauses)."""
     values: list[Any] = [
         f.get_db_prep_save(f.pre_save(judgment, add=True), connection) for f in _JUDGMENT_FIELDS
     ]
-    close: list[Any] = [Assignment.Status.DONE, comparison_id, user_id]
+    close: list[Any] = [Assignment.Status.DONE, comparison.pk, user_id]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            count, params = count_and_refresh(
+                comparison.pk, comparison.prompt_id, judgment.choice, comparison.kind
+            )
             cursor.execute(
                 f"WITH j AS ({_INSERT_JUDGMENT}), a AS ({_CLOSE_LEASE}),"  # noqa: S608
-                f" c AS ({_COUNT_JUDGMENT}) SELECT id FROM j",
-                [*values, *close, comparison_id],
+                f" {count} SELECT id FROM j",
+                [*values, *close, *params],
             )
             pk = cursor.fetchone()[0]
         else:
             cursor.execute(_INSERT_JUDGMENT, values)
             pk = cursor.fetchone()[0]
             cursor.execute(_CLOSE_LEASE, close)
-            cursor.execute(_COUNT_JUDGMENT, [comparison_id])
+            cursor.execute(_COUNT_JUDGMENT, [comparison.pk])
+            refresh_prompts([comparison.prompt_id])
     judgment.pk = pk
     judgment._state.adding = False
     judgment._state.db = connection.alias

@@ -77,9 +77,9 @@ def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
     # (row-locked on PostgreSQL), the lease, what the task shows (read by the lease's own
     # statement on PostgreSQL)
     assert len(next_statements) == NEXT_STATEMENTS, next_statements
-    # submit: the token, the pair with everything checked, the judgment with its lease and
-    # count (three statements on SQLite), the prompt's selection figures
-    assert len(submit_statements) == (4 if connection.vendor == "postgresql" else 6), (
+    # submit: the token, the pair with everything checked, the judgment with its lease, its
+    # count and its prompt's selection figures (four statements on SQLite)
+    assert len(submit_statements) == (3 if connection.vendor == "postgresql" else 6), (
         submit_statements
     )
     assert Judgment.objects.filter(annotator=team.alice).count() == 2

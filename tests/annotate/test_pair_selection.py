@@ -4,11 +4,13 @@ kept on the comparisons, and the setting through the API and the settings form."
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.test import Client
+from django.utils import timezone
 
 from annotate import services
-from annotate.models import Comparison, Judgment, Project
+from annotate.models import Assignment, Comparison, Judgment, Project
 from annotate.selection import refresh_prompts
 from tests.conftest import api_for
 from tests.factories import ComparisonFactory, MembershipFactory, PromptFactory, UserFactory
@@ -118,6 +120,49 @@ def test_judgments_and_undo_keep_the_prompt_figures_on_every_pair_of_the_prompt(
     for row in (first, second):
         row.refresh_from_db()
         assert (row.prompt_disagreement, row.prompt_judged_pairs) == (0.0, 1)
+
+
+def test_each_submit_leaves_the_figures_and_counts_a_full_refresh_computes(team):
+    """A submit counts the judgment and refreshes its prompt's figures in the statement that
+    stores it (on PostgreSQL, where that statement cannot see its own row): the figures match
+    a refresh from the stored judgments after every submit, hidden repeats' votes left out."""
+    project = team.project
+    project.overlap = 4
+    project.save()
+    prompt = PromptFactory(project=project)
+    pairs = [ComparisonFactory(project=project, prompt=prompt) for _ in range(3)]
+    users = [UserFactory() for _ in range(4)]
+    for user in users:
+        MembershipFactory(project=project, user=user)
+    repeat = ComparisonFactory(project=project, prompt=prompt, kind="repeat", repeat_for=users[0])
+    votes = [
+        (0, pairs[0], "left"), (1, pairs[0], "right"), (2, pairs[0], "left"),
+        (0, pairs[1], "tie"), (0, repeat, "right"), (1, pairs[1], "tie"),
+        (3, pairs[0], "right"), (2, pairs[2], "left"),
+    ]  # fmt: skip
+    for user, pair, choice in votes:
+        Assignment.objects.create(
+            comparison=pair,
+            annotator=users[user],
+            project=project,
+            left_is_a=True,
+            lease_expires=timezone.now() + timedelta(hours=1),
+        )
+        services.submit_judgment(
+            users[user], pair.pk, services.JudgmentInput(choice=choice, client_id=uuid.uuid4())
+        )
+        stored = lambda: list(  # noqa: E731
+            Comparison.objects.filter(prompt=prompt)
+            .order_by("pk")
+            .values_list("pk", "judgment_count", "prompt_disagreement", "prompt_judged_pairs")
+        )
+        after_submit = stored()
+        refresh_prompts([prompt.pk])
+        assert stored() == after_submit
+        for pk, count, *_ in after_submit:
+            assert count == Judgment.objects.filter(comparison_id=pk).count()
+    # pair 0: a, b, a, b disagrees by 1/2; pair 1: tie, tie by 0; pair 2 has one judgment
+    assert after_submit[0][2:] == (0.25, 3)
 
 
 def _judged(prompt, *choices_per_pair, kind="train"):
