@@ -35,3 +35,9 @@ class Unavailable(ServiceError):
     """A service the request needs (the task queue's broker) cannot be reached just now."""
 
     status_code = 503
+
+
+class Unauthenticated(ServiceError):
+    """The request's credentials name no active user (a wrong API token)."""
+
+    status_code = 401

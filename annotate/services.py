@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import queue
+from . import queue, tokens
 from .errors import Conflict, InvalidInput, LeaseExpired, NotAllowed, NotFound
 from .extensions import clean_contributed, judgment_recorded, split_contributed, write_contributed
 from .models import Assignment, Comparison, Judgment, Membership, Project
@@ -51,17 +51,24 @@ def get_project(user: Any, project_id: int | str, *, lead: bool = False) -> Proj
     Outsiders get NotFound, not NotAllowed: a project's existence is not
     revealed to people outside it.
     """
-    project, role, _ = _member_project(user, project_id, queue_state=False)
+    project, role, _, _ = _member_project(user, project_id, queue_state=False)
     if lead and role != Membership.Role.LEAD:
         raise NotAllowed("Only the project's leads can do this.")
     return project
 
 
-def get_project_for_queue(user: Any, project_id: int | str) -> tuple[Project, queue.QueueState]:
+def get_project_for_queue(
+    user: Any, project_id: int | str
+) -> tuple[Project, queue.QueueState, Any]:
     """As :func:`get_project`, with the user's queue state read in the same look-up (for
-    ``next_lease``)."""
-    project, _role, state = _member_project(user, project_id, queue_state=True)
-    return project, queue.QueueState(*state)
+    ``next_lease``), and the user: ``user`` may be an unchecked ``tokens.TokenKey``, read by
+    the same look-up.
+
+    Raises:
+        Unauthenticated: ``user`` is a wrong token, or an inactive user's.
+    """
+    project, _role, state, user = _member_project(user, project_id, queue_state=True)
+    return project, queue.QueueState(*state), user
 
 
 _PROJECT = Columns(Project)
@@ -69,14 +76,18 @@ _PROJECT = Columns(Project)
 
 def _member_project(
     user: Any, project_id: int | str, *, queue_state: bool
-) -> tuple[Project, str, list[Any]]:
+) -> tuple[Project, str, list[Any], Any]:
     """(the project, the user's role in it, with ``queue_state`` the columns of their queue
-    state), in one look-up; NotFound unless they are a member."""
+    state, the user), in one look-up; NotFound unless they are a member. A
+    ``tokens.TokenKey`` is checked by the same look-up (Unauthenticated when it is wrong)."""
     try:
         pk = int(project_id)
     except (ValueError, TypeError):
-        raise NotFound("No such project.") from None
-    if not getattr(user, "is_authenticated", False) or not 0 < pk < 2**63:
+        pk = 0
+    if not 0 < pk < 2**63:
+        tokens.resolve(user)
+        raise NotFound("No such project.")
+    if not getattr(user, "is_authenticated", False):
         raise NotFound("No such project.")
     columns, params = "", []
     if queue_state:
@@ -85,17 +96,32 @@ def _member_project(
             + queue.STATE_COLUMNS
         )
         params = queue.state_params(timezone.now())
+    by_token = isinstance(user, tokens.TokenKey)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_PROJECT.select('p')}, m.role{columns} FROM annotate_project p"  # noqa: S608
-            " JOIN annotate_membership m ON m.project_id = p.id WHERE p.id = %s AND m.user_id = %s",
-            [*params, pk, user.pk],
-        )
-        row = cursor.fetchone()
-    if row is None:
+        if by_token:
+            # The token's user, and the project and membership when they are a member.
+            cursor.execute(
+                f"SELECT {tokens.USER.select('u')}, {_PROJECT.select('p')}, m.role{columns}"  # noqa: S608
+                f" FROM {tokens.USER_TABLE} u JOIN authtoken_token t ON t.user_id = u.id"
+                " LEFT JOIN annotate_membership m ON m.user_id = u.id AND m.project_id = %s"
+                " LEFT JOIN annotate_project p ON p.id = m.project_id WHERE t.key = %s",
+                [*params, pk, user.key],
+            )
+            row = cursor.fetchone()
+            user = tokens.user_from_row(row)
+            row = row[len(tokens.USER.names) :]
+        else:
+            cursor.execute(
+                f"SELECT {_PROJECT.select('p')}, m.role{columns} FROM annotate_project p"  # noqa: S608
+                " JOIN annotate_membership m ON m.project_id = p.id"
+                " WHERE p.id = %s AND m.user_id = %s",
+                [*params, pk, user.pk],
+            )
+            row = cursor.fetchone()
+    if row is None or row[0] is None:
         raise NotFound("No such project.")
     role, *state = row[len(_PROJECT.names) :]
-    return _PROJECT.load(row), role, state
+    return _PROJECT.load(row), role, state, user
 
 
 def can_create_projects(user: Any) -> bool:
@@ -238,7 +264,11 @@ def submit_judgment(user: Any, comparison_id: int, data: JudgmentInput) -> tuple
     """Store a judgment; returns (judgment, created).
 
     Idempotent on ``client_id``: a replay by the same user returns the judgment
-    stored the first time and writes nothing.
+    stored the first time and writes nothing. ``user`` may be an unchecked
+    ``tokens.TokenKey``: the look-up under the pair's lock reads the user by it.
+
+    Raises:
+        Unauthenticated: ``user`` is a wrong token, or an inactive user's.
     """
     if data.choice not in SHOWN_CHOICES:
         raise InvalidInput(f"choice must be one of {', '.join(SHOWN_CHOICES)}")
@@ -247,6 +277,7 @@ def submit_judgment(user: Any, comparison_id: int, data: JudgmentInput) -> tuple
             return _submit(user, comparison_id, data)
     except IntegrityError:
         # A concurrent replay with the same client_id won the race.
+        user = tokens.resolve(user)
         replay = Judgment.objects.filter(client_id=data.client_id).first()
         if (
             replay is not None
@@ -300,30 +331,52 @@ _PROJECT_FIELDS = _in_model_order(
         "repeat_rate",
     },
 )
+
+
 # Column names from the models above: nothing from a request is formatted into the text.
-_SUBMIT_SQL = (
-    "SELECT "  # noqa: S608
-    + ", ".join([*(f"c.{n}" for n in _PAIR_FIELDS), *(f"p.{n}" for n in _PROJECT_FIELDS)])
-    + ", (SELECT role FROM annotate_membership WHERE project_id = c.project_id AND user_id = %s),"
-    " a.status, a.lease_expires, a.left_is_a,"
-    " (SELECT id FROM annotate_judgment WHERE client_id = %s)"
-    " FROM annotate_comparison c JOIN annotate_project p ON p.id = c.project_id"
-    " LEFT JOIN annotate_assignment a ON a.comparison_id = c.id AND a.annotator_id = %s"
-    " WHERE c.id = %s"
-)
+def _submit_sql(by_token: bool) -> str:
+    """The submit's look-up; ``by_token``: the user is read by their token in it as well (its
+    columns come last, None when the token is wrong)."""
+    user_id = "tu.id" if by_token else "%s"
+    columns = [*(f"c.{n}" for n in _PAIR_FIELDS), *(f"p.{n}" for n in _PROJECT_FIELDS)]
+    return (
+        f"SELECT {', '.join(columns)},"  # noqa: S608
+        " (SELECT role FROM annotate_membership"
+        f"   WHERE project_id = c.project_id AND user_id = {user_id}),"
+        " a.status, a.lease_expires, a.left_is_a,"
+        " (SELECT id FROM annotate_judgment WHERE client_id = %s)"
+        + (f", {tokens.USER.select('tu')}" if by_token else "")
+        + " FROM annotate_comparison c JOIN annotate_project p ON p.id = c.project_id"
+        + (f" LEFT JOIN ({tokens.USER_BY_TOKEN}) tu ON 1 = 1" if by_token else "")
+        + " LEFT JOIN annotate_assignment a ON a.comparison_id = c.id"
+        f" AND a.annotator_id = {user_id} WHERE c.id = %s"
+    )
+
+
+_SUBMIT_SQL = {by_token: _submit_sql(by_token) for by_token in (False, True)}
 
 
 def _submit(user: Any, comparison_id: int, data: JudgmentInput) -> tuple[Judgment, bool]:
     client_id = Judgment._meta.get_field("client_id").get_db_prep_value(data.client_id, connection)
-    sql = _SUBMIT_SQL
+    by_token = isinstance(user, tokens.TokenKey)
+    sql = _SUBMIT_SQL[by_token]
     if connection.features.has_select_for_update_of:
         sql += " FOR UPDATE OF c"
+    params = (
+        [client_id, user.key, comparison_id]
+        if by_token
+        else [user.pk, client_id, user.pk, comparison_id]
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [user.pk, client_id, user.pk, comparison_id])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
+        tokens.resolve(user)
         raise NotFound("No such comparison.")
     n_pair, n_project = len(_PAIR_FIELDS), len(_PROJECT_FIELDS)
+    if by_token:
+        user = tokens.user_from_row(row[-len(tokens.USER.names) :])
+        row = row[: -len(tokens.USER.names)]
     pair_values, project_values = row[:n_pair], row[n_pair : n_pair + n_project]
     role, status, lease_expires, left_is_a, replay_id = row[n_pair + n_project :]
     if role is None:

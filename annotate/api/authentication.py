@@ -1,38 +1,58 @@
-"""Token authentication in one look-up.
+"""Token authentication in one look-up, or in none of its own.
 
-DRF's ``TokenAuthentication`` builds an ORM query with a join on every request; the
-annotation loop sends two requests per judgment, so the same check here reads the user by
-their token key with one plain statement. Its answers are DRF's: an unknown key and an inactive
-user are 401s.
+DRF's ``TokenAuthentication`` builds an ORM query with a join on every request; here the user
+is read by their token key with one plain statement (``annotate.tokens``). Its answers are
+DRF's: an unknown key and an inactive user are 401s.
+
+``TokenInFirstStatement`` is for the annotation loop's views (next and submit): it hands the
+view the key unchecked (``annotate.tokens.TokenKey``), and the service's first statement
+checks it while it reads what the request needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db import connection
-from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
 
-from annotate.prepared import Columns
-
-_USER = Columns(get_user_model())
+from annotate import tokens
+from annotate.errors import Unauthenticated
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {_USER.select('u')} FROM {_USER.model._meta.db_table} u"  # noqa: S608 (the user model's table and columns)
-                " JOIN authtoken_token t ON t.user_id = u.id WHERE t.key = %s",
-                [key],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            raise exceptions.AuthenticationFailed(_("Invalid token."))
-        user = _USER.load(row)
-        if not user.is_active:
-            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        try:
+            user = tokens.user_for(key)
+        except Unauthenticated as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from None
         return user, Token(key=key, user=user)
+
+
+class TokenInFirstStatement(TokenAuthentication):
+    """For views that check the token inside their first statement, under
+    :func:`token_checked_first`."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        return tokens.TokenKey(key), key
+
+
+@contextmanager
+def token_checked_first(request: Request) -> Iterator[None]:
+    """Runs a view whose user may be an unchecked token: a wrong token answers 401 whatever
+    else the view found wrong (a bad body, an unknown pair), as it would have before the view
+    ran."""
+    try:
+        yield
+    except Unauthenticated as exc:
+        raise exceptions.AuthenticationFailed(exc.message) from None
+    except Exception:
+        if isinstance(request.user, tokens.TokenKey):
+            try:
+                request.user = tokens.user_for(request.user.key)
+            except Unauthenticated as exc:
+                raise exceptions.AuthenticationFailed(exc.message) from None
+        raise

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.decorators import api_view
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.decorators import api_view, authentication_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotate import services
+from annotate import services, tokens
 from annotate.datasets.imports import import_records
 from annotate.errors import NotFound
 from annotate.models import Judgment
 
 from . import bodies
+from .authentication import TokenInFirstStatement, token_checked_first
 from .schema import error_response
 from .serializers import (
     ImportReportSerializer,
@@ -102,13 +102,20 @@ def project_comparisons(request: Request, project_id: int) -> Response:
     return _import(request, project_id, "pairs")
 
 
+# The annotation loop's two views check the token inside their first statement (see
+# ``annotate.api.authentication``); a session works as everywhere else.
+_LOOP_AUTHENTICATION = [TokenInFirstStatement, SessionAuthentication]
+
+
 @extend_schema(
     responses={200: TaskSerializer, 204: OpenApiResponse(description="Nothing left for you.")}
 )
 @api_view(["GET"])
+@authentication_classes(_LOOP_AUTHENTICATION)
 def next_task(request: Request, project_id: int) -> Response:
-    project, state = services.get_project_for_queue(request.user, project_id)
-    lease = services.next_lease(project, request.user, state=state)
+    with token_checked_first(request):
+        project, state, request.user = services.get_project_for_queue(request.user, project_id)
+        lease = services.next_lease(project, request.user, state=state)
     if lease is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     data = services.shown_task(lease)
@@ -129,20 +136,21 @@ def next_task(request: Request, project_id: int) -> Response:
 )
 @extend_schema(methods=["DELETE"], responses={204: None})
 @api_view(["POST", "DELETE"])
+@authentication_classes(_LOOP_AUTHENTICATION)
 def comparison_judgments(request: Request, comparison_id: int) -> Response:
-    if request.method == "DELETE":
-        mine = Judgment.objects.filter(
-            comparison_id=comparison_id, annotator=cast(Any, request.user)
-        ).first()
-        if mine is None:
-            raise NotFound("You have no judgment on this comparison.")
-        services.undo_judgment(request.user, judgment_id=mine.pk)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-    judgment, created = services.submit_judgment(
-        request.user,
-        comparison_id,
-        services.JudgmentInput(**_JUDGMENT_INPUT.run_validation(request.data)),
-    )
+    with token_checked_first(request):
+        if request.method == "DELETE":
+            user = tokens.resolve(request.user)
+            mine = Judgment.objects.filter(comparison_id=comparison_id, annotator=user).first()
+            if mine is None:
+                raise NotFound("You have no judgment on this comparison.")
+            services.undo_judgment(user, judgment_id=mine.pk)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        judgment, created = services.submit_judgment(
+            request.user,
+            comparison_id,
+            services.JudgmentInput(**_JUDGMENT_INPUT.run_validation(request.data)),
+        )
     return Response(_JUDGMENT.to_representation(judgment), status=201 if created else 200)
 
 

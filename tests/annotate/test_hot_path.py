@@ -19,7 +19,7 @@ from annotate.prepared import Prepared
 from annotate.quality import repeats
 from tests.factories import ComparisonFactory
 
-NEXT_STATEMENTS = 4 if connection.vendor == "postgresql" else 5
+NEXT_STATEMENTS = 3 if connection.vendor == "postgresql" else 4
 
 
 def _token_client(user: Any) -> APIClient:
@@ -73,13 +73,13 @@ def test_next_and_submit_take_the_same_few_statements_at_any_project_size(
 
     next_statements, submit_statements = _one_judgment(client, project)
 
-    # next: the token, the project with the role and the user's queue state, the candidates
-    # (row-locked on PostgreSQL), the lease, what the task shows (read by the lease's own
-    # statement on PostgreSQL)
+    # next: the user by their token with the project, the role and the user's queue state, the
+    # candidates (row-locked on PostgreSQL), the lease, what the task shows (read by the lease's
+    # own statement on PostgreSQL)
     assert len(next_statements) == NEXT_STATEMENTS, next_statements
-    # submit: the token, the pair with everything checked, the judgment with its lease, its
-    # count and its prompt's selection figures (four statements on SQLite)
-    assert len(submit_statements) == (3 if connection.vendor == "postgresql" else 6), (
+    # submit: the pair with everything checked and the user by their token, the judgment with
+    # its lease, its count and its prompt's selection figures (four statements on SQLite)
+    assert len(submit_statements) == (2 if connection.vendor == "postgresql" else 5), (
         submit_statements
     )
     assert Judgment.objects.filter(annotator=team.alice).count() == 2
@@ -117,16 +117,43 @@ def test_the_loop_statements_are_prepared_once_per_connection(team: Any) -> None
         assert any(marker in sql for sql in prepared), (marker, prepared)
 
 
-def test_a_wrong_or_inactive_token_is_a_401(team: Any) -> None:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
-    assert client.get("/api/projects/").status_code == 401
-    client = _token_client(team.alice)
-    team.alice.is_active = False
-    team.alice.save()
-    r = client.get("/api/projects/")
-    assert r.status_code == 401
-    assert "inactive" in r.json()["detail"]
+def _loop_requests(project: Project, pair: Comparison) -> list[tuple[str, str, Any]]:
+    """Every kind of loop request, good or bad: (method, path, JSON body)."""
+    judgments = f"/api/comparisons/{pair.pk}/judgments/"
+    good = {"choice": "left", "client_id": str(uuid.uuid4())}
+    return [
+        ("get", "/api/projects/", None),
+        ("get", f"/api/projects/{project.pk}/next/", None),
+        ("get", "/api/projects/999999/next/", None),
+        ("get", "/api/projects/0/next/", None),
+        ("post", judgments, good),
+        ("post", judgments, {"choice": "sideways", "client_id": "x"}),
+        ("post", "/api/comparisons/999999/judgments/", good),
+        ("delete", judgments, None),
+    ]
+
+
+def test_a_wrong_or_inactive_token_is_a_401_before_anything_else(team: Any) -> None:
+    """The loop's views check the token inside their first statement: a wrong token, or an
+    inactive user's, still answers 401 (with the header that names the scheme) before any
+    other answer, and writes nothing."""
+    project = _project_of(team, 3)
+    pair = Comparison.objects.filter(project=project).first()
+    assert pair is not None
+    wrong = APIClient()
+    wrong.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    inactive = _token_client(team.bob)
+    assert inactive.get(f"/api/projects/{project.pk}/next/").status_code == 200
+    team.bob.is_active = False
+    team.bob.save()
+    for client, detail in ((wrong, "Invalid token."), (inactive, "User inactive or deleted.")):
+        for method, path, body in _loop_requests(project, pair):
+            r = getattr(client, method)(path, body, format="json")
+            assert r.status_code == 401, (method, path, body, r.content)
+            assert r.json() == {"detail": detail}
+            assert r["WWW-Authenticate"] == "Token"
+    assert not Judgment.objects.exists()
+    assert not project.assignments.exclude(annotator=team.bob).exists()
 
 
 def test_the_token_user_is_the_whole_user(team: Any) -> None:
