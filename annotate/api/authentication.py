@@ -34,9 +34,20 @@ class TokenAuthentication(authentication.TokenAuthentication):
 
 class TokenInFirstStatement(TokenAuthentication):
     """For views that check the token inside their first statement, under
-    :func:`token_checked_first`."""
+    :func:`token_checked_first`. A request that does not run the view's body (OPTIONS, a
+    method the view does not take) has its token checked at once, as everywhere else."""
+
+    defer = False
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        view = (request.parser_context or {}).get("view")
+        method = (request.method or "").lower()
+        self.defer = method != "options" and hasattr(view, method)
+        return super().authenticate(request)
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        if not self.defer:
+            return super().authenticate_credentials(key)
         return tokens.TokenKey(key), key
 
 

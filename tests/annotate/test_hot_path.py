@@ -130,6 +130,9 @@ def _loop_requests(project: Project, pair: Comparison) -> list[tuple[str, str, A
         ("post", judgments, {"choice": "sideways", "client_id": "x"}),
         ("post", "/api/comparisons/999999/judgments/", good),
         ("delete", judgments, None),
+        ("options", judgments, None),
+        ("put", judgments, good),
+        ("post", f"/api/projects/{project.pk}/next/", None),
     ]
 
 
