@@ -474,17 +474,15 @@ def _gold_candidate(project: Project, user_id: int) -> int | None:
     with one next in ten by default, and building it with the ORM cost more than running it.
     """
     start = random.random()
+    unseen_gold: list[Any] = [project.pk, Comparison.Kind.GOLD, user_id, *_CLOSED]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _GOLD_DRAW,
-            [*_gold_params(project, user_id), start, *_gold_params(project, user_id), start],
-        )
+        cursor.execute(_GOLD_DRAW, [*unseen_gold, start, *unseen_gold, start])
         row = cursor.fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
-# The unseen gold pairs with an answer (``_UNSEEN_GOLD``'s parameters: ``_gold_params``) from a
-# random key on, else from the start.
+# The unseen gold pairs with an answer (parameters: the project, the gold kind, the user and the
+# closed statuses) from a random key on, else from the start.
 _UNSEEN_GOLD = (
     "SELECT c.id FROM annotate_comparison c WHERE c.project_id = %s AND c.kind = %s"
     " AND c.gold_choice <> '' AND NOT EXISTS (SELECT 1 FROM annotate_assignment a"
@@ -495,10 +493,6 @@ _GOLD_DRAW = (
     f"SELECT COALESCE(({_UNSEEN_GOLD} AND c.random_key >= %s ORDER BY c.random_key LIMIT 1),"  # noqa: S608
     f" ({_UNSEEN_GOLD} AND c.random_key < %s ORDER BY c.random_key LIMIT 1))"
 )
-
-
-def _gold_params(project: Project, user_id: int) -> list[Any]:
-    return [project.pk, Comparison.Kind.GOLD, user_id, *_CLOSED]
 
 
 def _lease_first(

@@ -102,10 +102,10 @@ def _member_project(
             # The token's user, and the project and membership when they are a member.
             cursor.execute(
                 f"SELECT {tokens.USER.select('u')}, {_PROJECT.select('p')}, m.role{columns}"  # noqa: S608
-                f" FROM {tokens.USER_TABLE} u JOIN authtoken_token t ON t.user_id = u.id"
+                f" FROM ({tokens.USER_BY_TOKEN}) u"
                 " LEFT JOIN annotate_membership m ON m.user_id = u.id AND m.project_id = %s"
-                " LEFT JOIN annotate_project p ON p.id = m.project_id WHERE t.key = %s",
-                [*params, pk, user.key],
+                " LEFT JOIN annotate_project p ON p.id = m.project_id",
+                [*params, user.key, pk],
             )
             row = cursor.fetchone()
             user = tokens.user_from_row(row)

@@ -21,11 +21,10 @@ from .errors import Unauthenticated
 from .prepared import Columns
 
 USER = Columns(get_user_model())
-USER_TABLE = USER.model._meta.db_table
 # The user of the token whose key is this statement's parameter, as columns of ``u``: "tu"
 # joins it to another statement's rows (no row when the key is wrong).
 USER_BY_TOKEN = (
-    f"SELECT {USER.select('u')} FROM {USER_TABLE} u"  # noqa: S608 (the user model's table and columns)
+    f"SELECT {USER.select('u')} FROM {USER.model._meta.db_table} u"  # noqa: S608 (the user model's table and columns)
     " JOIN authtoken_token t ON t.user_id = u.id WHERE t.key = %s"
 )
 
