@@ -18,6 +18,10 @@ On a 2-core CPU the demo run takes hours, so it is not part of CI (the tiny smok
 seed writes ``<out>/seed-<S>.json`` after every step; running again skips finished seeds and
 rounds, and a round that was stopped half-way is discarded and run again (it is seeded, so it
 comes out the same).
+
+``--settings JSON`` lays loop settings over those defaults (as the API takes them, ``dpo``
+merged key by key) to try other round sizes, pairing or learning rates; the record keeps them,
+and a seed's project made with other settings is refused rather than reused.
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4, help="eval samples per prompt")
     parser.add_argument("--out", type=Path, default=None, help="default var/bench-loop/<model>")
     parser.add_argument(
+        "--settings",
+        default=None,
+        metavar="JSON",
+        help="loop settings over the defaults, as the API takes them (an experiment: the result "
+        "no longer measures the defaults)",
+    )
+    parser.add_argument(
         "--measure-words",
         default=None,
         metavar="W1,W2",
@@ -96,10 +107,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.overrides = _overrides(parser, args.settings)
     tag = args.model if args.model in ("demo", "tiny") else Path(args.model).name
     args.tag = tag
     args.out = (args.out or ROOT / "var" / "bench-loop" / tag).resolve()
     return args
+
+
+def _overrides(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        parser.error(f"--settings: not JSON: {exc}")
+    if not isinstance(value, dict):
+        parser.error("--settings: must be a JSON object")
+    return value
+
+
+def project_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The loop settings the seed projects get: the model's (none for the demo: a new project's
+    defaults), then --settings over them, ``dpo`` merged key by key; validated."""
+    from training.loop_settings import clean_loop_settings
+
+    base = dict(TINY_SETTINGS) if args.model == "tiny" else {}
+    overrides = dict(args.overrides)
+    dpo = {**base.get("dpo", {}), **overrides.pop("dpo", {})}
+    merged = {**base, **overrides}
+    if dpo:
+        merged["dpo"] = dpo
+    return clean_loop_settings(merged)
+
+
+def _unseeded(settings: dict[str, Any]) -> dict[str, Any]:
+    """Loop settings less the seeds that ``run_rounds --seed`` stores in them."""
+    rest = {key: value for key, value in settings.items() if key != "seed"}
+    dpo = {key: value for key, value in rest.pop("dpo", {}).items() if key != "seed"}
+    return {**rest, "dpo": dpo} if dpo else rest
 
 
 def setup_django(out: Path) -> None:
@@ -158,9 +203,13 @@ def seed_project(args: argparse.Namespace, seed: int, spec: str, rows: list[dict
             project = Project.objects.create(
                 name=f"bench-loop {args.tag} seed {seed}", slug=slug, overlap=ANNOTATORS
             )
-            settings = dict(TINY_SETTINGS) if args.model == "tiny" else {}
-            ProjectLoop.store(project, base_model=spec, settings=settings)
+            ProjectLoop.store(project, base_model=spec, settings=project_settings(args))
             import_records(project, "prompts", rows)
+    elif _unseeded(ProjectLoop.of(project).settings) != _unseeded(project_settings(args)):
+        raise SystemExit(
+            f"{slug} in {args.out} was made with other loop settings than these: "
+            "give another --out (or the same --settings as before)"
+        )
     ensure_splits(project)
     return project
 
@@ -341,6 +390,7 @@ def run_seed(args: argparse.Namespace, seed: int, spec: str, rows: list[dict[str
             "rounds": args.rounds,
             "annotators": ANNOTATORS,
             "noise": NOISE,
+            "settings": project_settings(args),
             "online": [],
             "offline": None,
             "done": False,
@@ -475,6 +525,13 @@ def measure_words(args: argparse.Namespace, spec: str, rows: list[dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_django(args.out)
+    from django.core.exceptions import ValidationError
+
+    try:
+        project_settings(args)
+    except ValidationError as exc:
+        print(f"--settings: {'; '.join(exc.messages)}", file=sys.stderr)
+        return 2
     rows = demo_prompt_rows(args.prompts)
     spec = model_spec(args, rows)
     if args.measure_words:

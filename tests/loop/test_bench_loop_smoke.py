@@ -84,3 +84,38 @@ def test_it_runs_online_and_offline_and_resumes(var_dir: Path, tmp_path: Path, c
     resumed = json.loads(path.read_text())
     assert resumed["done"] and resumed["online"][1]["version"] == "v2"
     assert resumed["offline"]["judgments"] == offline["judgments"]
+
+
+def test_settings_lay_over_the_defaults_and_a_project_made_with_others_is_refused(
+    var_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from training.models import ProjectLoop
+
+    bench = bench_module()
+    out = tmp_path / "bench"
+    argv = ["--model", "tiny", "--prompts", "16", "--seeds", "0", "--out", str(out)]
+    args = bench.parse_args([*argv, "--settings", '{"k": 3, "dpo": {"epochs": 2}}'])
+    rows = bench.demo_prompt_rows(args.prompts)
+    project = bench.seed_project(args, 0, bench.model_spec(args, rows), rows)
+
+    stored = ProjectLoop.of(project).settings
+    # the given keys win; the tiny model's own settings stay, dpo merged key by key
+    assert (
+        stored["k"] == 3 and stored["pairs_per_prompt"] == bench.TINY_SETTINGS["pairs_per_prompt"]
+    )
+    assert stored["dpo"] == {**bench.TINY_SETTINGS["dpo"], "epochs": 2}
+
+    # the same folder with other settings: refused, the project left as it was
+    other = bench.parse_args([*argv, "--settings", '{"k": 5}'])
+    with pytest.raises(SystemExit, match="made with other loop settings"):
+        bench.seed_project(other, 0, bench.model_spec(other, rows), rows)
+    assert ProjectLoop.of(project).settings == stored
+
+    # settings the loop would refuse stop the run before anything is made, naming the field
+    assert bench.main([*argv, "--out", str(tmp_path / "bad"), "--settings", '{"k": 1}']) == 2
+    assert "--settings: k:" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "seed-0.json").exists()
+    for text in ("{nope", "[1]"):
+        with pytest.raises(SystemExit):
+            bench.parse_args([*argv, "--settings", text])
+    assert "--settings: " in capsys.readouterr().err
