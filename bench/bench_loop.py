@@ -107,44 +107,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.overrides = _overrides(parser, args.settings)
+    args.loop_settings = _loop_settings(parser, args)
     tag = args.model if args.model in ("demo", "tiny") else Path(args.model).name
     args.tag = tag
     args.out = (args.out or ROOT / "var" / "bench-loop" / tag).resolve()
     return args
 
 
-def _overrides(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
+def _loop_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The loop settings the seed projects get: the model's (none for the demo: a new project's
+    defaults), then --settings over them, ``dpo`` merged key by key (validated in ``main``)."""
+    base = dict(TINY_SETTINGS) if args.model == "tiny" else {}
+    if args.settings is None:
+        return base
     try:
-        value = json.loads(text)
+        overrides = json.loads(args.settings)
     except ValueError as exc:
         parser.error(f"--settings: not JSON: {exc}")
-    if not isinstance(value, dict):
+    if not isinstance(overrides, dict):
         parser.error("--settings: must be a JSON object")
-    return value
-
-
-def project_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The loop settings the seed projects get: the model's (none for the demo: a new project's
-    defaults), then --settings over them, ``dpo`` merged key by key; validated."""
-    from training.loop_settings import clean_loop_settings
-
-    base = dict(TINY_SETTINGS) if args.model == "tiny" else {}
-    overrides = dict(args.overrides)
-    dpo = {**base.get("dpo", {}), **overrides.pop("dpo", {})}
     merged = {**base, **overrides}
-    if dpo:
-        merged["dpo"] = dpo
-    return clean_loop_settings(merged)
-
-
-def _unseeded(settings: dict[str, Any]) -> dict[str, Any]:
-    """Loop settings less the seeds that ``run_rounds --seed`` stores in them."""
-    rest = {key: value for key, value in settings.items() if key != "seed"}
-    dpo = {key: value for key, value in rest.pop("dpo", {}).items() if key != "seed"}
-    return {**rest, "dpo": dpo} if dpo else rest
+    if isinstance(overrides.get("dpo"), dict):
+        merged["dpo"] = {**base.get("dpo", {}), **overrides["dpo"]}
+    return merged
 
 
 def setup_django(out: Path) -> None:
@@ -194,6 +179,7 @@ def seed_project(args: argparse.Namespace, seed: int, spec: str, rows: list[dict
     from annotate.datasets.imports import import_records
     from annotate.models import Project
     from training.models import ProjectLoop
+    from training.services.offline import seeded_settings
     from training.services.splits import ensure_splits
 
     slug = f"bench-loop-{args.tag}-s{seed}"
@@ -203,9 +189,12 @@ def seed_project(args: argparse.Namespace, seed: int, spec: str, rows: list[dict
             project = Project.objects.create(
                 name=f"bench-loop {args.tag} seed {seed}", slug=slug, overlap=ANNOTATORS
             )
-            ProjectLoop.store(project, base_model=spec, settings=project_settings(args))
+            ProjectLoop.store(project, base_model=spec, settings=args.loop_settings)
             import_records(project, "prompts", rows)
-    elif _unseeded(ProjectLoop.of(project).settings) != _unseeded(project_settings(args)):
+    # compared with the seed that `run_rounds --seed` stores in them once the seed has run
+    elif seeded_settings(ProjectLoop.of(project).settings, seed) != seeded_settings(
+        args.loop_settings, seed
+    ):
         raise SystemExit(
             f"{slug} in {args.out} was made with other loop settings than these: "
             "give another --out (or the same --settings as before)"
@@ -390,7 +379,7 @@ def run_seed(args: argparse.Namespace, seed: int, spec: str, rows: list[dict[str
             "rounds": args.rounds,
             "annotators": ANNOTATORS,
             "noise": NOISE,
-            "settings": project_settings(args),
+            "settings": args.loop_settings,
             "online": [],
             "offline": None,
             "done": False,
@@ -527,8 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_django(args.out)
     from django.core.exceptions import ValidationError
 
+    from training.loop_settings import validate_loop_settings
+
     try:
-        project_settings(args)
+        validate_loop_settings(args.loop_settings)
     except ValidationError as exc:
         print(f"--settings: {'; '.join(exc.messages)}", file=sys.stderr)
         return 2

@@ -53,10 +53,13 @@ def seed_project(project: Project, seed: int) -> None:
     if seed < 0:
         raise InvalidInput(f"seed: must not be negative, got {seed}")
     with transaction.atomic():
-        settings = dict(ProjectLoop.of(project).settings or {})
-        settings["seed"] = seed
-        settings["dpo"] = {**dict(settings.get("dpo") or {}), "seed": seed}
+        settings = seeded_settings(ProjectLoop.of(project).settings or {}, seed)
         ProjectLoop.store(project, settings=clean_loop_settings(settings))
+
+
+def seeded_settings(settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``settings`` with ``seed`` as their loop seed and training seed."""
+    return {**settings, "seed": seed, "dpo": {**dict(settings.get("dpo") or {}), "seed": seed}}
 
 
 @dataclass
