@@ -29,6 +29,8 @@ TRIGGERS = ("all_judged", "min_pairs", "manual")
 TIE_POLICIES = ("drop", "weak")
 MAX_SYSTEM_PROMPT = 4000
 GATE_MODES = ("auto", "simulated", "human", "off")
+# "auto" picks one of the core's strategies per round, see ``LoopSettings.pairing``.
+PAIRING_CHOICES = ("auto", *PAIRING_STRATEGIES)
 
 
 @dataclass
@@ -42,11 +44,14 @@ class LoopSettings:
     # Comparisons made from one prompt's k completions (distinct texts only).
     pairs_per_prompt: int = 1
     # Which of a prompt's k completions are compared; the lead's choice per project:
-    # "random" (any two distinct texts, the unbiased default that suits people),
-    # "most_different" (the pair whose word sets differ the most, for a clearer preference) or
+    # "random" (any two distinct texts, the unbiased choice that suits people),
+    # "most_different" (the pair whose word sets differ the most, for a clearer preference),
     # "best_vs_worst" (a simulated judge scores all k, the best meets the worst; only rounds
-    # run by `run_rounds --simulate` have such a judge, a round sampled by the worker fails).
-    pairing: str = "random"
+    # run by `run_rounds --simulate` have such a judge, a round sampled by the worker fails) or
+    # "auto" (the default): "best_vs_worst" in a round sampled with a simulated judge at hand
+    # (`run_rounds --simulate`, in process), "random" otherwise (the rounds people judge, and
+    # `--via-worker`). With k=2 and one pair a prompt, every strategy makes the same pair.
+    pairing: str = "auto"
     # Sampling temperature; 0 is greedy, which gives identical samples and so no pairs.
     temperature: float = 0.8
     # Nucleus sampling mass.
@@ -139,6 +144,13 @@ class LoopSettings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def pairing_strategy(self, judge_at_hand: bool) -> str:
+        """The core pairing strategy a round uses: ``pairing``, with "auto" resolved by whether
+        a simulated judge can score the round's samples."""
+        if self.pairing != "auto":
+            return self.pairing
+        return "best_vs_worst" if judge_at_hand else "random"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> LoopSettings:
         """Settings from stored JSON; raises ValidationError naming the bad field."""
@@ -165,7 +177,7 @@ def json_schema() -> dict[str, Any]:
     choices = {
         "trigger": TRIGGERS,
         "ties": TIE_POLICIES,
-        "pairing": PAIRING_STRATEGIES,
+        "pairing": PAIRING_CHOICES,
         "gate_mode": GATE_MODES,
     }
     defaults = LoopSettings().to_dict()
@@ -286,8 +298,8 @@ def validate_loop_settings(data: Any) -> dict[str, Any]:
         raise ValidationError("gate_max_chosen_logp_drop: must not be negative")
     if merged["trigger"] not in TRIGGERS:
         raise ValidationError(f"trigger: must be one of {', '.join(TRIGGERS)}")
-    if merged["pairing"] not in PAIRING_STRATEGIES:
-        raise ValidationError(f"pairing: must be one of {', '.join(PAIRING_STRATEGIES)}")
+    if merged["pairing"] not in PAIRING_CHOICES:
+        raise ValidationError(f"pairing: must be one of {', '.join(PAIRING_CHOICES)}")
     if len(merged["system_prompt"]) > MAX_SYSTEM_PROMPT:
         raise ValidationError(f"system_prompt: must be at most {MAX_SYSTEM_PROMPT} characters")
     if merged["gate_mode"] not in GATE_MODES:

@@ -15,7 +15,8 @@ from django.core.management.base import CommandError
 from annotate.errors import InvalidInput
 from annotate.models import Comparison, Completion, Project
 from training import services
-from training.core.pairing import word_distance
+from training.core.generation import Sample
+from training.core.pairing import make_pairs, word_distance
 from training.loop_settings import LoopSettings, validate_loop_settings
 from training.models import ModelVersion, Round
 from training.services.simulation import rule_scores, shorter
@@ -42,11 +43,23 @@ def _train_comparisons(loop_round: Round) -> list[Comparison]:
     )
 
 
-def test_pairing_defaults_to_random_and_names_itself_when_wrong() -> None:
-    assert LoopSettings().pairing == "random"
+def test_pairing_defaults_to_auto_and_names_itself_when_wrong() -> None:
+    assert LoopSettings().pairing == "auto"
     assert validate_loop_settings({"pairing": "most_different"}) == {"pairing": "most_different"}
-    with pytest.raises(ValidationError, match="pairing: must be one of random, most_different"):
+    with pytest.raises(
+        ValidationError, match="pairing: must be one of auto, random, most_different, best_vs"
+    ):
         validate_loop_settings({"pairing": "lead"})
+
+
+def test_auto_pairs_best_vs_worst_with_a_judge_and_at_random_without() -> None:
+    auto = LoopSettings()
+    assert auto.pairing_strategy(judge_at_hand=True) == "best_vs_worst"
+    assert auto.pairing_strategy(judge_at_hand=False) == "random"
+    # a lead's explicit choice stands either way
+    for chosen in ("random", "most_different", "best_vs_worst"):
+        for judge in (True, False):
+            assert LoopSettings(pairing=chosen).pairing_strategy(judge_at_hand=judge) == chosen
 
 
 def test_rule_scores_count_round_robin_wins_and_half_ties() -> None:
@@ -80,16 +93,17 @@ def test_a_round_with_most_different_compares_the_farthest_samples(
         assert chosen == farthest
 
 
-def _best_vs_worst_project(tiny_model_dir: Path) -> Project:
+def _best_vs_worst_project(tiny_model_dir: Path, pairing: str = "best_vs_worst") -> Project:
     return make_loop_project(
-        tiny_model_dir, pairing="best_vs_worst", k=3, max_new_tokens=8, auto_next_round=False
+        tiny_model_dir, pairing=pairing, k=3, max_new_tokens=8, auto_next_round=False
     )
 
 
+@pytest.mark.parametrize("pairing", ["best_vs_worst", "auto"])
 def test_run_rounds_pairs_the_best_and_worst_sample_by_the_simulated_rule(
-    db: Any, tiny_model_dir: Path, var_dir: Path
+    db: Any, tiny_model_dir: Path, var_dir: Path, pairing: str
 ) -> None:
-    project = _best_vs_worst_project(tiny_model_dir)
+    project = _best_vs_worst_project(tiny_model_dir, pairing)
     out = io.StringIO()
     call_command(
         "run_rounds",
@@ -118,6 +132,28 @@ def test_run_rounds_pairs_the_best_and_worst_sample_by_the_simulated_rule(
         gap = abs(by_pk[comparison.completion_a_id] - by_pk[comparison.completion_b_id])
         assert gap == max(distinct)
     assert ModelVersion.objects.filter(trained_in=loop_round).exists()
+
+
+def test_auto_without_a_judge_pairs_at_random_where_best_vs_worst_would_fail(
+    db: Any, tiny_model_dir: Path, var_dir: Path
+) -> None:
+    project = _best_vs_worst_project(tiny_model_dir, "auto")
+    with services.in_process():
+        loop_round = services.start_round(project)
+        services.generate_round(loop_round.pk)
+    loop_round.refresh_from_db()
+    assert loop_round.state == Round.State.COLLECTING
+    seed = loop_round.settings["seed"] + 1000 * loop_round.number
+    comparisons = _train_comparisons(loop_round)
+    assert comparisons
+    for comparison in comparisons:
+        rows = _round_samples(loop_round)[comparison.prompt_id]
+        samples = [Sample(text=row.text, token_count=0, logprob=0.0) for row in rows]
+        a, b = make_pairs(samples, seed=seed + comparison.prompt_id, strategy="random")[0]
+        assert {rows[a].pk, rows[b].pk} == {
+            comparison.completion_a_id,
+            comparison.completion_b_id,
+        }
 
 
 def test_best_vs_worst_without_a_judge_fails_the_round_before_sampling(

@@ -72,7 +72,7 @@ def test_it_documents_the_loop_fields_in_the_schema(team: Team) -> None:
     assert fields["base_model"]["type"] == "string"
     assert fields["loop_settings"]["type"] == "object"
     settings = fields["loop_settings"]["properties"]
-    assert settings["pairing"]["enum"] == ["random", "most_different", "best_vs_worst"]
+    assert settings["pairing"]["enum"] == ["auto", "random", "most_different", "best_vs_worst"]
     assert settings["soft_labels"] == {"type": "boolean", "default": False}
     assert settings["replay_share"]["maximum"] == 1.0
 

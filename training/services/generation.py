@@ -386,7 +386,7 @@ def _write_comparisons(
             samples,
             max_pairs=ls.pairs_per_prompt,
             seed=seed + prompt.pk,
-            strategy=ls.pairing,
+            strategy=ls.pairing_strategy(judge_at_hand=scorer is not None),
             score=score,
         )
         for a, b in pairs:
