@@ -146,8 +146,9 @@ def test_auto_without_a_judge_pairs_at_random_where_best_vs_worst_would_fail(
     seed = loop_round.settings["seed"] + 1000 * loop_round.number
     comparisons = _train_comparisons(loop_round)
     assert comparisons
+    by_prompt = _round_samples(loop_round)
     for comparison in comparisons:
-        rows = _round_samples(loop_round)[comparison.prompt_id]
+        rows = by_prompt[comparison.prompt_id]
         samples = [Sample(text=row.text, token_count=0, logprob=0.0) for row in rows]
         a, b = make_pairs(samples, seed=seed + comparison.prompt_id, strategy="random")[0]
         assert {rows[a].pk, rows[b].pk} == {
