@@ -80,7 +80,7 @@ def test_judging_goes_on_without_the_broker_and_training_is_sent_once_it_is_back
     assert not outcomes.failures, outcomes.failures
     assert outcomes.connection_errors == 0
     loop_round.refresh_from_db()
-    assert loop_round.state == Round.State.TRAINING  # the trigger fired in the web process
+    assert loop_round.state == Round.State.TRAINING, loop_round.error  # the trigger fired
     run = TrainingRun.objects.get(round=loop_round)
     assert run.state == TrainingRun.State.QUEUED
     with connection.cursor() as cursor:

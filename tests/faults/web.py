@@ -1,6 +1,8 @@
 """The web app under gunicorn, and annotators that keep judging through its faults.
 
 An annotator asks for the next pair and judges it, over and over, until the queue is empty.
+Every annotator prefers the completion whose text sorts first, whichever side it is shown on,
+so the annotators of a pair agree and every pair has a majority (a round can train on it).
 When the connection breaks or the server answers 503 it waits a moment and asks again; a
 judgment is resent with the same ``client_id`` until the server acknowledges it, so a retried
 submit must never count twice. Every answer that is not a success is kept for the test to read.
@@ -75,6 +77,11 @@ class Outcomes:
         return [f for f in self.failures if f[1] >= 500]
 
 
+def preferred_side(task: dict[str, Any]) -> str:
+    """The side showing the completion whose text sorts first (left when both read the same)."""
+    return "right" if task["right"]["text"] < task["left"]["text"] else "left"
+
+
 class Annotator(threading.Thread):
     def __init__(
         self, port: int, token: str, project_id: int, outcomes: Outcomes, deadline: float
@@ -134,12 +141,12 @@ class Annotator(threading.Thread):
                 self.outcomes.fail("next", status, content_type, data)
                 time.sleep(RETRY_PAUSE)
                 continue
-            comparison = json.loads(data)["comparison"]
-            self._judge(comparison)
+            task = json.loads(data)
+            self._judge(task["comparison"], preferred_side(task))
 
-    def _judge(self, comparison: int) -> None:
+    def _judge(self, comparison: int, choice: str) -> None:
         client_id = str(uuid.uuid4())
-        body = json.dumps({"choice": "left", "client_id": client_id, "duration_ms": 1})
+        body = json.dumps({"choice": choice, "client_id": client_id, "duration_ms": 1})
         path = f"/api/comparisons/{comparison}/judgments/"
         answer = self._until_answered("judge", "POST", path, body)
         if answer is None:
